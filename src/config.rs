@@ -1,0 +1,103 @@
+//! Command-line configuration. Flag names are part of the interface scripts rely on.
+
+use std::net::SocketAddr;
+
+use clap::{Parser, ValueEnum};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "rtmp-edge",
+    version,
+    about = "RTMP edge relay on a thread-per-core io_uring data plane"
+)]
+pub struct Config {
+    /// Address to accept RTMP connections on (every shard binds it with SO_REUSEPORT).
+    #[arg(long, default_value = "0.0.0.0:1935")]
+    pub listen: SocketAddr,
+
+    /// Data-plane shards (threads, one io_uring each); 0 = one per available core.
+    #[arg(long, default_value_t = 0)]
+    pub shards: usize,
+
+    /// Outgoing chunk size announced to every client.
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(128..=16_777_215))]
+    pub chunk_size: u32,
+
+    /// Log level filter (error, warn, info, debug, trace, or a tracing filter directive).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Largest incoming message accepted, in bytes; a bigger header closes the connection.
+    #[arg(long, default_value_t = 8 << 20)]
+    pub max_message_size: u32,
+
+    /// Bytes a viewer may have queued before its frames are dropped (it resumes at a keyframe).
+    #[arg(long, default_value_t = 8 << 20)]
+    pub viewer_queue_bytes: usize,
+
+    /// Seconds a connection may take from TCP accept to publish/play.
+    #[arg(long, default_value_t = 15)]
+    pub handshake_timeout_secs: u64,
+
+    /// Seconds a publisher may stay silent before it is closed.
+    #[arg(long, default_value_t = 30)]
+    pub publisher_timeout_secs: u64,
+
+    /// Seconds one socket write may stall (peer not reading) before the connection is closed.
+    #[arg(long, default_value_t = 30)]
+    pub write_timeout_secs: u64,
+}
+
+impl Config {
+    /// Shard count after resolving 0 to the number of available cores.
+    pub fn shard_count(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_names() {
+        let c = Config::parse_from(["rtmp-edge"]);
+        assert_eq!(c.listen.to_string(), "0.0.0.0:1935");
+        assert_eq!(c.chunk_size, 4096);
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(c.shard_count() >= 1);
+        let c = Config::parse_from([
+            "rtmp-edge",
+            "--listen",
+            "127.0.0.1:1940",
+            "--shards",
+            "2",
+            "--chunk-size",
+            "60000",
+            "--log-level",
+            "debug",
+            "--log-format",
+            "json",
+        ]);
+        assert_eq!(c.shard_count(), 2);
+        assert_eq!(c.chunk_size, 60000);
+        assert_eq!(c.log_format, LogFormat::Json);
+        assert!(Config::try_parse_from(["rtmp-edge", "--chunk-size", "10"]).is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! rtmp-edge: an RTMP edge relay.
+//!
+//! Layers, top to bottom: `protocol` (sans-IO RTMP), `media` (FLV tag model, GOP cache),
+//! `fanout` (shared encoded frames and bounded viewer queues), `shard` (thread-per-core
+//! io_uring data plane), `config` (CLI).
+
+pub mod config;
+pub mod fanout;
+pub mod media;
+pub mod protocol;
+pub mod shard;

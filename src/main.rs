@@ -1,0 +1,30 @@
+//! The rtmp-edge binary: parse flags, set up logging, start the shards, wait.
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use rtmp_edge::config::{Config, LogFormat};
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> anyhow::Result<()> {
+    let cfg = Config::parse();
+    let filter = EnvFilter::try_new(&cfg.log_level)
+        .map_err(|e| anyhow::anyhow!("bad --log-level {:?}: {e}", cfg.log_level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_writer(std::io::stderr);
+    match cfg.log_format {
+        LogFormat::Text => builder.with_ansi(false).init(),
+        LogFormat::Json => builder.json().with_current_span(true).init(),
+    }
+    let server = rtmp_edge::shard::start(cfg)?;
+    for t in server.threads {
+        if t.join().is_err() {
+            anyhow::bail!("a shard thread panicked");
+        }
+    }
+    Ok(())
+}

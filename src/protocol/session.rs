@@ -1,0 +1,629 @@
+//! The server side of one RTMP connection as a sans-IO state machine: handshake, chunk
+//! decoding, protocol control, and the NetConnection/NetStream command flow. Bytes go in
+//! through `feed`, application events come out of `poll_event`, bytes to send come out of
+//! `take_output`. Decisions that need the rest of the server (may this key be published?
+//! does this stream exist?) are left to the caller, who answers with `accept_*`/`reject_*`.
+
+use std::collections::VecDeque;
+
+use bytes::{Bytes, BytesMut};
+
+use super::amf::Amf0Value;
+use super::chunk::{ChunkDecoder, ChunkError, RawMessage};
+use super::handshake::{HandshakeError, ServerHandshake};
+use super::message::{self as msg, Command, MessageError, UserControl};
+
+/// Window we announce to clients; they ack every this many bytes (we never wait for it).
+const OUR_WINDOW_ACK: u32 = 2_500_000;
+
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Chunk size we announce and use for everything we send after connect.
+    pub out_chunk_size: u32,
+    /// Cap on one incoming message's length.
+    pub max_message_size: u32,
+    /// Handshake S1 time field and PRNG seed.
+    pub epoch: u32,
+    pub seed: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            out_chunk_size: 4096,
+            max_message_size: 16 << 20,
+            epoch: 0,
+            seed: 0x5eed,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    #[error("chunk stream: {0}")]
+    Chunk(#[from] ChunkError),
+    #[error("message: {0}")]
+    Message(#[from] MessageError),
+    #[error("protocol violation: {0}")]
+    Violation(&'static str),
+}
+
+impl SessionError {
+    /// Short stable label for counters.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Handshake(_) => "handshake",
+            Self::Chunk(ChunkError::MessageTooLarge { .. }) => "message_too_large",
+            Self::Chunk(ChunkError::InvalidChunkSize(_)) => "invalid_chunk_size",
+            Self::Chunk(_) => "chunk",
+            Self::Message(_) => "message",
+            Self::Violation(_) => "violation",
+        }
+    }
+}
+
+/// What the application must act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// `connect` was answered with success.
+    Connected {
+        app: String,
+        tc_url: Option<String>,
+        flash_ver: Option<String>,
+        /// Query string found in the app (`live?token=x`), for auth.
+        query: Option<String>,
+    },
+    /// Answer with `accept_publish` or `reject_publish`.
+    Publish {
+        stream_id: u32,
+        name: String,
+        query: Option<String>,
+    },
+    /// Answer with `accept_play` or `reject_play`.
+    Play {
+        stream_id: u32,
+        name: String,
+        query: Option<String>,
+        start: f64,
+        reset: bool,
+    },
+    Audio {
+        timestamp: u32,
+        payload: Bytes,
+    },
+    Video {
+        timestamp: u32,
+        payload: Bytes,
+    },
+    /// Metadata as players want it (`onMetaData`, ecma array), `@setDataFrame` removed.
+    Metadata {
+        timestamp: u32,
+        payload: Bytes,
+    },
+    /// Any other data message from a publisher (cue points, text), passed through.
+    Data {
+        timestamp: u32,
+        payload: Bytes,
+    },
+    /// deleteStream, closeStream or FCUnpublish: the stream stops publishing or playing.
+    CloseStream {
+        stream_id: u32,
+    },
+    ReceiveAudio(bool),
+    ReceiveVideo(bool),
+}
+
+enum Phase {
+    Handshake(Box<ServerHandshake>),
+    Connecting,
+    Connected,
+}
+
+pub struct ServerSession {
+    cfg: SessionConfig,
+    phase: Phase,
+    inbuf: BytesMut,
+    decoder: ChunkDecoder,
+    out: BytesMut,
+    /// Chunk size currently in effect for what we send.
+    out_chunk: u32,
+    events: VecDeque<Event>,
+    /// Bytes received in total, for acknowledgements (mod 2^32 on the wire).
+    received: u64,
+    last_ack: u64,
+    peer_window: u32,
+    next_stream_id: u32,
+    app: String,
+    object_encoding: f64,
+}
+
+/// Splits `name?query` into its parts; an empty query is none.
+pub fn split_query(s: &str) -> (String, Option<String>) {
+    match s.split_once('?') {
+        Some((n, q)) => (n.to_string(), (!q.is_empty()).then(|| q.to_string())),
+        None => (s.to_string(), None),
+    }
+}
+
+/// onStatus sent on a NetStream; shared by session replies and the fan-out's notices to many
+/// viewers (which no longer have their session at hand).
+pub fn status_message(
+    out: &mut BytesMut,
+    chunk_size: u32,
+    stream_id: u32,
+    level: &str,
+    code: &str,
+    description: &str,
+    details: Option<&str>,
+) {
+    let mut info = msg::status_object(level, code, description);
+    if let (Some(d), Amf0Value::Object(props)) = (details, &mut info) {
+        props.push(("details".into(), d.into()));
+    }
+    let body = msg::command_body("onStatus", 0.0, &[Amf0Value::Null, info]);
+    msg::write_message(
+        out,
+        chunk_size,
+        msg::CSID_STATUS,
+        0,
+        msg::COMMAND_AMF0,
+        stream_id,
+        &body,
+    );
+}
+
+pub fn user_control_message(out: &mut BytesMut, chunk_size: u32, uc: UserControl) {
+    msg::write_message(
+        out,
+        chunk_size,
+        msg::CSID_CONTROL,
+        0,
+        msg::USER_CONTROL,
+        0,
+        &uc.encode(),
+    );
+}
+
+/// What a player gets when its stream's publisher goes away: it may stay for a republish.
+pub fn unpublish_notice(chunk_size: u32, stream_id: u32, name: &str) -> Bytes {
+    let mut out = BytesMut::new();
+    user_control_message(&mut out, chunk_size, UserControl::StreamEof(stream_id));
+    status_message(
+        &mut out,
+        chunk_size,
+        stream_id,
+        "status",
+        "NetStream.Play.UnpublishNotify",
+        &format!("{name} is now unpublished."),
+        Some(name),
+    );
+    out.freeze()
+}
+
+/// What a waiting player gets when a publisher (re)starts its stream.
+pub fn publish_notice(chunk_size: u32, stream_id: u32, name: &str) -> Bytes {
+    let mut out = BytesMut::new();
+    user_control_message(&mut out, chunk_size, UserControl::StreamBegin(stream_id));
+    status_message(
+        &mut out,
+        chunk_size,
+        stream_id,
+        "status",
+        "NetStream.Play.PublishNotify",
+        &format!("{name} is now published."),
+        Some(name),
+    );
+    out.freeze()
+}
+
+impl ServerSession {
+    pub fn new(cfg: SessionConfig) -> Self {
+        Self {
+            phase: Phase::Handshake(Box::new(ServerHandshake::new(cfg.epoch, cfg.seed))),
+            decoder: ChunkDecoder::new(cfg.max_message_size),
+            cfg,
+            inbuf: BytesMut::with_capacity(4096),
+            out: BytesMut::new(),
+            out_chunk: 128,
+            events: VecDeque::new(),
+            received: 0,
+            last_ack: 0,
+            peer_window: 0,
+            next_stream_id: 1,
+            app: String::new(),
+            object_encoding: 0.0,
+        }
+    }
+
+    pub fn app(&self) -> &str {
+        &self.app
+    }
+
+    /// The chunk size everything after connect is encoded with.
+    pub fn out_chunk_size(&self) -> u32 {
+        self.out_chunk
+    }
+
+    pub fn is_handshake_done(&self) -> bool {
+        !matches!(self.phase, Phase::Handshake(_))
+    }
+
+    pub fn bytes_received(&self) -> u64 {
+        self.received
+    }
+
+    /// Processes bytes from the peer. Events and output accumulate until taken.
+    pub fn feed(&mut self, data: &[u8]) -> Result<(), SessionError> {
+        self.received += data.len() as u64;
+        if let Phase::Handshake(hs) = &mut self.phase {
+            let mut reply = Vec::new();
+            let used = hs.feed(data, &mut reply)?;
+            self.out.extend_from_slice(&reply);
+            if !hs.is_done() {
+                return Ok(());
+            }
+            self.phase = Phase::Connecting;
+            self.inbuf.extend_from_slice(&data[used..]);
+        } else {
+            self.inbuf.extend_from_slice(data);
+        }
+        while let Some(m) = self.decoder.decode(&mut self.inbuf)? {
+            self.on_message(m)?;
+        }
+        if self.peer_window > 0 && self.received - self.last_ack >= u64::from(self.peer_window) {
+            self.last_ack = self.received;
+            self.control(msg::ACK, &(self.received as u32).to_be_bytes());
+        }
+        Ok(())
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// Bytes to write to the peer, if any.
+    pub fn take_output(&mut self) -> Option<Bytes> {
+        (!self.out.is_empty()).then(|| self.out.split().freeze())
+    }
+
+    pub fn accept_publish(&mut self, stream_id: u32, name: &str) {
+        user_control_message(
+            &mut self.out,
+            self.out_chunk,
+            UserControl::StreamBegin(stream_id),
+        );
+        self.status(
+            stream_id,
+            "status",
+            "NetStream.Publish.Start",
+            &format!("{name} is now published."),
+            Some(name),
+        );
+    }
+
+    /// `code` is e.g. NetStream.Publish.BadName or NetStream.Publish.Unauthorized.
+    pub fn reject_publish(&mut self, stream_id: u32, code: &str, description: &str) {
+        self.status(stream_id, "error", code, description, None);
+    }
+
+    /// Sends the play preamble; the caller sends metadata, sequence headers and the GOP next.
+    pub fn accept_play(&mut self, stream_id: u32, name: &str, reset: bool) {
+        user_control_message(
+            &mut self.out,
+            self.out_chunk,
+            UserControl::StreamBegin(stream_id),
+        );
+        if reset {
+            self.status(
+                stream_id,
+                "status",
+                "NetStream.Play.Reset",
+                &format!("Playing and resetting {name}."),
+                Some(name),
+            );
+        }
+        self.status(
+            stream_id,
+            "status",
+            "NetStream.Play.Start",
+            &format!("Started playing {name}."),
+            Some(name),
+        );
+        let access = msg::data_body("|RtmpSampleAccess", &[true.into(), true.into()]);
+        msg::write_message(
+            &mut self.out,
+            self.out_chunk,
+            msg::CSID_STATUS,
+            0,
+            msg::DATA_AMF0,
+            stream_id,
+            &access,
+        );
+    }
+
+    /// `code` is e.g. NetStream.Play.StreamNotFound or NetStream.Play.Failed.
+    pub fn reject_play(&mut self, stream_id: u32, code: &str, description: &str) {
+        self.status(stream_id, "error", code, description, None);
+    }
+
+    fn status(
+        &mut self,
+        stream_id: u32,
+        level: &str,
+        code: &str,
+        description: &str,
+        details: Option<&str>,
+    ) {
+        status_message(
+            &mut self.out,
+            self.out_chunk,
+            stream_id,
+            level,
+            code,
+            description,
+            details,
+        );
+    }
+
+    fn control(&mut self, type_id: u8, payload: &[u8]) {
+        msg::write_message(
+            &mut self.out,
+            self.out_chunk,
+            msg::CSID_CONTROL,
+            0,
+            type_id,
+            0,
+            payload,
+        );
+    }
+
+    fn command(&mut self, csid: u32, stream_id: u32, name: &str, txn: f64, values: &[Amf0Value]) {
+        let body = msg::command_body(name, txn, values);
+        msg::write_message(
+            &mut self.out,
+            self.out_chunk,
+            csid,
+            0,
+            msg::COMMAND_AMF0,
+            stream_id,
+            &body,
+        );
+    }
+
+    fn on_message(&mut self, m: RawMessage) -> Result<(), SessionError> {
+        match m.type_id {
+            msg::SET_CHUNK_SIZE => {
+                let size = msg::parse_u32(m.type_id, &m.payload)?;
+                self.decoder.set_chunk_size(size)?;
+            }
+            msg::ABORT => self.decoder.abort(msg::parse_u32(m.type_id, &m.payload)?),
+            msg::ACK | msg::SET_PEER_BANDWIDTH => {}
+            msg::WINDOW_ACK_SIZE => self.peer_window = msg::parse_u32(m.type_id, &m.payload)?,
+            msg::USER_CONTROL => {
+                if let UserControl::PingRequest(t) = UserControl::parse(&m.payload)? {
+                    user_control_message(
+                        &mut self.out,
+                        self.out_chunk,
+                        UserControl::PingResponse(t),
+                    );
+                }
+            }
+            msg::AUDIO => self.media_event(Event::Audio {
+                timestamp: m.timestamp,
+                payload: m.payload,
+            })?,
+            msg::VIDEO => self.media_event(Event::Video {
+                timestamp: m.timestamp,
+                payload: m.payload,
+            })?,
+            msg::DATA_AMF0 | msg::DATA_AMF3 => self.on_data(m)?,
+            msg::COMMAND_AMF0 | msg::COMMAND_AMF3 => {
+                let cmd = Command::parse(m.type_id, &m.payload)?;
+                self.on_command(cmd, m.stream_id)?;
+            }
+            _ => {} // aggregate (22) and shared objects are not supported; ignoring is what nginx does
+        }
+        Ok(())
+    }
+
+    fn media_event(&mut self, ev: Event) -> Result<(), SessionError> {
+        if !matches!(self.phase, Phase::Connected) {
+            return Err(SessionError::Violation("media before connect"));
+        }
+        self.events.push_back(ev);
+        Ok(())
+    }
+
+    fn on_data(&mut self, m: RawMessage) -> Result<(), SessionError> {
+        let mut payload = m.payload;
+        if m.type_id == msg::DATA_AMF3 && payload.first() == Some(&0) {
+            payload = payload.slice(1..);
+        }
+        let payload = msg::strip_set_data_frame(&payload).unwrap_or(payload);
+        let is_meta = payload.starts_with(b"\x02\x00\x0aonMetaData");
+        self.media_event(if is_meta {
+            Event::Metadata {
+                timestamp: m.timestamp,
+                payload,
+            }
+        } else {
+            Event::Data {
+                timestamp: m.timestamp,
+                payload,
+            }
+        })
+    }
+
+    fn on_command(&mut self, cmd: Command, msg_stream: u32) -> Result<(), SessionError> {
+        let txn = cmd.transaction_id;
+        if cmd.name == "connect" {
+            return self.on_connect(&cmd);
+        }
+        if !matches!(self.phase, Phase::Connected) {
+            return Err(SessionError::Violation("command before connect"));
+        }
+        // Stream names are the first argument after the command object (args[0] is null).
+        let name_arg = || cmd.arg(1).and_then(Amf0Value::as_str).unwrap_or("");
+        match cmd.name.as_str() {
+            "releaseStream" => {
+                self.command(
+                    msg::CSID_COMMAND,
+                    0,
+                    "_result",
+                    txn,
+                    &[Amf0Value::Null, Amf0Value::Undefined],
+                );
+            }
+            "FCPublish" => {
+                let name = name_arg().to_string();
+                let info = Amf0Value::Object(vec![
+                    ("code".into(), "NetStream.Publish.Start".into()),
+                    ("description".into(), name.into()),
+                ]);
+                self.command(
+                    msg::CSID_COMMAND,
+                    0,
+                    "onFCPublish",
+                    0.0,
+                    &[Amf0Value::Null, info],
+                );
+            }
+            "createStream" => {
+                let id = self.next_stream_id;
+                if id > 64 {
+                    return Err(SessionError::Violation("too many createStream"));
+                }
+                self.next_stream_id += 1;
+                self.command(
+                    msg::CSID_COMMAND,
+                    0,
+                    "_result",
+                    txn,
+                    &[Amf0Value::Null, Amf0Value::Number(id as f64)],
+                );
+            }
+            "publish" => {
+                let (name, query) = split_query(name_arg());
+                self.events.push_back(Event::Publish {
+                    stream_id: msg_stream,
+                    name,
+                    query,
+                });
+            }
+            "play" => {
+                let (mut name, query) = split_query(name_arg());
+                // ffmpeg strips .flv from the URL; other clients may not.
+                if let Some(stripped) = name.strip_suffix(".flv") {
+                    name = stripped.to_string();
+                }
+                let start = cmd.arg(2).and_then(Amf0Value::as_number).unwrap_or(-2.0);
+                let reset = match cmd.arg(4) {
+                    Some(Amf0Value::Boolean(b)) => *b,
+                    Some(Amf0Value::Number(n)) => *n != 0.0,
+                    _ => true,
+                };
+                self.events.push_back(Event::Play {
+                    stream_id: msg_stream,
+                    name,
+                    query,
+                    start,
+                    reset,
+                });
+            }
+            "getStreamLength" | "getMovLen" => {
+                self.command(
+                    msg::CSID_COMMAND,
+                    0,
+                    "_result",
+                    txn,
+                    &[Amf0Value::Null, Amf0Value::Number(0.0)],
+                );
+            }
+            "FCUnpublish" => {
+                let info = Amf0Value::Object(vec![
+                    ("code".into(), "NetStream.Unpublish.Success".into()),
+                    ("description".into(), name_arg().into()),
+                ]);
+                self.command(
+                    msg::CSID_COMMAND,
+                    0,
+                    "onFCUnpublish",
+                    0.0,
+                    &[Amf0Value::Null, info],
+                );
+            }
+            "deleteStream" => {
+                let id = cmd.arg(1).and_then(Amf0Value::as_number).unwrap_or(0.0);
+                self.events.push_back(Event::CloseStream {
+                    stream_id: id as u32,
+                });
+            }
+            "closeStream" => self.events.push_back(Event::CloseStream {
+                stream_id: msg_stream,
+            }),
+            "receiveAudio" | "receiveVideo" => {
+                let on = cmd.arg(1).and_then(Amf0Value::as_bool).unwrap_or(true);
+                self.events.push_back(if cmd.name == "receiveAudio" {
+                    Event::ReceiveAudio(on)
+                } else {
+                    Event::ReceiveVideo(on)
+                });
+            }
+            _ => {} // unknown calls (e.g. _checkbw) get no answer, as with nginx
+        }
+        Ok(())
+    }
+
+    fn on_connect(&mut self, cmd: &Command) -> Result<(), SessionError> {
+        if !matches!(self.phase, Phase::Connecting) {
+            return Err(SessionError::Violation("second connect"));
+        }
+        let obj = cmd.arg(0);
+        let field = |k: &str| obj.and_then(|o| o.get(k)).and_then(Amf0Value::as_str);
+        let (app, query) = split_query(field("app").unwrap_or(""));
+        let tc_url = field("tcUrl").map(str::to_string);
+        let flash_ver = field("flashVer").map(str::to_string);
+        self.object_encoding = obj
+            .and_then(|o| o.get("objectEncoding"))
+            .and_then(Amf0Value::as_number)
+            .unwrap_or(0.0);
+        self.app = app.trim_end_matches('/').to_string();
+
+        self.control(msg::WINDOW_ACK_SIZE, &OUR_WINDOW_ACK.to_be_bytes());
+        let mut bw = OUR_WINDOW_ACK.to_be_bytes().to_vec();
+        bw.push(2); // dynamic
+        self.control(msg::SET_PEER_BANDWIDTH, &bw);
+        self.control(msg::SET_CHUNK_SIZE, &self.cfg.out_chunk_size.to_be_bytes());
+        self.out_chunk = self.cfg.out_chunk_size;
+        let props = Amf0Value::Object(vec![
+            ("fmsVer".into(), "FMS/3,0,1,123".into()),
+            ("capabilities".into(), 31.0.into()),
+        ]);
+        let info = Amf0Value::Object(vec![
+            ("level".into(), "status".into()),
+            ("code".into(), "NetConnection.Connect.Success".into()),
+            ("description".into(), "Connection succeeded.".into()),
+            ("objectEncoding".into(), self.object_encoding.into()),
+        ]);
+        self.command(
+            msg::CSID_COMMAND,
+            0,
+            "_result",
+            cmd.transaction_id,
+            &[props, info],
+        );
+        self.phase = Phase::Connected;
+        self.events.push_back(Event::Connected {
+            app: self.app.clone(),
+            tc_url,
+            flash_ver,
+            query,
+        });
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,425 @@
+//! One RTMP connection on a shard: a reader that feeds the sans-IO session and acts on its
+//! events, and a writer that drains the connection's queue with vectored writes. A
+//! publisher whose stream another shard owns is handed over to that shard, socket and all.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio_uring::net::TcpStream;
+use tracing::{debug, info, info_span, warn, Instrument, Span};
+
+use super::io::Conn;
+use super::state::{PublishError, ShardState, StreamKey};
+use super::{Handoff, ShardMsg};
+use crate::fanout::queue::OutQueue;
+use crate::fanout::viewer::Viewer;
+use crate::media::frame::MediaKind;
+use crate::protocol::session::{Event, ServerSession, SessionConfig};
+
+const READ_BUF: usize = 64 * 1024;
+
+enum Role {
+    None,
+    Publisher { key: StreamKey, stream_id: u32 },
+    Player { key: StreamKey, slot: usize },
+}
+
+/// Why the reader stopped.
+enum Exit {
+    Closed,
+    /// Hand the publisher to its stream's owner shard.
+    Migrate {
+        owner: usize,
+        stream_id: u32,
+        name: String,
+        query: Option<String>,
+    },
+}
+
+struct ConnCtx {
+    state: Rc<ShardState>,
+    conn: Rc<Conn>,
+    queue: Rc<OutQueue>,
+    session: ServerSession,
+    role: Role,
+    conn_id: u64,
+    peer: SocketAddr,
+    /// Set when the connection must close after its queued replies are written.
+    closing: bool,
+}
+
+pub fn accept(state: Rc<ShardState>, stream: TcpStream, peer: SocketAddr) {
+    let conn_id = state.shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
+    let cfg = &state.shared.cfg;
+    let session = ServerSession::new(SessionConfig {
+        out_chunk_size: cfg.chunk_size,
+        max_message_size: cfg.max_message_size,
+        epoch: 0,
+        seed: conn_id ^ (peer.port() as u64) << 32 ^ seed_from_clock(),
+    });
+    metrics::counter!("rtmp_connections_accepted_total").increment(1);
+    let span =
+        info_span!("conn", id = conn_id, %peer, shard = state.id, key = tracing::field::Empty);
+    debug!(parent: &span, "accepted");
+    let ctx = ConnCtx {
+        conn: Rc::new(Conn::new(stream)),
+        queue: Rc::new(OutQueue::new()),
+        session,
+        role: Role::None,
+        conn_id,
+        peer,
+        closing: false,
+        state,
+    };
+    tokio_uring::spawn(run(ctx, None).instrument(span));
+}
+
+/// Takes over a publisher handed from another shard.
+pub fn adopt(state: Rc<ShardState>, h: Handoff) {
+    let span = info_span!("conn", id = h.conn_id, peer = %h.peer, shard = state.id, key = tracing::field::Empty);
+    debug!(parent: &span, "adopted publisher");
+    let ctx = ConnCtx {
+        conn: Rc::new(Conn::from_fd(h.fd)),
+        queue: Rc::new(OutQueue::new()),
+        session: *h.session,
+        role: Role::None,
+        conn_id: h.conn_id,
+        peer: h.peer,
+        closing: false,
+        state,
+    };
+    let first = Event::Publish {
+        stream_id: h.stream_id,
+        name: h.name,
+        query: h.query,
+    };
+    tokio_uring::spawn(run(ctx, Some(first)).instrument(span));
+}
+
+fn seed_from_clock() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+async fn run(mut ctx: ConnCtx, first: Option<Event>) {
+    let write_timeout = Duration::from_secs(ctx.state.shared.cfg.write_timeout_secs);
+    let writer = tokio_uring::spawn(write_loop(
+        ctx.conn.clone(),
+        ctx.queue.clone(),
+        write_timeout,
+    ));
+    let exit = read_loop(&mut ctx, first).await;
+    ctx.leave_role();
+    ctx.queue.close();
+    match exit {
+        Exit::Migrate {
+            owner,
+            stream_id,
+            name,
+            query,
+        } => {
+            let _ = writer.await;
+            let ConnCtx {
+                state,
+                conn,
+                session,
+                conn_id,
+                peer,
+                ..
+            } = ctx;
+            let fd = match Rc::try_unwrap(conn).map(Conn::into_fd) {
+                Ok(Ok(fd)) => fd,
+                _ => {
+                    warn!("publisher hand-off failed: socket still in use");
+                    return;
+                }
+            };
+            debug!(to_shard = owner, "handing publisher to owner shard");
+            let handoff = Box::new(Handoff {
+                fd,
+                session: Box::new(session),
+                conn_id,
+                peer,
+                stream_id,
+                name,
+                query,
+            });
+            if state.shared.senders[owner]
+                .send(ShardMsg::Adopt(handoff))
+                .await
+                .is_err()
+            {
+                warn!("owner shard gone; publisher dropped");
+            }
+        }
+        Exit::Closed => {
+            // Let queued replies (e.g. a BadName status) go out, bounded by the write timeout.
+            let _ = writer.await;
+            ctx.conn.shutdown();
+            debug!("closed");
+        }
+    }
+}
+
+async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
+    let cfg = &ctx.state.shared.cfg;
+    let handshake_deadline = Instant::now() + Duration::from_secs(cfg.handshake_timeout_secs);
+    let publisher_timeout = Duration::from_secs(cfg.publisher_timeout_secs);
+    if let Some(ev) = first {
+        if let Some(exit) = ctx.on_event(ev) {
+            return exit;
+        }
+        if let Some(exit) = ctx.drain_events() {
+            return exit;
+        }
+    }
+    let mut buf = vec![0u8; READ_BUF];
+    loop {
+        if ctx.closing {
+            return Exit::Closed;
+        }
+        let limit = match ctx.role {
+            Role::None => Some(handshake_deadline.saturating_duration_since(Instant::now())),
+            Role::Publisher { .. } => Some(publisher_timeout),
+            Role::Player { .. } => None,
+        };
+        let read = ctx.conn.read(buf);
+        let (res, b) = match limit {
+            Some(limit) => match tokio::time::timeout(limit, read).await {
+                Ok(r) => r,
+                Err(_) => {
+                    let what = if matches!(ctx.role, Role::None) {
+                        "handshake/connect"
+                    } else {
+                        "publisher idle"
+                    };
+                    warn!(timeout_s = limit.as_secs(), "{what} timeout, closing");
+                    metrics::counter!("rtmp_timeouts_total", "kind" => what).increment(1);
+                    return Exit::Closed;
+                }
+            },
+            None => read.await,
+        };
+        buf = b;
+        let n = match res {
+            Ok(0) => return Exit::Closed,
+            Ok(n) => n,
+            Err(e) => {
+                debug!(error = %e, "read failed");
+                return Exit::Closed;
+            }
+        };
+        if let Err(e) = ctx.session.feed(&buf[..n]) {
+            warn!(error = %e, "protocol error, closing connection");
+            metrics::counter!("rtmp_protocol_errors_total", "kind" => e.kind()).increment(1);
+            ctx.flush();
+            return Exit::Closed;
+        }
+        if let Some(exit) = ctx.drain_events() {
+            return exit;
+        }
+    }
+}
+
+async fn write_loop(conn: Rc<Conn>, queue: Rc<OutQueue>, stall: Duration) {
+    loop {
+        queue.ready().await;
+        let batch = queue.take_batch();
+        if batch.is_empty() {
+            return; // closed and drained
+        }
+        match tokio::time::timeout(stall, conn.writev_all(batch)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                debug!(error = %e, "write failed");
+                break;
+            }
+            Err(_) => {
+                warn!(stall_s = stall.as_secs(), "peer stopped reading, closing");
+                metrics::counter!("rtmp_viewer_disconnects_total", "reason" => "write_stall")
+                    .increment(1);
+                break;
+            }
+        }
+    }
+    // The reader learns through the shutdown: its read completes with 0 or an error.
+    queue.close();
+    conn.shutdown();
+}
+
+impl ConnCtx {
+    fn flush(&mut self) {
+        if let Some(b) = self.session.take_output() {
+            self.queue.push(b);
+        }
+    }
+
+    fn drain_events(&mut self) -> Option<Exit> {
+        self.flush();
+        while let Some(ev) = self.session.poll_event() {
+            if let Some(exit) = self.on_event(ev) {
+                return Some(exit);
+            }
+            if self.closing {
+                break;
+            }
+        }
+        self.flush();
+        None
+    }
+
+    fn stream_key(&self, name: &str) -> StreamKey {
+        Arc::from(format!("{}/{}", self.session.app(), name))
+    }
+
+    fn on_event(&mut self, ev: Event) -> Option<Exit> {
+        match ev {
+            Event::Connected {
+                app,
+                tc_url,
+                flash_ver,
+                ..
+            } => {
+                debug!(%app, tc_url = tc_url.as_deref().unwrap_or(""), flash_ver = flash_ver.as_deref().unwrap_or(""), "connect");
+            }
+            Event::Publish {
+                stream_id,
+                name,
+                query,
+            } => return self.on_publish(stream_id, name, query),
+            Event::Play {
+                stream_id,
+                name,
+                reset,
+                ..
+            } => self.on_play(stream_id, name, reset),
+            Event::Audio { timestamp, payload } => {
+                self.ingest(MediaKind::Audio, timestamp, payload)
+            }
+            Event::Video { timestamp, payload } => {
+                self.ingest(MediaKind::Video, timestamp, payload)
+            }
+            Event::Metadata { timestamp, payload } => {
+                self.ingest(MediaKind::Metadata, timestamp, payload)
+            }
+            Event::Data { timestamp, payload } => self.ingest(MediaKind::Data, timestamp, payload),
+            Event::CloseStream { stream_id } => {
+                let ours = match &self.role {
+                    Role::Publisher { stream_id: s, .. } => *s == stream_id,
+                    Role::Player { .. } => true,
+                    Role::None => false,
+                };
+                if ours {
+                    self.leave_role();
+                }
+            }
+            Event::ReceiveAudio(on) | Event::ReceiveVideo(on) => {
+                if let Role::Player { key, slot } = &self.role {
+                    let audio = matches!(ev, Event::ReceiveAudio(_));
+                    self.state.with_viewer(key, *slot, |v| {
+                        if audio {
+                            v.receive_audio = on;
+                        } else {
+                            v.receive_video = on;
+                        }
+                    });
+                }
+            }
+        }
+        None
+    }
+
+    fn on_publish(&mut self, stream_id: u32, name: String, query: Option<String>) -> Option<Exit> {
+        if name.is_empty() || !matches!(self.role, Role::None) {
+            warn!(%name, "publish refused: empty name or connection already in use");
+            self.session
+                .reject_publish(stream_id, "NetStream.Publish.BadName", "Bad stream name.");
+            self.closing = true;
+            return None;
+        }
+        let key = self.stream_key(&name);
+        Span::current().record("key", &*key);
+        let owner = self.state.owner_of(&key);
+        if owner != self.state.id {
+            return Some(Exit::Migrate {
+                owner,
+                stream_id,
+                name,
+                query,
+            });
+        }
+        match self.state.start_publish(&key, self.conn_id) {
+            Ok(()) => {
+                info!(peer = %self.peer, "publish started");
+                metrics::counter!("rtmp_publishes_total").increment(1);
+                self.session.accept_publish(stream_id, &name);
+                self.role = Role::Publisher { key, stream_id };
+            }
+            Err(PublishError::BadName) => {
+                warn!("publish refused: stream already has a publisher");
+                metrics::counter!("rtmp_publish_rejects_total", "reason" => "bad_name")
+                    .increment(1);
+                self.session.reject_publish(
+                    stream_id,
+                    "NetStream.Publish.BadName",
+                    &format!("{name} is already being published."),
+                );
+                self.closing = true;
+            }
+        }
+        None
+    }
+
+    fn on_play(&mut self, stream_id: u32, name: String, reset: bool) {
+        if name.is_empty() || !matches!(self.role, Role::None) {
+            self.session.reject_play(
+                stream_id,
+                "NetStream.Play.StreamNotFound",
+                "No such stream.",
+            );
+            return;
+        }
+        let key = self.stream_key(&name);
+        Span::current().record("key", &*key);
+        self.session.accept_play(stream_id, &name, reset);
+        // The play preamble must be queued before the media the mirror pushes next.
+        self.flush();
+        let viewer = Viewer::new(
+            self.queue.clone(),
+            stream_id,
+            name,
+            self.session.out_chunk_size(),
+            self.state.shared.cfg.viewer_queue_bytes,
+        );
+        let slot = self.state.add_viewer(&key, viewer);
+        info!("play started");
+        metrics::counter!("rtmp_plays_total").increment(1);
+        self.role = Role::Player { key, slot };
+    }
+
+    fn ingest(&mut self, kind: MediaKind, timestamp: u32, payload: Bytes) {
+        if let Role::Publisher { key, .. } = &self.role {
+            self.state.publish_frame(key, kind, timestamp, payload);
+        }
+    }
+
+    fn leave_role(&mut self) {
+        match std::mem::replace(&mut self.role, Role::None) {
+            Role::Publisher { key, .. } => {
+                info!("publish ended");
+                self.state.end_publish(&key, self.conn_id);
+            }
+            Role::Player { key, slot } => {
+                debug!("play ended");
+                self.state.remove_viewer(&key, slot);
+            }
+            Role::None => {}
+        }
+    }
+}

@@ -1,0 +1,149 @@
+//! The thread-per-core data plane: one pinned thread per shard, each with its own
+//! tokio-uring runtime, SO_REUSEPORT listener, connection tasks and stream table. Shards
+//! share nothing but channels of `ShardMsg` and immutable frames.
+
+pub mod conn;
+pub mod io;
+pub mod listener;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::os::fd::OwnedFd;
+use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use tokio::sync::mpsc;
+use tracing::{error, info};
+
+use crate::config::Config;
+use crate::media::cache::StreamCache;
+use crate::media::frame::SharedFrame;
+use crate::protocol::session::ServerSession;
+use state::{ShardState, StreamKey};
+
+/// Depth of each shard's inbox; frames beyond it are dropped and counted.
+const INBOX_CAPACITY: usize = 16 * 1024;
+
+/// A publisher moving to the shard that owns its stream, with everything read so far.
+pub struct Handoff {
+    pub fd: OwnedFd,
+    pub session: Box<ServerSession>,
+    pub conn_id: u64,
+    pub peer: SocketAddr,
+    pub stream_id: u32,
+    pub name: String,
+    pub query: Option<String>,
+}
+
+pub enum ShardMsg {
+    /// To the owner: shard wants this stream's frames.
+    Subscribe {
+        key: StreamKey,
+        shard: usize,
+    },
+    Unsubscribe {
+        key: StreamKey,
+        shard: usize,
+    },
+    /// From the owner: the cache a new mirror starts from.
+    Snapshot {
+        key: StreamKey,
+        cache: StreamCache,
+        live: bool,
+    },
+    Frame {
+        key: StreamKey,
+        frame: SharedFrame,
+    },
+    Published {
+        key: StreamKey,
+    },
+    Unpublished {
+        key: StreamKey,
+    },
+    Adopt(Box<Handoff>),
+}
+
+/// What every shard can see.
+pub struct Shared {
+    pub cfg: Config,
+    pub senders: Vec<mpsc::Sender<ShardMsg>>,
+    pub next_conn_id: AtomicU64,
+}
+
+/// A running data plane.
+pub struct Server {
+    pub local_addr: SocketAddr,
+    pub threads: Vec<JoinHandle<()>>,
+}
+
+/// Binds the listeners and starts every shard thread.
+pub fn start(cfg: Config) -> std::io::Result<Server> {
+    let n = cfg.shard_count();
+    let listeners = listener::bind_reuseport(cfg.listen, n)?;
+    let local_addr = listeners[0].local_addr()?;
+    let (senders, receivers): (Vec<_>, Vec<_>) =
+        (0..n).map(|_| mpsc::channel(INBOX_CAPACITY)).unzip();
+    let shared = Arc::new(Shared {
+        cfg,
+        senders,
+        next_conn_id: AtomicU64::new(1),
+    });
+    let cores = std::thread::available_parallelism()
+        .map(|c| c.get())
+        .unwrap_or(1);
+    let mut threads = Vec::with_capacity(n);
+    for (id, (listener, rx)) in listeners.into_iter().zip(receivers).enumerate() {
+        let shared = shared.clone();
+        let t = std::thread::Builder::new()
+            .name(format!("shard-{id}"))
+            .spawn(move || {
+                pin_to_core(id % cores);
+                tokio_uring::start(run_shard(id, listener, rx, shared));
+            })?;
+        threads.push(t);
+    }
+    info!(addr = %local_addr, shards = n, "listening");
+    Ok(Server {
+        local_addr,
+        threads,
+    })
+}
+
+fn pin_to_core(core: usize) {
+    // SAFETY: plain libc calls on a zeroed cpu_set_t for the current thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(core, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+    }
+}
+
+async fn run_shard(
+    id: usize,
+    listener: std::net::TcpListener,
+    mut rx: mpsc::Receiver<ShardMsg>,
+    shared: Arc<Shared>,
+) {
+    let state = Rc::new(ShardState::new(id, shared));
+    let inbox_state = state.clone();
+    tokio_uring::spawn(async move {
+        while let Some(msg) = rx.recv().await {
+            inbox_state.on_message(msg);
+        }
+    });
+    let listener = tokio_uring::net::TcpListener::from_std(listener);
+    info!(shard = id, "shard running");
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => conn::accept(state.clone(), stream, peer),
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                error!(shard = id, error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

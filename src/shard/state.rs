@@ -1,0 +1,394 @@
+//! A shard's stream table. For streams this shard owns, the `Source`: the publisher slot,
+//! the cache late joiners start from, timestamp rebasing across republishes, and which
+//! shards want its frames. For streams with viewers here, the `Mirror`: the local cache
+//! replica and the viewers. Frames cross shards once per shard, never once per viewer.
+
+use std::cell::{Cell, RefCell};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use slab::Slab;
+use tokio::sync::mpsc::error::TrySendError;
+use tracing::{debug, warn};
+
+use super::{ShardMsg, Shared};
+use crate::fanout::viewer::{Delivery, Viewer};
+use crate::media::cache::StreamCache;
+use crate::media::frame::{Frame, MediaKind, SharedFrame};
+
+pub type StreamKey = Arc<str>;
+
+/// Which shard owns a stream: a stable hash, so every shard agrees without talking.
+pub fn owner_of(key: &str, shards: usize) -> usize {
+    let mut h = DefaultHasher::new();
+    key.hash(&mut h);
+    (h.finish() % shards.max(1) as u64) as usize
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum PublishError {
+    #[error("stream is already being published")]
+    BadName,
+}
+
+/// Keeps one stream's timestamps moving forward when a publisher reconnects from zero.
+#[derive(Default)]
+struct Rebase {
+    offset: u32,
+    last_out: Option<u32>,
+    need_base: bool,
+}
+
+impl Rebase {
+    fn apply(&mut self, ts: u32) -> u32 {
+        if self.need_base {
+            self.need_base = false;
+            // First publish passes timestamps through; a republish continues after the last.
+            self.offset = self
+                .last_out
+                .map(|l| l.wrapping_add(1).wrapping_sub(ts))
+                .unwrap_or(0);
+        }
+        let out = ts.wrapping_add(self.offset);
+        self.last_out = Some(out);
+        out
+    }
+}
+
+#[derive(Default)]
+struct Source {
+    publisher: Option<u64>,
+    cache: StreamCache,
+    rebase: Rebase,
+    subscribers: Vec<usize>,
+}
+
+struct Mirror {
+    cache: StreamCache,
+    /// Frames are ignored until the owner's snapshot arrives.
+    synced: bool,
+    live: bool,
+    viewers: Slab<Viewer>,
+}
+
+pub struct ShardState {
+    pub id: usize,
+    pub shared: Arc<Shared>,
+    sources: RefCell<HashMap<StreamKey, Source>>,
+    mirrors: RefCell<HashMap<StreamKey, Mirror>>,
+    pub frames_dropped: Cell<u64>,
+}
+
+impl ShardState {
+    pub fn new(id: usize, shared: Arc<Shared>) -> Self {
+        Self {
+            id,
+            shared,
+            sources: RefCell::default(),
+            mirrors: RefCell::default(),
+            frames_dropped: Cell::new(0),
+        }
+    }
+
+    pub fn owner_of(&self, key: &str) -> usize {
+        owner_of(key, self.shared.senders.len())
+    }
+
+    pub fn chunk_size(&self) -> u32 {
+        self.shared.cfg.chunk_size
+    }
+
+    fn send(&self, shard: usize, msg: ShardMsg) {
+        match self.shared.senders[shard].try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(ShardMsg::Frame { key, .. })) => {
+                self.frames_dropped.set(self.frames_dropped.get() + 1);
+                metrics::counter!("rtmp_cross_shard_drops_total").increment(1);
+                warn!(stream = %key, to_shard = shard, "cross-shard queue full, frame dropped");
+            }
+            Err(TrySendError::Full(msg)) => {
+                // Control must arrive; wait for room off the hot path.
+                let tx = self.shared.senders[shard].clone();
+                tokio_uring::spawn(async move {
+                    let _ = tx.send(msg).await;
+                });
+            }
+            Err(TrySendError::Closed(_)) => {}
+        }
+    }
+
+    /// Handles a message from another shard (or this one).
+    pub fn on_message(self: &Rc<Self>, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Subscribe { key, shard } => self.subscribe(key, shard),
+            ShardMsg::Unsubscribe { key, shard } => self.unsubscribe(&key, shard),
+            ShardMsg::Snapshot { key, cache, live } => self.mirror_snapshot(&key, cache, live),
+            ShardMsg::Frame { key, frame } => {
+                metrics::histogram!("rtmp_cross_shard_seconds")
+                    .record(frame.ingest.elapsed().as_secs_f64());
+                self.mirror_frame(&key, &frame);
+            }
+            ShardMsg::Published { key } => self.mirror_published(&key),
+            ShardMsg::Unpublished { key } => self.mirror_unpublished(&key),
+            ShardMsg::Adopt(h) => super::conn::adopt(self.clone(), *h),
+        }
+    }
+
+    // ---- owner side ----
+
+    fn subscribe(&self, key: StreamKey, shard: usize) {
+        let mut sources = self.sources.borrow_mut();
+        let src = sources.entry(key.clone()).or_default();
+        if !src.subscribers.contains(&shard) {
+            src.subscribers.push(shard);
+        }
+        let snapshot = ShardMsg::Snapshot {
+            key: key.clone(),
+            cache: src.cache.clone(),
+            live: src.publisher.is_some(),
+        };
+        drop(sources);
+        self.route(shard, snapshot);
+    }
+
+    fn unsubscribe(&self, key: &str, shard: usize) {
+        let mut sources = self.sources.borrow_mut();
+        if let Some(src) = sources.get_mut(key) {
+            src.subscribers.retain(|&s| s != shard);
+            if src.publisher.is_none() && src.subscribers.is_empty() {
+                sources.remove(key);
+            }
+        }
+    }
+
+    /// Delivers a message to a shard; to this shard it is handled in place.
+    fn route(&self, shard: usize, msg: ShardMsg) {
+        if shard == self.id {
+            match msg {
+                ShardMsg::Snapshot { key, cache, live } => self.mirror_snapshot(&key, cache, live),
+                ShardMsg::Frame { key, frame } => self.mirror_frame(&key, &frame),
+                ShardMsg::Published { key } => self.mirror_published(&key),
+                ShardMsg::Unpublished { key } => self.mirror_unpublished(&key),
+                ShardMsg::Subscribe { key, shard } => self.subscribe(key, shard),
+                ShardMsg::Unsubscribe { key, shard } => self.unsubscribe(&key, shard),
+                ShardMsg::Adopt(_) => unreachable!("adopt is never routed locally"),
+            }
+        } else {
+            self.send(shard, msg);
+        }
+    }
+
+    pub fn start_publish(&self, key: &StreamKey, conn_id: u64) -> Result<(), PublishError> {
+        let mut sources = self.sources.borrow_mut();
+        let src = sources.entry(key.clone()).or_default();
+        if src.publisher.is_some() {
+            return Err(PublishError::BadName);
+        }
+        src.publisher = Some(conn_id);
+        src.cache.clear();
+        src.rebase.need_base = true;
+        let subs = src.subscribers.clone();
+        drop(sources);
+        for s in subs {
+            self.route(s, ShardMsg::Published { key: key.clone() });
+        }
+        Ok(())
+    }
+
+    pub fn end_publish(&self, key: &StreamKey, conn_id: u64) {
+        let mut sources = self.sources.borrow_mut();
+        let Some(src) = sources.get_mut(key) else {
+            return;
+        };
+        if src.publisher != Some(conn_id) {
+            return;
+        }
+        src.publisher = None;
+        src.cache.clear();
+        let subs = src.subscribers.clone();
+        drop(sources);
+        for s in subs {
+            self.route(s, ShardMsg::Unpublished { key: key.clone() });
+        }
+    }
+
+    /// Ingests one message from the stream's publisher: encode once, cache, forward once per shard.
+    pub fn publish_frame(&self, key: &StreamKey, kind: MediaKind, timestamp: u32, payload: Bytes) {
+        let mut sources = self.sources.borrow_mut();
+        let Some(src) = sources.get_mut(key) else {
+            return;
+        };
+        let ts = src.rebase.apply(timestamp);
+        let frame: SharedFrame = Arc::new(Frame::new(kind, ts, payload, self.chunk_size()));
+        src.cache.apply(&frame);
+        let subs = src.subscribers.clone();
+        drop(sources);
+        for s in subs {
+            self.route(
+                s,
+                ShardMsg::Frame {
+                    key: key.clone(),
+                    frame: frame.clone(),
+                },
+            );
+        }
+    }
+
+    // ---- mirror side ----
+
+    /// Adds a player; it starts at once if this shard already mirrors the stream.
+    pub fn add_viewer(&self, key: &StreamKey, mut viewer: Viewer) -> usize {
+        let mut mirrors = self.mirrors.borrow_mut();
+        let new = !mirrors.contains_key(key);
+        let m = mirrors.entry(key.clone()).or_insert_with(|| Mirror {
+            cache: StreamCache::default(),
+            synced: false,
+            live: false,
+            viewers: Slab::new(),
+        });
+        if m.synced {
+            viewer.start(&m.cache);
+        }
+        let slot = m.viewers.insert(viewer);
+        drop(mirrors);
+        if new {
+            let owner = self.owner_of(key);
+            self.route(
+                owner,
+                ShardMsg::Subscribe {
+                    key: key.clone(),
+                    shard: self.id,
+                },
+            );
+        }
+        slot
+    }
+
+    pub fn remove_viewer(&self, key: &StreamKey, slot: usize) {
+        let mut mirrors = self.mirrors.borrow_mut();
+        let Some(m) = mirrors.get_mut(key) else {
+            return;
+        };
+        m.viewers.try_remove(slot);
+        if m.viewers.is_empty() {
+            mirrors.remove(key);
+            drop(mirrors);
+            let owner = self.owner_of(key);
+            self.route(
+                owner,
+                ShardMsg::Unsubscribe {
+                    key: key.clone(),
+                    shard: self.id,
+                },
+            );
+        }
+    }
+
+    pub fn with_viewer(&self, key: &StreamKey, slot: usize, f: impl FnOnce(&mut Viewer)) {
+        if let Some(v) = self
+            .mirrors
+            .borrow_mut()
+            .get_mut(key)
+            .and_then(|m| m.viewers.get_mut(slot))
+        {
+            f(v);
+        }
+    }
+
+    fn mirror_snapshot(&self, key: &str, cache: StreamCache, live: bool) {
+        let mut mirrors = self.mirrors.borrow_mut();
+        let Some(m) = mirrors.get_mut(key) else {
+            return;
+        };
+        m.cache = cache;
+        m.synced = true;
+        m.live = live;
+        for (_, v) in m.viewers.iter_mut() {
+            v.start(&m.cache);
+        }
+    }
+
+    fn mirror_frame(&self, key: &str, frame: &SharedFrame) {
+        let mut mirrors = self.mirrors.borrow_mut();
+        let Some(m) = mirrors.get_mut(key) else {
+            return;
+        };
+        if !m.synced {
+            return;
+        }
+        m.cache.apply(frame);
+        let mut dropped = 0u64;
+        for (_, v) in m.viewers.iter_mut() {
+            if v.deliver(frame) == Delivery::Dropped {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            metrics::counter!("rtmp_viewer_drops_total", "reason" => "queue_full")
+                .increment(dropped);
+        }
+    }
+
+    fn mirror_published(&self, key: &str) {
+        if let Some(m) = self.mirrors.borrow_mut().get_mut(key) {
+            m.cache.clear();
+            if m.synced && !m.live {
+                for (_, v) in m.viewers.iter_mut() {
+                    v.published();
+                }
+            }
+            m.live = true;
+        }
+    }
+
+    fn mirror_unpublished(&self, key: &str) {
+        if let Some(m) = self.mirrors.borrow_mut().get_mut(key) {
+            m.cache.clear();
+            m.live = false;
+            debug!(stream = %key, viewers = m.viewers.len(), "publisher left, notifying viewers");
+            for (_, v) in m.viewers.iter_mut() {
+                v.unpublished();
+            }
+        }
+    }
+
+    /// Local viewer count of a stream (tests and stats).
+    pub fn viewer_count(&self, key: &str) -> usize {
+        self.mirrors
+            .borrow()
+            .get(key)
+            .map(|m| m.viewers.len())
+            .unwrap_or(0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rebase_passes_through_then_continues() {
+        let mut r = Rebase {
+            need_base: true,
+            ..Default::default()
+        };
+        assert_eq!(r.apply(5000), 5000);
+        assert_eq!(r.apply(5040), 5040);
+        r.need_base = true; // republish from zero
+        assert_eq!(r.apply(0), 5041);
+        assert_eq!(r.apply(40), 5081);
+    }
+
+    #[test]
+    fn owner_is_stable_and_in_range() {
+        for n in 1..8 {
+            let o = owner_of("live/test", n);
+            assert!(o < n);
+            assert_eq!(o, owner_of("live/test", n));
+        }
+    }
+}
