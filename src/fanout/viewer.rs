@@ -66,13 +66,11 @@ impl Viewer {
         match f.kind {
             MediaKind::Video if !self.receive_video && !config => return Delivery::Skipped,
             MediaKind::Audio if !self.receive_audio && !config => return Delivery::Skipped,
-            MediaKind::Video if !config => {
-                if self.waiting_key {
-                    if !f.is_video_keyframe() {
-                        return Delivery::Skipped;
-                    }
-                    self.waiting_key = false;
+            MediaKind::Video if !config && self.waiting_key => {
+                if !f.is_video_keyframe() {
+                    return Delivery::Skipped;
                 }
+                self.waiting_key = false;
             }
             _ => {}
         }
