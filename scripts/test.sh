@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Runs the whole test suite on a fresh Debian machine: installs the real RTMP peers the
+# integration tests drive (ffmpeg, rtmpdump, GStreamer) when missing, then `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+command -v rtmpdump >/dev/null || missing+=(rtmpdump)
+command -v gst-launch-1.0 >/dev/null || missing+=(gstreamer1.0-tools)
+gst_has() { command -v gst-inspect-1.0 >/dev/null && gst-inspect-1.0 --exists "$1"; }
+gst_has flvmux || missing+=(gstreamer1.0-plugins-good)
+gst_has rtmp2src || missing+=(gstreamer1.0-plugins-bad)
+gst_has videotestsrc || missing+=(gstreamer1.0-plugins-base)
+
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing test peers: ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    ffmpeg rtmpdump gstreamer1.0-tools gstreamer1.0-plugins-base \
+    gstreamer1.0-plugins-good gstreamer1.0-plugins-bad >/dev/null
+fi
+
+cargo test "$@"

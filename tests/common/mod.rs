@@ -1,0 +1,222 @@
+//! Shared harness for the integration tests: the real binary on a loopback port, test media
+//! made once with ffmpeg, and helpers to run real clients with time limits.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running rtmp-edge; killed on drop. Its log lines are collected for assertions.
+pub struct Server {
+    pub addr: SocketAddr,
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    pub fn start(extra: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rtmp-edge"))
+            .args(["--listen", "127.0.0.1:0", "--log-level", "debug"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start rtmp-edge");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening addr=").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
+                    let _ = tx.send(addr);
+                }
+                if std::env::var_os("RTMP_EDGE_TEST_LOG").is_some() {
+                    eprintln!("[server] {line}");
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("server did not report its listen address")
+            .parse()
+            .expect("listen address");
+        Server { addr, child, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("rtmp://{}/{}", self.addr, path)
+    }
+
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until a log line contains every one of `needles`; returns it.
+    pub fn wait_log(&self, needles: &[&str], timeout: Duration) -> Option<String> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Some(l) = self
+                .log_lines()
+                .into_iter()
+                .find(|l| needles.iter().all(|n| l.contains(n)))
+            {
+                return Some(l);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn count_log(&self, needles: &[&str]) -> usize {
+        self.log_lines()
+            .iter()
+            .filter(|l| needles.iter().all(|n| l.contains(n)))
+            .count()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A child process killed on drop (publishers, players).
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn spawn(cmd: &mut Command) -> Proc {
+        Proc(
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}")),
+        )
+    }
+
+    /// Waits for exit up to `timeout`; None if still running.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(st)) = self.0.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() >= end {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Runs a command to completion, killing it after `timeout`.
+pub fn run_with_timeout(cmd: &mut Command, timeout: Duration) -> Output {
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let pid = child.id();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = done.clone();
+    std::thread::spawn(move || {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if flag.load(std::sync::atomic::Ordering::Relaxed) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // SAFETY: sending SIGKILL to a pid we spawned.
+        unsafe {
+            libc_kill(pid as i32, 9);
+        }
+    });
+    let out = child.wait_with_output().expect("wait");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    out
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+fn media_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("media");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A pre-made H.264/AAC FLV (publishing it with `-c copy` costs no encoding). Made once
+/// per target dir; concurrent makers write to a temp name and rename.
+pub fn media(name: &str, size: &str, seconds: u32, gop: u32) -> PathBuf {
+    let path = media_dir().join(format!("{name}.flv"));
+    if path.exists() {
+        return path;
+    }
+    let tmp = media_dir().join(format!("{name}.{}.tmp.flv", std::process::id()));
+    let st = Command::new("ffmpeg")
+        .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={size}:rate=30"))
+        .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=44100"])
+        .args(["-t", &seconds.to_string()])
+        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", &gop.to_string()])
+        .args(["-sc_threshold", "0", "-pix_fmt", "yuv420p", "-b:v", "600k"])
+        .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv"])
+        .arg(&tmp)
+        .status()
+        .expect("ffmpeg must be installed (run scripts/test.sh)");
+    assert!(st.success(), "ffmpeg failed to make test media");
+    std::fs::rename(&tmp, &path).unwrap();
+    path
+}
+
+/// The standard test stream: 640x360, 30 fps, 1 s GOP, 30 s.
+pub fn test_media() -> PathBuf {
+    media("std360", "640x360", 30, 30)
+}
+
+/// Publishes a file with ffmpeg in real time, looping, with stream copy.
+pub fn ffmpeg_publish(file: &std::path::Path, url: &str) -> Proc {
+    Proc::spawn(
+        Command::new("ffmpeg")
+            .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
+            .arg(file)
+            .args(["-c", "copy", "-f", "flv", url]),
+    )
+}
+
+/// Waits until the server logs that `key` is being published.
+pub fn wait_published(server: &Server, key: &str) {
+    server
+        .wait_log(
+            &["publish started", &format!("key=\"{key}\"")],
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("{key} was never published"));
+}
