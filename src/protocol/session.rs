@@ -224,7 +224,7 @@ impl ServerSession {
             phase: Phase::Handshake(Box::new(ServerHandshake::new(cfg.epoch, cfg.seed))),
             decoder: ChunkDecoder::new(cfg.max_message_size),
             cfg,
-            inbuf: BytesMut::with_capacity(4096),
+            inbuf: BytesMut::new(),
             out: BytesMut::new(),
             out_chunk: 128,
             events: VecDeque::new(),

@@ -20,7 +20,9 @@ use crate::fanout::viewer::Viewer;
 use crate::media::frame::MediaKind;
 use crate::protocol::session::{Event, ServerSession, SessionConfig};
 
-const READ_BUF: usize = 64 * 1024;
+/// Players only send acks and pings; publishers get a bigger buffer once they publish.
+const READ_BUF_SMALL: usize = 4 * 1024;
+const READ_BUF_PUBLISHER: usize = 64 * 1024;
 
 enum Role {
     None,
@@ -159,8 +161,15 @@ async fn run(mut ctx: ConnCtx, first: Option<Event>) {
             }
         }
         Exit::Closed => {
-            // Let queued replies (e.g. a BadName status) go out, bounded by the write timeout.
-            let _ = writer.await;
+            // Let queued replies (e.g. a BadName status) go out, but not wait on a dead peer.
+            let mut writer = writer;
+            if tokio::time::timeout(Duration::from_secs(2), &mut writer)
+                .await
+                .is_err()
+            {
+                ctx.conn.shutdown();
+                let _ = writer.await;
+            }
             ctx.conn.shutdown();
             debug!("closed");
         }
@@ -179,10 +188,13 @@ async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
             return exit;
         }
     }
-    let mut buf = vec![0u8; READ_BUF];
+    let mut buf = vec![0u8; READ_BUF_SMALL];
     loop {
         if ctx.closing {
             return Exit::Closed;
+        }
+        if matches!(ctx.role, Role::Publisher { .. }) && buf.len() < READ_BUF_PUBLISHER {
+            buf.resize(READ_BUF_PUBLISHER, 0);
         }
         let limit = match ctx.role {
             Role::None => Some(handshake_deadline.saturating_duration_since(Instant::now())),
