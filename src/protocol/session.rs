@@ -230,7 +230,9 @@ impl ServerSession {
             events: VecDeque::new(),
             received: 0,
             last_ack: 0,
-            peer_window: 0,
+            // Until the peer announces its window, ack at the one we announce (as nginx does):
+            // encoders like FMLE stall when nobody acks.
+            peer_window: OUR_WINDOW_ACK,
             next_stream_id: 1,
             app: String::new(),
             object_encoding: 0.0,
@@ -400,7 +402,13 @@ impl ServerSession {
             }
             msg::ABORT => self.decoder.abort(msg::parse_u32(m.type_id, &m.payload)?),
             msg::ACK | msg::SET_PEER_BANDWIDTH => {}
-            msg::WINDOW_ACK_SIZE => self.peer_window = msg::parse_u32(m.type_id, &m.payload)?,
+            msg::WINDOW_ACK_SIZE => {
+                // A window of 0 would mean an ack per read; ignore it like a missing one.
+                let w = msg::parse_u32(m.type_id, &m.payload)?;
+                if w > 0 {
+                    self.peer_window = w;
+                }
+            }
             msg::USER_CONTROL => {
                 if let UserControl::PingRequest(t) = UserControl::parse(&m.payload)? {
                     user_control_message(

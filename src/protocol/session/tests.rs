@@ -535,3 +535,18 @@ fn random_input_never_panics() {
         }
     }
 }
+
+#[test]
+fn acks_without_announced_window() {
+    let mut c = Client::new();
+    c.connect();
+    c.command(0, "createStream", 2.0, &[Amf0Value::Null]);
+    c.command(1, "publish", 3.0, &[Amf0Value::Null, "x".into()]);
+    c.server.accept_publish(1, "x");
+    c.recv();
+    for i in 0..30 {
+        c.send_ts(6, msg::VIDEO, 1, i * 33, Bytes::from(vec![0x27u8; 100_000]));
+    }
+    let acks = c.recv().iter().filter(|m| m.type_id == msg::ACK).count();
+    assert_eq!(acks, 1, "one ack per 2.5 MB received");
+}
