@@ -68,6 +68,8 @@ struct DecStream {
     /// The 32-bit value of that extended field.
     ext_value: u32,
     partial: Option<Vec<u8>>,
+    /// Payload bytes of the partial message received so far (kept or skimmed).
+    received: u32,
 }
 
 impl DecStream {
@@ -106,6 +108,8 @@ pub struct ChunkDecoder {
     /// (csid, payload bytes of the current chunk not yet received).
     in_chunk: Option<(u32, u32)>,
     consumed: u64,
+    /// Keep at most this many bytes of each payload (the load generator only needs headers).
+    payload_limit: usize,
 }
 
 fn be24(b: &[u8]) -> u32 {
@@ -130,6 +134,7 @@ impl ChunkDecoder {
             partial_count: 0,
             in_chunk: None,
             consumed: 0,
+            payload_limit: usize::MAX,
         }
     }
 
@@ -144,6 +149,13 @@ impl ChunkDecoder {
 
     pub fn chunk_size(&self) -> u32 {
         self.chunk_size
+    }
+
+    /// Keeps only the first `limit` bytes of each message payload and skips the rest, for
+    /// receivers that only look at headers and count bytes. Messages still complete at their
+    /// announced length.
+    pub fn set_payload_limit(&mut self, limit: usize) {
+        self.payload_limit = limit;
     }
 
     pub fn max_message_size(&self) -> u32 {
@@ -181,8 +193,11 @@ impl ChunkDecoder {
                 let mut done = None;
                 if let Some(st) = self.streams.get_mut(&csid) {
                     if let Some(p) = st.partial.as_mut() {
-                        append_bounded(p, buf.get(..n).unwrap_or_default(), st.length as usize);
-                        if p.len() >= st.length as usize {
+                        let keep = self.payload_limit.saturating_sub(p.len()).min(n);
+                        let total = (st.length as usize).min(self.payload_limit);
+                        append_bounded(p, buf.get(..keep).unwrap_or_default(), total);
+                        st.received += n as u32;
+                        if st.received >= st.length {
                             done = st.partial.take().map(|p| st.message(csid, Bytes::from(p)));
                         }
                     }
@@ -327,11 +342,14 @@ impl ChunkDecoder {
             if h.length == 0 {
                 return Some(st.message(h.csid, Bytes::new()));
             }
-            let cap = (h.length.min(self.chunk_size) as usize).min(INITIAL_ASSEMBLY_CAP);
+            let cap = (h.length.min(self.chunk_size) as usize)
+                .min(INITIAL_ASSEMBLY_CAP)
+                .min(self.payload_limit);
             st.partial = Some(Vec::with_capacity(cap));
+            st.received = 0;
             self.partial_count += 1;
         }
-        let received = st.partial.as_ref().map_or(0, Vec::len) as u32;
+        let received = st.received;
         let chunk = st.length.saturating_sub(received).min(self.chunk_size);
         self.in_chunk = Some((h.csid, chunk));
         None
@@ -1013,5 +1031,27 @@ mod tests {
             }
             let _ = feed_split(&mut rng, &bytes);
         }
+    }
+
+    #[test]
+    fn payload_limit_skims_but_keeps_message_boundaries() {
+        let mut wire = BytesMut::new();
+        let big = vec![7u8; 10_000];
+        encode_message(6, 1000, 9, 1, &big, 128, &mut wire);
+        encode_message(4, 1010, 8, 1, &[1, 2, 3], 128, &mut wire);
+        let mut dec = ChunkDecoder::new(1 << 20);
+        dec.set_payload_limit(2);
+        let total = wire.len() as u64;
+        let a = dec.decode(&mut wire).unwrap().unwrap();
+        assert_eq!(
+            (a.timestamp, a.type_id, &a.payload[..]),
+            (1000, 9, &[7u8, 7][..])
+        );
+        let b = dec.decode(&mut wire).unwrap().unwrap();
+        assert_eq!(
+            (b.timestamp, b.type_id, &b.payload[..]),
+            (1010, 8, &[1u8, 2][..])
+        );
+        assert_eq!(dec.bytes_consumed(), total);
     }
 }
