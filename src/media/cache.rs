@@ -98,7 +98,7 @@ impl StreamCache {
         &self.config
     }
 
-    /// The late-join preamble for a player on `stream_id`: metadata and decoder configs
+    /// The late-join preamble for a player on `stream_id`: metadata, decoder configs
     /// re-stamped to the GOP's start (so the player's clock starts where the pictures do),
     /// then the GOP frames. Returns the bytes and whether it ends with a usable GOP.
     pub fn start_sequence(&self, stream_id: u32, chunk_size: u32) -> (Bytes, bool) {
@@ -111,7 +111,12 @@ impl StreamCache {
                 .unwrap_or(0)
         });
         let mut out = BytesMut::new();
-        for f in self.metadata.iter().chain(self.config.iter()) {
+        // ffmpeg's FLV demuxer takes onMetaData as metadata only at timestamp 0; any other
+        // time turns it into a subtitle stream that remuxers then carry.
+        if let Some(m) = &self.metadata {
+            out.extend_from_slice(&m.encode_as(0, stream_id, chunk_size));
+        }
+        for f in &self.config {
             out.extend_from_slice(&f.encode_as(start_ts, stream_id, chunk_size));
         }
         for f in &self.gop {

@@ -3,5 +3,6 @@
 //! Pure, no I/O.
 
 pub mod cache;
+pub mod flv;
 pub mod frame;
 pub mod tag;

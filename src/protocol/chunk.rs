@@ -151,9 +151,9 @@ impl ChunkDecoder {
         self.chunk_size
     }
 
-    /// Keeps only the first `limit` bytes of each message payload and skips the rest, for
-    /// receivers that only look at headers and count bytes. Messages still complete at their
-    /// announced length.
+    /// Keeps only the first `limit` bytes of each audio/video payload and skips the rest, for
+    /// receivers that only look at media headers and count bytes (commands stay whole).
+    /// Messages still complete at their announced length.
     pub fn set_payload_limit(&mut self, limit: usize) {
         self.payload_limit = limit;
     }
@@ -193,8 +193,13 @@ impl ChunkDecoder {
                 let mut done = None;
                 if let Some(st) = self.streams.get_mut(&csid) {
                     if let Some(p) = st.partial.as_mut() {
-                        let keep = self.payload_limit.saturating_sub(p.len()).min(n);
-                        let total = (st.length as usize).min(self.payload_limit);
+                        let limit = if matches!(st.type_id, 8 | 9) {
+                            self.payload_limit
+                        } else {
+                            usize::MAX
+                        };
+                        let keep = limit.saturating_sub(p.len()).min(n);
+                        let total = (st.length as usize).min(limit);
                         append_bounded(p, buf.get(..keep).unwrap_or_default(), total);
                         st.received += n as u32;
                         if st.received >= st.length {
@@ -342,9 +347,7 @@ impl ChunkDecoder {
             if h.length == 0 {
                 return Some(st.message(h.csid, Bytes::new()));
             }
-            let cap = (h.length.min(self.chunk_size) as usize)
-                .min(INITIAL_ASSEMBLY_CAP)
-                .min(self.payload_limit);
+            let cap = (h.length.min(self.chunk_size) as usize).min(INITIAL_ASSEMBLY_CAP);
             st.partial = Some(Vec::with_capacity(cap));
             st.received = 0;
             self.partial_count += 1;

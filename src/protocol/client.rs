@@ -138,6 +138,12 @@ impl ClientSession {
         self.maybe_create_stream();
     }
 
+    /// Keep only the first `limit` bytes of each received audio/video payload (load viewers
+    /// look at media headers and count bytes, and skip the copy of the rest).
+    pub fn set_media_payload_limit(&mut self, limit: usize) {
+        self.decoder.set_payload_limit(limit);
+    }
+
     pub fn stream_id(&self) -> Option<u32> {
         self.stream_id
     }

@@ -178,7 +178,8 @@ async fn run(mut ctx: ConnCtx, first: Option<Event>) {
 
 async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
     let cfg = &ctx.state.shared.cfg;
-    let handshake_deadline = Instant::now() + Duration::from_secs(cfg.handshake_timeout_secs);
+    let handshake_secs = cfg.handshake_timeout_secs;
+    let handshake_deadline = Instant::now() + Duration::from_secs(handshake_secs);
     let publisher_timeout = Duration::from_secs(cfg.publisher_timeout_secs);
     if let Some(ev) = first {
         if let Some(exit) = ctx.on_event(ev) {
@@ -206,12 +207,14 @@ async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
             Some(limit) => match tokio::time::timeout(limit, read).await {
                 Ok(r) => r,
                 Err(_) => {
-                    let what = if matches!(ctx.role, Role::None) {
-                        "handshake/connect"
+                    // Log the configured timeout: `limit` is only what was left of the
+                    // handshake deadline for this read (e.g. 1 s of a 2 s timeout).
+                    let (what, secs) = if matches!(ctx.role, Role::None) {
+                        ("handshake/connect", handshake_secs)
                     } else {
-                        "publisher idle"
+                        ("publisher idle", publisher_timeout.as_secs())
                     };
-                    warn!(timeout_s = limit.as_secs(), "{what} timeout, closing");
+                    warn!(timeout_s = secs, "{what} timeout, closing");
                     metrics::counter!("rtmp_timeouts_total", "kind" => what).increment(1);
                     return Exit::Closed;
                 }

@@ -179,13 +179,25 @@ pub fn media(name: &str, size: &str, seconds: u32, gop: u32) -> PathBuf {
     if path.exists() {
         return path;
     }
-    let tmp = media_dir().join(format!("{name}.{}.tmp.flv", std::process::id()));
+    // Unique per process and thread: test threads of one binary may race to make it.
+    let tmp = media_dir().join(format!(
+        "{name}.{}.{:?}.tmp.flv",
+        std::process::id(),
+        std::thread::current().id()
+    ));
     let st = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
         .arg(format!("testsrc2=size={size}:rate=30"))
         .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=44100"])
         .args(["-t", &seconds.to_string()])
-        .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", &gop.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-g",
+            &gop.to_string(),
+        ])
         .args(["-sc_threshold", "0", "-pix_fmt", "yuv420p", "-b:v", "600k"])
         .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv"])
         .arg(&tmp)
@@ -220,3 +232,15 @@ pub fn wait_published(server: &Server, key: &str) {
         )
         .unwrap_or_else(|| panic!("{key} was never published"));
 }
+
+pub mod rtmp_client;
+
+/// `test_media()`, made at most once at a time per test binary: `media()` names its temp
+/// file by process id only, so two test threads of one binary making it at once collide.
+pub fn test_media_locked() -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    test_media()
+}
+
+pub mod players;

@@ -1,0 +1,100 @@
+//! `rtmp://host[:port]/app[/key]` as clients and our CLI flags write it.
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RtmpUrl {
+    pub host: String,
+    pub port: u16,
+    pub app: String,
+    /// Everything after the app: the stream key (may contain '/' and a query).
+    pub key: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum UrlError {
+    #[error("not an rtmp:// URL: {0}")]
+    Scheme(String),
+    #[error("bad port in {0}")]
+    Port(String),
+    #[error("missing host or app in {0}")]
+    Missing(String),
+}
+
+impl RtmpUrl {
+    pub fn parse(s: &str) -> Result<Self, UrlError> {
+        let rest = s
+            .strip_prefix("rtmp://")
+            .ok_or_else(|| UrlError::Scheme(s.to_string()))?;
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse().map_err(|_| UrlError::Port(s.to_string()))?,
+            ),
+            _ => (authority, 1935),
+        };
+        let (app, key) = match path.split_once('/') {
+            Some((a, k)) => (a, (!k.is_empty()).then(|| k.to_string())),
+            None => (path, None),
+        };
+        if host.is_empty() || app.is_empty() {
+            return Err(UrlError::Missing(s.to_string()));
+        }
+        Ok(Self {
+            host: host.to_string(),
+            port,
+            app: app.to_string(),
+            key,
+        })
+    }
+
+    /// The tcUrl clients send in connect: the URL without the key.
+    pub fn tc_url(&self) -> String {
+        format!("rtmp://{}:{}/{}", self.host, self.port, self.app)
+    }
+
+    pub fn authority(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port)
+        } else {
+            format!("{}:{}", self.host, self.port)
+        }
+    }
+}
+
+impl fmt::Display for RtmpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.tc_url())?;
+        if let Some(k) = &self.key {
+            write!(f, "/{k}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_common_forms() {
+        let u = RtmpUrl::parse("rtmp://127.0.0.1:1940/live/test?token=x").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.app.as_str(), u.key.as_deref()),
+            ("127.0.0.1", 1940, "live", Some("test?token=x"))
+        );
+        assert_eq!(u.tc_url(), "rtmp://127.0.0.1:1940/live");
+        let u = RtmpUrl::parse("rtmp://a.example/app").unwrap();
+        assert_eq!((u.port, u.key), (1935, None));
+        let u = RtmpUrl::parse("rtmp://[::1]:1936/live/a/b").unwrap();
+        assert_eq!(
+            (u.host.as_str(), u.port, u.key.as_deref()),
+            ("::1", 1936, Some("a/b"))
+        );
+        assert_eq!(u.authority(), "[::1]:1936");
+        assert!(RtmpUrl::parse("http://x/y").is_err());
+        assert!(RtmpUrl::parse("rtmp://x:notaport/y").is_err());
+        assert!(RtmpUrl::parse("rtmp://x").is_err());
+    }
+}
