@@ -18,7 +18,11 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr);
     match cfg.log_format {
         LogFormat::Text => builder.with_ansi(false).init(),
-        LogFormat::Json => builder.json().with_current_span(true).init(),
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
     }
     let server = rtmp_edge::shard::start(cfg)?;
     for t in server.threads {

@@ -371,7 +371,7 @@ impl ConnCtx {
         }
         match self.state.start_publish(&key, self.conn_id) {
             Ok(()) => {
-                info!(peer = %self.peer, "publish started");
+                info!("publish started");
                 metrics::counter!("rtmp_publishes_total").increment(1);
                 self.session.accept_publish(stream_id, &name);
                 self.role = Role::Publisher { key, stream_id };
