@@ -3,12 +3,13 @@
 
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 
 use rtmp_edge::fanout::queue::OutQueue;
-use rtmp_edge::fanout::viewer::Viewer;
+use rtmp_edge::fanout::viewer::{Viewer, ViewerPolicy};
 use rtmp_edge::media::cache::StreamCache;
 use rtmp_edge::media::frame::{Frame, MediaKind};
 use rtmp_edge::protocol::amf::{self, Amf0Value};
@@ -111,7 +112,7 @@ fn fanout(c: &mut Criterion) {
                 1,
                 "bench".into(),
                 4096,
-                usize::MAX / 4,
+                ViewerPolicy::default(),
             );
             v.start(&cache);
             v
@@ -123,14 +124,16 @@ fn fanout(c: &mut Criterion) {
         Bytes::from_static(&[0x17, 1, 0, 0, 0]),
         4096,
     ));
+    let now = Instant::now();
     for v in &mut viewers {
-        v.deliver(&key);
+        v.deliver(&key, now);
     }
     let frame = Arc::new(Frame::new(MediaKind::Video, 33, video_payload(4000), 4096));
     c.bench_function("fanout_enqueue_1000_viewers", |b| {
         b.iter(|| {
+            let now = Instant::now();
             for v in &mut viewers {
-                v.deliver(&frame);
+                v.deliver(&frame, now);
             }
             for v in &viewers {
                 v.queue.take_batch();

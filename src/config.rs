@@ -42,8 +42,29 @@ pub struct Config {
     pub max_message_size: u32,
 
     /// Bytes a viewer may have queued before its frames are dropped (it resumes at a keyframe).
-    #[arg(long, default_value_t = 8 << 20)]
+    #[arg(long, default_value_t = 4 << 20)]
     pub viewer_queue_bytes: usize,
+
+    /// Milliseconds the oldest queued byte of a viewer may wait before its video is dropped.
+    #[arg(long, default_value_t = 5000)]
+    pub viewer_queue_ms: u64,
+
+    /// Seconds a viewer may keep dropping frames before it is disconnected.
+    #[arg(long, default_value_t = 10)]
+    pub viewer_behind_secs: u64,
+
+    /// Latency budget for batching writes to viewers: 0 writes as soon as a frame arrives;
+    /// N flushes every viewer every N ms (fewer, larger writes: less CPU per byte).
+    #[arg(long, default_value_t = 0)]
+    pub write_coalesce_ms: u64,
+
+    /// While coalescing, write a viewer early once this many bytes wait.
+    #[arg(long, default_value_t = 64 << 10)]
+    pub write_coalesce_bytes: usize,
+
+    /// Seconds between per-shard latency/drop summaries in the log (0 = never).
+    #[arg(long, default_value_t = 10)]
+    pub stats_interval_secs: u64,
 
     /// Seconds a connection may take from TCP accept to publish/play.
     #[arg(long, default_value_t = 15)]
@@ -59,6 +80,17 @@ pub struct Config {
 }
 
 impl Config {
+    /// How every viewer on a shard is fed, from the flags.
+    pub fn viewer_policy(&self) -> crate::fanout::viewer::ViewerPolicy {
+        crate::fanout::viewer::ViewerPolicy {
+            max_queue_bytes: self.viewer_queue_bytes,
+            max_queue_age: std::time::Duration::from_millis(self.viewer_queue_ms),
+            max_behind: std::time::Duration::from_secs(self.viewer_behind_secs),
+            coalesce: self.write_coalesce_ms > 0,
+            flush_bytes: self.write_coalesce_bytes,
+        }
+    }
+
     /// Shard count after resolving 0 to the number of available cores.
     pub fn shard_count(&self) -> usize {
         if self.shards > 0 {

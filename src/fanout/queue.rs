@@ -1,8 +1,10 @@
 //! A connection's outgoing byte queue: refcounted chunks waiting for its writer task.
-//! Single-threaded (lives on one shard); bounded in bytes by whoever pushes media into it.
+//! Single-threaded (lives on one shard). Control replies wake the writer at once; media
+//! may wait for the shard's coalescing tick so many small writes become one.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
@@ -15,7 +17,19 @@ pub struct OutQueue {
     items: RefCell<VecDeque<Bytes>>,
     bytes: Cell<usize>,
     closed: Cell<bool>,
+    killed: Cell<bool>,
     notify: Notify,
+    kill_notify: Notify,
+    /// When the oldest item still queued was pushed (how far behind the reader is).
+    oldest_push: Cell<Option<Instant>>,
+    /// Ingest time of the oldest live frame queued since the last batch (fan-out latency).
+    oldest_ingest: Cell<Option<Instant>>,
+}
+
+/// One vectored write's worth of queued bytes.
+pub struct Batch {
+    pub bufs: Vec<Bytes>,
+    pub oldest_ingest: Option<Instant>,
 }
 
 impl OutQueue {
@@ -23,14 +37,43 @@ impl OutQueue {
         Self::default()
     }
 
-    /// Queues bytes for the writer; control replies and media share this one order.
+    /// Queues bytes and wakes the writer now (protocol replies, notices).
     pub fn push(&self, b: Bytes) {
-        if b.is_empty() || self.closed.get() {
+        if self.append(b, Instant::now()) {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Queues a live frame. With `wake` false it waits for `flush` (the coalescing tick).
+    pub fn push_media(&self, b: Bytes, ingest: Instant, now: Instant, wake: bool) {
+        if !self.append(b, now) {
             return;
+        }
+        if self.oldest_ingest.get().is_none() {
+            self.oldest_ingest.set(Some(ingest));
+        }
+        if wake {
+            self.notify.notify_one();
+        }
+    }
+
+    fn append(&self, b: Bytes, now: Instant) -> bool {
+        if b.is_empty() || self.closed.get() {
+            return false;
+        }
+        if self.oldest_push.get().is_none() {
+            self.oldest_push.set(Some(now));
         }
         self.bytes.set(self.bytes.get() + b.len());
         self.items.borrow_mut().push_back(b);
-        self.notify.notify_one();
+        true
+    }
+
+    /// Wakes the writer if anything is waiting (the coalescing tick).
+    pub fn flush(&self) {
+        if !self.is_empty() {
+            self.notify.notify_one();
+        }
     }
 
     /// Bytes queued and not yet handed to the socket.
@@ -38,34 +81,68 @@ impl OutQueue {
         self.bytes.get()
     }
 
+    /// How long the oldest queued item has waited.
+    pub fn age(&self, now: Instant) -> std::time::Duration {
+        self.oldest_push
+            .get()
+            .map(|t| now.saturating_duration_since(t))
+            .unwrap_or_default()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.items.borrow().is_empty()
     }
 
     /// Takes up to `MAX_IOVECS` buffers for one vectored write.
-    pub fn take_batch(&self) -> Vec<Bytes> {
+    pub fn take_batch(&self) -> Batch {
         let mut items = self.items.borrow_mut();
         let n = items.len().min(MAX_IOVECS);
-        let batch: Vec<Bytes> = items.drain(..n).collect();
-        let taken: usize = batch.iter().map(Bytes::len).sum();
+        let bufs: Vec<Bytes> = items.drain(..n).collect();
+        let taken: usize = bufs.iter().map(Bytes::len).sum();
         self.bytes.set(self.bytes.get() - taken);
-        batch
+        // What stays behind has waited since at least now; close enough for the age limit.
+        self.oldest_push.set((!items.is_empty()).then(Instant::now));
+        Batch {
+            bufs,
+            oldest_ingest: self.oldest_ingest.take(),
+        }
     }
 
-    /// Stops accepting bytes and wakes the writer so it can finish.
+    /// Stops accepting bytes and wakes the writer so it can finish what is queued.
     pub fn close(&self) {
         self.closed.set(true);
         self.notify.notify_one();
+    }
+
+    /// Closes the connection without finishing the queue (a viewer too far behind).
+    pub fn kill(&self) {
+        self.killed.set(true);
+        self.items.borrow_mut().clear();
+        self.bytes.set(0);
+        self.close();
+        self.kill_notify.notify_one();
     }
 
     pub fn is_closed(&self) -> bool {
         self.closed.get()
     }
 
-    /// Waits until something is queued or the queue is closed.
-    pub async fn ready(&self) {
-        while self.is_empty() && !self.is_closed() {
-            self.notify.notified().await;
+    pub fn is_killed(&self) -> bool {
+        self.killed.get()
+    }
+
+    /// Waits for the writer's next wake-up: a push, a flush tick or a close.
+    pub async fn wait(&self) {
+        if self.closed.get() {
+            return;
+        }
+        self.notify.notified().await;
+    }
+
+    /// Resolves once `kill` was called.
+    pub async fn killed(&self) {
+        while !self.killed.get() {
+            self.kill_notify.notified().await;
         }
     }
 }
@@ -82,12 +159,36 @@ mod tests {
         }
         q.push(Bytes::new()); // ignored
         assert_eq!(q.queued_bytes(), 3 * (MAX_IOVECS + 5));
-        assert_eq!(q.take_batch().len(), MAX_IOVECS);
+        assert_eq!(q.take_batch().bufs.len(), MAX_IOVECS);
         assert_eq!(q.queued_bytes(), 15);
-        assert_eq!(q.take_batch().len(), 5);
+        assert_eq!(q.take_batch().bufs.len(), 5);
         assert!(q.is_empty());
         q.close();
         q.push(Bytes::from_static(b"late"));
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn media_tracks_oldest_ingest_and_age() {
+        let q = OutQueue::new();
+        let t0 = Instant::now();
+        let later = t0 + std::time::Duration::from_millis(30);
+        q.push_media(Bytes::from_static(b"a"), t0, t0, false);
+        q.push_media(Bytes::from_static(b"b"), later, later, false);
+        assert_eq!(q.age(later), std::time::Duration::from_millis(30));
+        let b = q.take_batch();
+        assert_eq!(b.oldest_ingest, Some(t0));
+        assert_eq!(b.bufs.len(), 2);
+        assert_eq!(q.age(later), std::time::Duration::ZERO);
+        assert_eq!(q.take_batch().oldest_ingest, None);
+    }
+
+    #[test]
+    fn kill_drops_everything() {
+        let q = OutQueue::new();
+        q.push(Bytes::from_static(b"abc"));
+        q.kill();
+        assert!(q.is_killed() && q.is_closed() && q.is_empty());
+        assert_eq!(q.queued_bytes(), 0);
     }
 }

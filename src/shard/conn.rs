@@ -14,6 +14,7 @@ use tracing::{debug, info, info_span, warn, Instrument, Span};
 
 use super::io::Conn;
 use super::state::{PublishError, ShardState, StreamKey};
+use super::stats;
 use super::{Handoff, ShardMsg};
 use crate::fanout::queue::OutQueue;
 use crate::fanout::viewer::Viewer;
@@ -110,12 +111,10 @@ fn seed_from_clock() -> u64 {
 }
 
 async fn run(mut ctx: ConnCtx, first: Option<Event>) {
-    let write_timeout = Duration::from_secs(ctx.state.shared.cfg.write_timeout_secs);
-    let writer = tokio_uring::spawn(write_loop(
-        ctx.conn.clone(),
-        ctx.queue.clone(),
-        write_timeout,
-    ));
+    let writer = tokio_uring::spawn(
+        write_loop(ctx.state.clone(), ctx.conn.clone(), ctx.queue.clone())
+            .instrument(Span::current()),
+    );
     let exit = read_loop(&mut ctx, first).await;
     ctx.leave_role();
     ctx.queue.close();
@@ -242,25 +241,38 @@ async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
     }
 }
 
-async fn write_loop(conn: Rc<Conn>, queue: Rc<OutQueue>, stall: Duration) {
+async fn write_loop(state: Rc<ShardState>, conn: Rc<Conn>, queue: Rc<OutQueue>) {
+    let stall = Duration::from_secs(state.shared.cfg.write_timeout_secs);
     loop {
-        queue.ready().await;
+        queue.wait().await;
         let batch = queue.take_batch();
-        if batch.is_empty() {
-            return; // closed and drained
+        if batch.bufs.is_empty() {
+            if queue.is_closed() {
+                // Closed and drained. No shutdown here: a publisher being handed to another
+                // shard shares this socket with its new owner.
+                return;
+            }
+            continue;
         }
-        match tokio::time::timeout(stall, conn.writev_all(batch)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                debug!(error = %e, "write failed");
-                break;
-            }
-            Err(_) => {
-                warn!(stall_s = stall.as_secs(), "peer stopped reading, closing");
-                metrics::counter!("rtmp_viewer_disconnects_total", "reason" => "write_stall")
-                    .increment(1);
-                break;
-            }
+        if let Some(ingest) = batch.oldest_ingest {
+            stats::record(&state.stats.fanout, ingest.elapsed());
+        }
+        let write = tokio::time::timeout(stall, conn.writev_all(batch.bufs));
+        tokio::select! {
+            res = write => match res {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    debug!(error = %e, "write failed");
+                    break;
+                }
+                Err(_) => {
+                    warn!(stall_s = stall.as_secs(), "peer stopped reading, closing");
+                    stats::bump(&state.stats.write_stalls, 1);
+                    break;
+                }
+            },
+            // Kicked while a write hangs on a full socket: the shutdown below ends it.
+            _ = queue.killed() => break,
         }
     }
     // The reader learns through the shutdown: its read completes with 0 or an error.
@@ -410,7 +422,7 @@ impl ConnCtx {
             stream_id,
             name,
             self.session.out_chunk_size(),
-            self.state.shared.cfg.viewer_queue_bytes,
+            self.state.viewer_policy,
         );
         let slot = self.state.add_viewer(&key, viewer);
         info!("play started");

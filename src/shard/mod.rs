@@ -6,6 +6,7 @@ pub mod conn;
 pub mod io;
 pub mod listener;
 pub mod state;
+pub mod stats;
 
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -13,6 +14,7 @@ use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tracing::{error, info};
@@ -134,6 +136,30 @@ async fn run_shard(
             inbox_state.on_message(msg);
         }
     });
+    let coalesce = Duration::from_millis(state.shared.cfg.write_coalesce_ms);
+    if !coalesce.is_zero() {
+        // One tick wakes every waiting viewer together, so their writes leave in one
+        // io_uring submission instead of trickling out frame by frame.
+        let tick_state = state.clone();
+        tokio_uring::spawn(async move {
+            let mut tick = tokio::time::interval(coalesce);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                tick_state.flush_viewers();
+            }
+        });
+    }
+    let every = Duration::from_secs(state.shared.cfg.stats_interval_secs);
+    if !every.is_zero() {
+        let stats_state = state.clone();
+        tokio_uring::spawn(async move {
+            loop {
+                tokio::time::sleep(every).await;
+                stats_state.stats.log_and_reset(stats_state.id);
+            }
+        });
+    }
     let listener = tokio_uring::net::TcpListener::from_std(listener);
     info!(shard = id, "shard running");
     loop {
@@ -142,7 +168,7 @@ async fn run_shard(
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
                 error!(shard = id, error = %e, "accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
     }

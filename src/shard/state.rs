@@ -3,7 +3,7 @@
 //! shards want its frames. For streams with viewers here, the `Mirror`: the local cache
 //! replica and the viewers. Frames cross shards once per shard, never once per viewer.
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -15,8 +15,9 @@ use slab::Slab;
 use tokio::sync::mpsc::error::TrySendError;
 use tracing::{debug, warn};
 
+use super::stats::{self, ShardStats};
 use super::{ShardMsg, Shared};
-use crate::fanout::viewer::{Delivery, Viewer};
+use crate::fanout::viewer::{Delivery, DropReason, Viewer, ViewerPolicy};
 use crate::media::cache::StreamCache;
 use crate::media::frame::{Frame, MediaKind, SharedFrame};
 
@@ -80,17 +81,19 @@ pub struct ShardState {
     pub shared: Arc<Shared>,
     sources: RefCell<HashMap<StreamKey, Source>>,
     mirrors: RefCell<HashMap<StreamKey, Mirror>>,
-    pub frames_dropped: Cell<u64>,
+    pub stats: ShardStats,
+    pub viewer_policy: ViewerPolicy,
 }
 
 impl ShardState {
     pub fn new(id: usize, shared: Arc<Shared>) -> Self {
         Self {
             id,
-            shared,
             sources: RefCell::default(),
             mirrors: RefCell::default(),
-            frames_dropped: Cell::new(0),
+            stats: ShardStats::default(),
+            viewer_policy: shared.cfg.viewer_policy(),
+            shared,
         }
     }
 
@@ -106,8 +109,7 @@ impl ShardState {
         match self.shared.senders[shard].try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(ShardMsg::Frame { key, .. })) => {
-                self.frames_dropped.set(self.frames_dropped.get() + 1);
-                metrics::counter!("rtmp_cross_shard_drops_total").increment(1);
+                stats::bump(&self.stats.cross_shard_drops, 1);
                 warn!(stream = %key, to_shard = shard, "cross-shard queue full, frame dropped");
             }
             Err(TrySendError::Full(msg)) => {
@@ -128,8 +130,7 @@ impl ShardState {
             ShardMsg::Unsubscribe { key, shard } => self.unsubscribe(&key, shard),
             ShardMsg::Snapshot { key, cache, live } => self.mirror_snapshot(&key, cache, live),
             ShardMsg::Frame { key, frame } => {
-                metrics::histogram!("rtmp_cross_shard_seconds")
-                    .record(frame.ingest.elapsed().as_secs_f64());
+                stats::record(&self.stats.cross_shard, frame.ingest.elapsed());
                 self.mirror_frame(&key, &frame);
             }
             ShardMsg::Published { key } => self.mirror_published(&key),
@@ -321,15 +322,32 @@ impl ShardState {
             return;
         }
         m.cache.apply(frame);
-        let mut dropped = 0u64;
+        let now = std::time::Instant::now();
+        let (mut bytes, mut age, mut kicked) = (0, 0, 0);
         for (_, v) in m.viewers.iter_mut() {
-            if v.deliver(frame) == Delivery::Dropped {
-                dropped += 1;
+            match v.deliver(frame, now) {
+                Delivery::Dropped(DropReason::QueueBytes) => bytes += 1,
+                Delivery::Dropped(DropReason::QueueAge) => age += 1,
+                Delivery::Kicked => kicked += 1,
+                Delivery::Queued | Delivery::Skipped => {}
             }
         }
-        if dropped > 0 {
-            metrics::counter!("rtmp_viewer_drops_total", "reason" => "queue_full")
-                .increment(dropped);
+        if bytes + age + kicked > 0 {
+            stats::bump(&self.stats.drops_queue_bytes, bytes);
+            stats::bump(&self.stats.drops_queue_age, age);
+            stats::bump(&self.stats.kicked_behind, kicked);
+            if kicked > 0 {
+                warn!(stream = %key, viewers = kicked, "viewers stayed behind too long, disconnecting");
+            }
+        }
+    }
+
+    /// The coalescing tick: wake every viewer that has frames waiting.
+    pub fn flush_viewers(&self) {
+        for m in self.mirrors.borrow().values() {
+            for (_, v) in m.viewers.iter() {
+                v.queue.flush();
+            }
         }
     }
 

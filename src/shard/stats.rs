@@ -1,0 +1,108 @@
+//! Per-shard measurements kept on the shard itself: HDR latency histograms (a record is a
+//! few ns, no locks) and drop/disconnect counts. Summarised in the log every interval;
+//! the metrics exporter reads the same figures.
+
+use std::cell::{Cell, RefCell};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tracing::info;
+
+fn histogram() -> Histogram<u64> {
+    // microseconds, 1 µs .. 60 s, 3 significant digits
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+pub struct ShardStats {
+    /// Owner shard enqueue -> this shard's receipt of a forwarded frame.
+    pub cross_shard: RefCell<Histogram<u64>>,
+    /// Owner ingest -> frame handed to a viewer's socket (oldest frame of each write).
+    pub fanout: RefCell<Histogram<u64>>,
+    pub drops_queue_bytes: Cell<u64>,
+    pub drops_queue_age: Cell<u64>,
+    pub kicked_behind: Cell<u64>,
+    pub write_stalls: Cell<u64>,
+    pub cross_shard_drops: Cell<u64>,
+}
+
+impl Default for ShardStats {
+    fn default() -> Self {
+        Self {
+            cross_shard: RefCell::new(histogram()),
+            fanout: RefCell::new(histogram()),
+            drops_queue_bytes: Cell::default(),
+            drops_queue_age: Cell::default(),
+            kicked_behind: Cell::default(),
+            write_stalls: Cell::default(),
+            cross_shard_drops: Cell::default(),
+        }
+    }
+}
+
+pub fn record(h: &RefCell<Histogram<u64>>, d: Duration) {
+    let us = (d.as_micros() as u64).clamp(1, 60_000_000);
+    let _ = h.borrow_mut().record(us);
+}
+
+pub fn bump(c: &Cell<u64>, n: u64) {
+    c.set(c.get() + n);
+}
+
+fn quantiles(h: &Histogram<u64>) -> (u64, u64, u64, u64) {
+    if h.is_empty() {
+        return (0, 0, 0, 0);
+    }
+    (
+        h.len(),
+        h.value_at_quantile(0.5),
+        h.value_at_quantile(0.99),
+        h.max(),
+    )
+}
+
+impl ShardStats {
+    /// Logs the interval's percentiles and counts, then starts a new interval.
+    pub fn log_and_reset(&self, shard: usize) {
+        let (fwd_n, fwd_p50, fwd_p99, fwd_max) = quantiles(&self.cross_shard.borrow());
+        let (out_n, out_p50, out_p99, out_max) = quantiles(&self.fanout.borrow());
+        if fwd_n > 0 || out_n > 0 {
+            info!(
+                shard,
+                fwd_n,
+                fwd_p50_us = fwd_p50,
+                fwd_p99_us = fwd_p99,
+                fwd_max_us = fwd_max,
+                fanout_n = out_n,
+                fanout_p50_us = out_p50,
+                fanout_p99_us = out_p99,
+                fanout_max_us = out_max,
+                drops_queue_bytes = self.drops_queue_bytes.get(),
+                drops_queue_age = self.drops_queue_age.get(),
+                kicked_behind = self.kicked_behind.get(),
+                write_stalls = self.write_stalls.get(),
+                cross_shard_drops = self.cross_shard_drops.get(),
+                "shard stats"
+            );
+        }
+        self.cross_shard.borrow_mut().reset();
+        self.fanout.borrow_mut().reset();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_clamp_and_reset() {
+        let s = ShardStats::default();
+        record(&s.fanout, Duration::from_millis(3));
+        record(&s.fanout, Duration::ZERO);
+        record(&s.fanout, Duration::from_secs(3600));
+        let (n, _, _, max) = quantiles(&s.fanout.borrow());
+        assert_eq!(n, 3);
+        assert!(max >= 59_000_000);
+        s.log_and_reset(0);
+        assert!(s.fanout.borrow().is_empty());
+    }
+}
