@@ -247,6 +247,9 @@ async fn write_loop(state: Rc<ShardState>, conn: Rc<Conn>, queue: Rc<OutQueue>) 
         queue.wait().await;
         let batch = queue.take_batch();
         if batch.bufs.is_empty() {
+            if queue.is_killed() {
+                break; // the reader may be idle in a read: the shutdown below ends it
+            }
             if queue.is_closed() {
                 // Closed and drained. No shutdown here: a publisher being handed to another
                 // shard shares this socket with its new owner.

@@ -1,0 +1,152 @@
+//! The slow-viewer policy with real sockets: a player that stops reading (our client that
+//! never reads, and a SIGSTOP'd rtmpdump) is bounded, dropped and finally disconnected,
+//! while a healthy player of the same stream keeps receiving without gaps.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::rtmp_client::{is_av, RecvEnd, RtmpClient};
+use common::*;
+
+#[test]
+fn stuck_viewers_are_bounded_and_disconnected_others_unharmed() {
+    let server = Server::start(&[
+        "--shards",
+        "1",
+        "--viewer-queue-bytes",
+        "262144",
+        "--viewer-queue-ms",
+        "1500",
+        "--viewer-behind-secs",
+        "3",
+        "--stats-interval-secs",
+        "1",
+    ]);
+    // ~12 Mbit/s of synthetic H.264-shaped frames: enough to fill a stuck player's
+    // kernel buffers within a couple of seconds, so the server-side policy must act.
+    let addr = server.addr;
+    let publisher = std::thread::spawn(move || {
+        let mut p = RtmpClient::connect(addr, "live").unwrap();
+        p.create_stream().unwrap();
+        let (level, code) = p.publish("slow").unwrap();
+        assert_eq!(
+            (level.as_str(), code.as_str()),
+            ("status", "NetStream.Publish.Start")
+        );
+        p.send_media(9, 0, &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1F])
+            .unwrap();
+        let start = Instant::now();
+        for i in 0u32..(16 * 30) {
+            let ts = i * 33;
+            let mut frame = vec![0u8; if i % 30 == 0 { 150_000 } else { 45_000 }];
+            frame[..2].copy_from_slice(if i % 30 == 0 { &[0x17, 1] } else { &[0x27, 1] });
+            if p.send_media(9, ts, &frame).is_err() {
+                return;
+            }
+            let due = start + Duration::from_millis(u64::from(ts) + 33);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+    });
+    wait_published(&server, "live/slow");
+
+    let mut good = RtmpClient::connect(server.addr, "live").unwrap();
+    good.create_stream().unwrap();
+    good.play("slow").unwrap();
+
+    // Stuck viewer 1: our client plays and never reads again (a tiny SO_RCVBUF would be
+    // more realistic but makes loopback TCP crawl on persist timers when draining later).
+    let mut stuck = RtmpClient::connect(server.addr, "live").unwrap();
+    stuck.create_stream().unwrap();
+    stuck.play("slow").unwrap();
+    // Stuck viewer 2: rtmpdump, frozen with SIGSTOP once it plays.
+    let mut dump = Proc::spawn(Command::new("rtmpdump").args([
+        "-q",
+        "--live",
+        "-r",
+        &server.url("live/slow"),
+        "-o",
+        "/dev/null",
+    ]));
+    std::thread::sleep(Duration::from_millis(800));
+    let dump_pid = dump.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-STOP", &dump_pid])
+        .status()
+        .unwrap()
+        .success());
+    let rss_before = server.rss_kib();
+
+    // The healthy viewer reads for 12 s; no gap between media messages may exceed 1 s.
+    let end = Instant::now() + Duration::from_secs(12);
+    let (mut last, mut worst, mut frames) = (Instant::now(), Duration::ZERO, 0u32);
+    let mut rss_peak = rss_before;
+    loop {
+        match good.recv(end) {
+            Ok(m) if is_av(&m) => {
+                worst = worst.max(last.elapsed());
+                last = Instant::now();
+                frames += 1;
+                rss_peak = rss_peak.max(server.rss_kib());
+            }
+            Ok(_) => {}
+            Err(RecvEnd::Timeout) => break,
+            Err(RecvEnd::Closed) => panic!("the healthy viewer was disconnected"),
+        }
+    }
+    eprintln!(
+        "healthy viewer: {frames} frames, worst gap {worst:?}; server RSS {rss_before} -> peak {rss_peak} KiB"
+    );
+    assert!(
+        frames > 300,
+        "healthy viewer got only {frames} A/V messages in 12 s"
+    );
+    assert!(
+        worst < Duration::from_secs(1),
+        "healthy viewer stalled {worst:?}"
+    );
+    // Two stuck viewers at a 256 KiB budget each: memory must stay bounded (frames are
+    // shared, so the queues hold references, not copies).
+    assert!(
+        rss_peak < rss_before + 32 * 1024,
+        "server RSS grew from {rss_before} to {rss_peak} KiB"
+    );
+
+    // Both stuck viewers were dropped to, then disconnected (counters are cumulative, so
+    // the newest summary line has them all).
+    std::thread::sleep(Duration::from_millis(1200));
+    let stats = server
+        .log_lines()
+        .into_iter()
+        .rev()
+        .find(|l| l.contains("shard stats"))
+        .expect("no shard stats line");
+    eprintln!("{stats}");
+    let field = |name: &str| -> u64 {
+        stats
+            .split(&format!("{name}="))
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(field("drops_queue_bytes") + field("drops_queue_age") > 0);
+    assert_eq!(
+        field("kicked_behind"),
+        2,
+        "both stuck viewers disconnected: {stats}"
+    );
+    assert!(
+        server.count_log(&["viewers stayed behind too long"]) >= 1,
+        "no disconnect log line"
+    );
+    // Our stuck client sees the close once it reads again.
+    assert!(stuck.wait_closed(Instant::now() + Duration::from_secs(10)));
+    let _ = Command::new("kill").args(["-CONT", &dump_pid]).status();
+    assert!(
+        dump.wait_timeout(Duration::from_secs(10)).is_some(),
+        "rtmpdump did not notice the disconnect"
+    );
+    publisher.join().unwrap();
+}
