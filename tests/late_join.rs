@@ -4,6 +4,8 @@
 
 mod common;
 
+use rtmp_edge::shard::state::owner_of;
+
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -255,34 +257,54 @@ fn shard_of(server: &Server, port: u16) -> usize {
 #[test]
 fn late_joiners_on_both_shards() {
     let server = Server::start(&["--shards", "2"]);
-    let _publisher = ffmpeg_publish(&test_media_locked(), &server.url("live/late2"));
-    wait_published(&server, "live/late2");
+    // One stream owned by each shard: wherever the kernel puts a joiner, joining both
+    // streams covers the owner shard and a mirror shard.
+    let names: Vec<String> = (0..2)
+        .map(|want| {
+            (0..)
+                .map(|i| format!("late2-{i}"))
+                .find(|n| owner_of(&format!("live/{n}"), 2) == want)
+                .unwrap()
+        })
+        .collect();
+    let media = test_media_locked();
+    let _publishers: Vec<_> = names
+        .iter()
+        .map(|n| ffmpeg_publish(&media, &server.url(&format!("live/{n}"))))
+        .collect();
+    for n in &names {
+        wait_published(&server, &format!("live/{n}"));
+    }
     sleep_until_join(Instant::now());
 
-    // Joiners land on a shard by the kernel's SO_REUSEPORT hash: keep joining until both
-    // shards (the stream's owner and a mirror) have been seen, within a bounded count.
-    let mut seen = [0usize; 2];
+    let (mut owner_side, mut mirror_side) = (0, 0);
     let mut latencies = Vec::new();
-    for _ in 0..12 {
-        let (j, port) = late_join(server.addr, "late2");
+    for round in 0..6 {
+        let name = &names[round % 2];
+        let (j, port) = late_join(server.addr, name);
         let shard = shard_of(&server, port);
-        seen[shard] += 1;
-        latencies.push((shard, j.latency));
+        let owner = owner_of(&format!("live/{name}"), 2);
+        if shard == owner {
+            owner_side += 1;
+        } else {
+            mirror_side += 1;
+        }
+        latencies.push((shard, owner, j.latency));
         assert!(
             j.latency < MAX_JOIN_LATENCY,
-            "shard {shard}: play to keyframe took {:?}",
+            "shard {shard} (owner {owner}): play to keyframe took {:?}",
             j.latency
         );
-        if seen.iter().all(|&n| n > 0) && latencies.len() >= 3 {
+        if owner_side > 0 && mirror_side > 0 && latencies.len() >= 2 {
             break;
         }
     }
-    eprintln!("late joins (2 shards), (shard, latency): {latencies:?}");
+    eprintln!("late joins (2 shards), (shard, owner, latency): {latencies:?}");
     assert!(
-        seen.iter().all(|&n| n > 0),
-        "joiners only landed on one shard: {seen:?}"
+        owner_side > 0 && mirror_side > 0,
+        "joins covered owner {owner_side} / mirror {mirror_side} times"
     );
-    ffprobe_first_frame_is_key(&server.url("live/late2"));
+    ffprobe_first_frame_is_key(&server.url(&format!("live/{}", names[1])));
 }
 
 #[test]
