@@ -344,6 +344,7 @@ fn build_report(
             "paused": viewers.iter().filter(|v| v.paused).count(),
             "below_95pct_expected": below,
             "stalls": active.iter().map(|v| v.stalls).sum::<u64>(),
+            "bytes_total": viewers.iter().map(|v| v.total_bytes).sum::<u64>(),
             "sample_errors": errors,
         },
         "time_to_first_media_ms": stats::summary(&mut first_media),

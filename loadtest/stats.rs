@@ -60,6 +60,8 @@ pub struct ViewerResult {
     /// Gaps of more than a second between media messages.
     pub stalls: u64,
     pub closed_by_server: bool,
+    /// Every byte read from the socket.
+    pub total_bytes: u64,
 }
 
 pub fn new_latency_histogram() -> Histogram<u64> {

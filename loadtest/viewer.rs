@@ -140,6 +140,7 @@ pub async fn run(p: ViewerParams) -> ViewerResult {
         }
     }
     conn.shutdown();
+    r.total_bytes = session.bytes_received();
     if let Some((at, bytes)) = key_at {
         r.bytes_after_key = session.bytes_received() - bytes;
         r.active_secs = Instant::now().min(p.end).duration_since(at).as_secs_f64();

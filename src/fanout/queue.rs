@@ -44,6 +44,18 @@ impl OutQueue {
         }
     }
 
+    /// Queues several buffers and wakes the writer once.
+    pub fn push_all(&self, bufs: Vec<Bytes>) {
+        let now = Instant::now();
+        let mut any = false;
+        for b in bufs {
+            any |= self.append(b, now);
+        }
+        if any {
+            self.notify.notify_one();
+        }
+    }
+
     /// Queues a live frame. With `wake` false it waits for `flush` (the coalescing tick).
     pub fn push_media(&self, b: Bytes, ingest: Instant, now: Instant, wake: bool) {
         if !self.append(b, now) {
@@ -102,6 +114,10 @@ impl OutQueue {
         self.bytes.set(self.bytes.get() - taken);
         // What stays behind has waited since at least now; close enough for the age limit.
         self.oldest_push.set((!items.is_empty()).then(Instant::now));
+        // A join burst (a whole GOP) grows the ring; don't keep that per idle viewer.
+        if items.is_empty() && items.capacity() > 32 {
+            items.shrink_to(8);
+        }
         Batch {
             bufs,
             oldest_ingest: self.oldest_ingest.take(),

@@ -101,7 +101,7 @@ impl Viewer {
     /// Sends the late-join preamble; live frames follow through `deliver`.
     pub fn start(&mut self, cache: &StreamCache) {
         let (preamble, has_gop) = cache.start_sequence(self.stream_id, self.chunk_size);
-        self.queue.push(preamble);
+        self.queue.push_all(preamble);
         self.waiting_key = !has_gop;
     }
 

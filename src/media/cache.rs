@@ -100,8 +100,10 @@ impl StreamCache {
 
     /// The late-join preamble for a player on `stream_id`: metadata, decoder configs
     /// re-stamped to the GOP's start (so the player's clock starts where the pictures do),
-    /// then the GOP frames. Returns the bytes and whether it ends with a usable GOP.
-    pub fn start_sequence(&self, stream_id: u32, chunk_size: u32) -> (Bytes, bool) {
+    /// then the GOP frames, shared with the cache rather than copied (a copy per joiner would
+    /// cost a whole GOP of memory each when thousands join at once). Returns the buffers and
+    /// whether they end with a usable GOP.
+    pub fn start_sequence(&self, stream_id: u32, chunk_size: u32) -> (Vec<Bytes>, bool) {
         let start_ts = self.gop.first().map(|f| f.timestamp).unwrap_or_else(|| {
             self.config
                 .iter()
@@ -110,22 +112,24 @@ impl StreamCache {
                 .max()
                 .unwrap_or(0)
         });
-        let mut out = BytesMut::new();
+        let mut head = BytesMut::new();
         // ffmpeg's FLV demuxer takes onMetaData as metadata only at timestamp 0; any other
         // time turns it into a subtitle stream that remuxers then carry.
         if let Some(m) = &self.metadata {
-            out.extend_from_slice(&m.encode_as(0, stream_id, chunk_size));
+            head.extend_from_slice(&m.encode_as(0, stream_id, chunk_size));
         }
         for f in &self.config {
-            out.extend_from_slice(&f.encode_as(start_ts, stream_id, chunk_size));
+            head.extend_from_slice(&f.encode_as(start_ts, stream_id, chunk_size));
         }
-        for f in &self.gop {
+        let mut out = Vec::with_capacity(1 + self.gop.len());
+        out.push(head.freeze());
+        out.extend(self.gop.iter().map(|f| {
             if stream_id == super::frame::SHARED_STREAM_ID {
-                out.extend_from_slice(&f.wire);
+                f.wire.clone()
             } else {
-                out.extend_from_slice(&f.encode_as(f.timestamp, stream_id, chunk_size));
+                f.encode_as(f.timestamp, stream_id, chunk_size)
             }
-        }
-        (out.freeze(), self.has_gop())
+        }));
+        (out, self.has_gop())
     }
 }

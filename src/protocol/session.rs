@@ -274,6 +274,10 @@ impl ServerSession {
         while let Some(m) = self.decoder.decode(&mut self.inbuf)? {
             self.on_message(m)?;
         }
+        if self.inbuf.is_empty() && self.inbuf.capacity() > 1024 {
+            // Idle players would otherwise keep their handshake-sized buffer forever.
+            self.inbuf = BytesMut::new();
+        }
         if self.peer_window > 0 && self.received - self.last_ack >= u64::from(self.peer_window) {
             self.last_ack = self.received;
             self.control(msg::ACK, &(self.received as u32).to_be_bytes());

@@ -21,8 +21,10 @@ use crate::fanout::viewer::Viewer;
 use crate::media::frame::MediaKind;
 use crate::protocol::session::{Event, ServerSession, SessionConfig};
 
-/// Players only send acks and pings; publishers get a bigger buffer once they publish.
-const READ_BUF_SMALL: usize = 4 * 1024;
+/// Handshake and connect; then players only send acks and pings, while publishers get a
+/// bigger buffer once they publish.
+const READ_BUF_SMALL: usize = 2 * 1024;
+const READ_BUF_PLAYER: usize = 512;
 const READ_BUF_PUBLISHER: usize = 64 * 1024;
 
 enum Role {
@@ -193,8 +195,13 @@ async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
         if ctx.closing {
             return Exit::Closed;
         }
-        if matches!(ctx.role, Role::Publisher { .. }) && buf.len() < READ_BUF_PUBLISHER {
-            buf.resize(READ_BUF_PUBLISHER, 0);
+        match ctx.role {
+            Role::Publisher { .. } if buf.len() < READ_BUF_PUBLISHER => {
+                buf.resize(READ_BUF_PUBLISHER, 0);
+            }
+            // Thousands of players each hold a buffer for acks and pings: keep it small.
+            Role::Player { .. } if buf.len() > READ_BUF_PLAYER => buf = vec![0u8; READ_BUF_PLAYER],
+            _ => {}
         }
         let limit = match ctx.role {
             Role::None => Some(handshake_deadline.saturating_duration_since(Instant::now())),

@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# Side-by-side cost of rtmp-edge and nginx-rtmp under the same load, in one run.
+# Starts each server on loopback, drives it with rtmp-load (one publisher, V viewers),
+# samples the server's CPU time (utime+stime of all its threads) and peak RSS, and prints
+# CPU-seconds per GB delivered, peak RSS, delivery and latency.
+#
+#   loadtest/compare.sh [-v VIEWERS] [-d SECONDS] [-b KBPS] [-c "0 20 50 100 350"] [-n]
+#     -c  rtmp-edge --write-coalesce-ms values to run (one row each)
+#     -n  skip nginx
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VIEWERS=1000 DURATION=20 KBPS=1000 COALESCE="0 100" NGINX=1 RAMP=1000
+while getopts "v:d:b:c:r:n" o; do
+  case $o in
+    v) VIEWERS=$OPTARG ;; d) DURATION=$OPTARG ;; b) KBPS=$OPTARG ;;
+    c) COALESCE=$OPTARG ;; r) RAMP=$OPTARG ;; n) NGINX=0 ;;
+    *) sed -n 2,10p "$0"; exit 2 ;;
+  esac
+done
+
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+if [ "$NGINX" = 1 ] && { ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_rtmp_module.so ]; }; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx libnginx-mod-rtmp >/dev/null
+fi
+cargo build --release -q --bin rtmp-edge --bin rtmp-load
+BIN=target/release
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
+TCK=$(getconf CLK_TCK)
+
+# CPU ticks (utime+stime, all threads) of the given pids.
+cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
+# Peak RSS (VmHWM, KiB) summed over pids, and current RSS.
+hwm_kib() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmHWM/{print $2}' "/proc/$p/status"))); done; echo $t; }
+rss_kib() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' "/proc/$p/status"))); done; echo $t; }
+
+wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+
+# run_load NAME PORT PIDS...: prints one table row
+run_load() {
+  local name=$1 port=$2; shift 2
+  local idle; idle=$(rss_kib "$@")
+  local c0; c0=$(cpu_ticks "$@")
+  "$BIN/rtmp-load" --url "rtmp://127.0.0.1:$port/live/cmp" --viewers "$VIEWERS" \
+    --duration "${DURATION}s" --bitrate-kbps "$KBPS" --ramp "$RAMP" --quiet \
+    --report "$WORK/$name.json" >/dev/null
+  local c1; c1=$(cpu_ticks "$@")
+  local hwm; hwm=$(hwm_kib "$@")
+  python3 - "$WORK/$name.json" "$name" "$(( c1 - c0 ))" "$TCK" "$idle" "$hwm" "$VIEWERS" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+name, ticks, tck, idle, hwm, n = sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
+cpu = ticks / tck
+gb = r["viewers"]["bytes_total"] / 1e9
+lat = r.get("latency") or {}
+v = r["viewers"]
+ok = v["connected"] - v["below_95pct_expected"]
+print(f"{name:<22} {cpu:8.2f} {gb:8.2f} {cpu / gb if gb else float('nan'):10.3f} {hwm/1024:9.1f} "
+      f"{(hwm - idle) / max(n, 1):9.1f} {100.0 * ok / max(n, 1):7.1f}% "
+      f"{lat.get('p50_ms', float('nan')):8.1f} {lat.get('p99_ms', float('nan')):8.1f} "
+      f"{r['loadgen']['cores']:6.2f}")
+PY
+}
+
+printf "%s viewers x %s kbit/s for %ss (one publisher)\n" "$VIEWERS" "$KBPS" "$DURATION"
+printf "%-22s %8s %8s %10s %9s %9s %8s %8s %8s %6s\n" server cpu_s GB cpu_s/GB peak_MiB KiB/view deliv lat_p50 lat_p99 lg_cpu
+
+PORT=19350
+for c in $COALESCE; do
+  PORT=$((PORT + 1))
+  "$BIN/rtmp-edge" --listen "127.0.0.1:$PORT" --log-level warn --write-coalesce-ms "$c" \
+    --stats-interval-secs 0 2>"$WORK/edge-$c.log" &
+  pid=$!
+  wait_port $PORT
+  run_load "rtmp-edge coalesce=$c" $PORT $pid
+  kill $pid; wait $pid 2>/dev/null || true
+done
+
+if [ "$NGINX" = 1 ]; then
+  PORT=$((PORT + 1))
+  mkdir -p "$WORK/nginx"
+  cat >"$WORK/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+daemon off;
+master_process on;
+worker_processes 1;
+worker_rlimit_nofile 65536;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx/error.log warn;
+events { worker_connections 65536; }
+rtmp {
+  server {
+    listen 127.0.0.1:$PORT;
+    chunk_size 4096;
+    application live { live on; }
+  }
+}
+CONF
+  nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" &
+  npid=$!
+  wait_port $PORT
+  worker=$(pgrep -P $npid | head -1)
+  run_load "nginx-rtmp (1 worker)" $PORT $npid $worker
+  kill $npid; wait $npid 2>/dev/null || true
+fi
