@@ -7,6 +7,7 @@
 #   loadtest/compare.sh [-v VIEWERS] [-d SECONDS] [-b KBPS] [-c "0 20 50 100 350"] [-n]
 #     -c  rtmp-edge --write-coalesce-ms values to run (one row each)
 #     -n  skip nginx
+#   EDGE_ARGS="..." adds flags to every rtmp-edge run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -71,7 +72,7 @@ PORT=19350
 for c in $COALESCE; do
   PORT=$((PORT + 1))
   "$BIN/rtmp-edge" --listen "127.0.0.1:$PORT" --log-level warn --write-coalesce-ms "$c" \
-    --stats-interval-secs 0 2>"$WORK/edge-$c.log" &
+    --stats-interval-secs 0 ${EDGE_ARGS:-} 2>"$WORK/edge-$c.log" &
   pid=$!
   wait_port $PORT
   run_load "rtmp-edge coalesce=$c" $PORT $pid

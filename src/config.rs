@@ -58,6 +58,11 @@ pub struct Config {
     #[arg(long, default_value_t = 0)]
     pub write_coalesce_ms: u64,
 
+    /// TCP_NODELAY on player sockets. Off lets the kernel merge small writes (as nginx-rtmp
+    /// does), cheaper per byte at budget 0 at the cost of up to ~40 ms of hidden delay.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub player_nodelay: bool,
+
     /// While coalescing, write a viewer early once this many bytes wait.
     #[arg(long, default_value_t = 64 << 10)]
     pub write_coalesce_bytes: usize,

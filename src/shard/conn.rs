@@ -434,6 +434,9 @@ impl ConnCtx {
             self.session.out_chunk_size(),
             self.state.viewer_policy,
         );
+        if !self.state.shared.cfg.player_nodelay {
+            self.conn.set_nodelay(false);
+        }
         let slot = self.state.add_viewer(&key, viewer);
         info!("play started");
         metrics::counter!("rtmp_plays_total").increment(1);

@@ -16,9 +16,16 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(stream: TcpStream) -> Self {
-        // Viewers get whole messages per write; Nagle would add delay without saving much.
+        // We batch writes ourselves (whole messages, coalescing budget); Nagle would only
+        // add delay on top.
         let _ = stream.set_nodelay(true);
         Self { stream }
+    }
+
+    /// Lets the kernel merge small writes (Nagle), trading up to an RTT of delay for fewer
+    /// segments when every frame is written as it arrives.
+    pub fn set_nodelay(&self, on: bool) {
+        let _ = self.stream.set_nodelay(on);
     }
 
     /// Adopts a socket handed over from another shard.

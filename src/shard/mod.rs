@@ -141,12 +141,14 @@ async fn run_shard(
         // One tick wakes every waiting viewer together, so their writes leave in one
         // io_uring submission instead of trickling out frame by frame.
         let tick_state = state.clone();
+        let every = (coalesce / 4).max(Duration::from_millis(2));
+        let due = coalesce.saturating_sub(every);
         tokio_uring::spawn(async move {
-            let mut tick = tokio::time::interval(coalesce);
+            let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                tick_state.flush_viewers();
+                tick_state.flush_viewers(std::time::Instant::now(), due);
             }
         });
     }

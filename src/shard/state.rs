@@ -342,11 +342,15 @@ impl ShardState {
         }
     }
 
-    /// The coalescing tick: wake every viewer that has frames waiting.
-    pub fn flush_viewers(&self) {
+    /// The coalescing tick: wake every viewer whose oldest waiting frame has used up
+    /// `due` of its budget (the tick runs a fraction of the budget apart, so no frame
+    /// waits past the budget and viewers fed by one stream still flush together).
+    pub fn flush_viewers(&self, now: std::time::Instant, due: std::time::Duration) {
         for m in self.mirrors.borrow().values() {
             for (_, v) in m.viewers.iter() {
-                v.queue.flush();
+                if v.queue.age(now) >= due {
+                    v.queue.flush();
+                }
             }
         }
     }
