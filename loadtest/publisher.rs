@@ -98,6 +98,7 @@ async fn flush(conn: &Conn, s: &mut ClientSession) -> Result<(), String> {
         Some(out) => conn
             .writev_all(vec![out])
             .await
+            .0
             .map_err(|e| format!("write: {e}")),
         None => Ok(()),
     }

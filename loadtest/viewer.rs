@@ -59,7 +59,7 @@ pub async fn run(p: ViewerParams) -> ViewerResult {
             if play_sent.is_none() && session.stream_id().is_some() {
                 play_sent = Some(Instant::now());
             }
-            if let Err(e) = conn.writev_all(vec![out]).await {
+            if let (Err(e), _) = conn.writev_all(vec![out]).await {
                 r.error = Some(format!("write: {e}"));
                 break;
             }

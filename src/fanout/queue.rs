@@ -107,21 +107,30 @@ impl OutQueue {
 
     /// Takes up to `MAX_IOVECS` buffers for one vectored write.
     pub fn take_batch(&self) -> Batch {
+        let mut bufs = Vec::new();
+        let oldest_ingest = self.take_into(&mut bufs);
+        Batch {
+            bufs,
+            oldest_ingest,
+        }
+    }
+
+    /// Like `take_batch`, into a vector the writer reuses (no allocation per write).
+    /// Returns the ingest time of the oldest live frame taken.
+    pub fn take_into(&self, out: &mut Vec<Bytes>) -> Option<Instant> {
         let mut items = self.items.borrow_mut();
         let n = items.len().min(MAX_IOVECS);
-        let bufs: Vec<Bytes> = items.drain(..n).collect();
-        let taken: usize = bufs.iter().map(Bytes::len).sum();
+        let before = out.len();
+        out.extend(items.drain(..n));
+        let taken: usize = out[before..].iter().map(Bytes::len).sum();
         self.bytes.set(self.bytes.get() - taken);
         // What stays behind has waited since at least now; close enough for the age limit.
         self.oldest_push.set((!items.is_empty()).then(Instant::now));
         // A join burst (a whole GOP) grows the ring; don't keep that per idle viewer.
-        if items.is_empty() && items.capacity() > 32 {
-            items.shrink_to(8);
+        if items.is_empty() && items.capacity() > 64 {
+            items.shrink_to(32);
         }
-        Batch {
-            bufs,
-            oldest_ingest: self.oldest_ingest.take(),
-        }
+        self.oldest_ingest.take()
     }
 
     /// Stops accepting bytes and wakes the writer so it can finish what is queued.

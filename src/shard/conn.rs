@@ -250,10 +250,11 @@ async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
 
 async fn write_loop(state: Rc<ShardState>, conn: Rc<Conn>, queue: Rc<OutQueue>) {
     let stall = Duration::from_secs(state.shared.cfg.write_timeout_secs);
+    let mut batch = Vec::new();
     loop {
         queue.wait().await;
-        let batch = queue.take_batch();
-        if batch.bufs.is_empty() {
+        let oldest_ingest = queue.take_into(&mut batch);
+        if batch.is_empty() {
             if queue.is_killed() {
                 break; // the reader may be idle in a read: the shutdown below ends it
             }
@@ -264,14 +265,14 @@ async fn write_loop(state: Rc<ShardState>, conn: Rc<Conn>, queue: Rc<OutQueue>) 
             }
             continue;
         }
-        if let Some(ingest) = batch.oldest_ingest {
+        if let Some(ingest) = oldest_ingest {
             stats::record(&state.stats.fanout, ingest.elapsed());
         }
-        let write = tokio::time::timeout(stall, conn.writev_all(batch.bufs));
+        let write = tokio::time::timeout(stall, conn.writev_all(std::mem::take(&mut batch)));
         tokio::select! {
             res = write => match res {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
+                Ok((Ok(()), emptied)) => batch = emptied,
+                Ok((Err(e), _)) => {
                     debug!(error = %e, "write failed");
                     break;
                 }

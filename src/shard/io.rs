@@ -38,8 +38,9 @@ impl Conn {
         self.stream.read(buf).await
     }
 
-    /// Writes every buffer, in order, however many partial writes it takes.
-    pub async fn writev_all(&self, mut bufs: Vec<Bytes>) -> io::Result<()> {
+    /// Writes every buffer, in order, however many partial writes it takes. Hands the
+    /// (emptied) vector back so the caller can reuse its allocation.
+    pub async fn writev_all(&self, mut bufs: Vec<Bytes>) -> (io::Result<()>, Vec<Bytes>) {
         while !bufs.is_empty() {
             let rest = if bufs.len() > MAX_IOVECS {
                 bufs.split_off(MAX_IOVECS)
@@ -47,10 +48,11 @@ impl Conn {
                 Vec::new()
             };
             let (res, mut sent) = self.stream.writev(bufs).await;
-            let mut n = res?;
-            if n == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
+            let mut n = match res {
+                Ok(0) => return (Err(io::ErrorKind::WriteZero.into()), sent),
+                Ok(n) => n,
+                Err(e) => return (Err(e), sent),
+            };
             // Drop what went out, trim the partly written buffer, keep the rest in order.
             let mut first = 0;
             while first < sent.len() && n >= sent[first].len() {
@@ -66,7 +68,7 @@ impl Conn {
             sent.extend(rest);
             bufs = sent;
         }
-        Ok(())
+        (Ok(()), bufs)
     }
 
     /// Closes both directions now; in-flight reads complete instead of pinning the fd.
