@@ -18,6 +18,7 @@ pub const DATA_AMF3: u8 = 15;
 pub const COMMAND_AMF3: u8 = 17;
 pub const DATA_AMF0: u8 = 18;
 pub const COMMAND_AMF0: u8 = 20;
+pub const AGGREGATE: u8 = 22;
 
 /// Chunk stream ids we send on. Control must go on 2 and the connect reply on 3 (Larix).
 pub const CSID_CONTROL: u32 = 2;

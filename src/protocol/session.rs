@@ -435,7 +435,8 @@ impl ServerSession {
                 let cmd = Command::parse(m.type_id, &m.payload)?;
                 self.on_command(cmd, m.stream_id)?;
             }
-            _ => {} // aggregate (22) and shared objects are not supported; ignoring is what nginx does
+            msg::AGGREGATE => self.on_aggregate(m)?,
+            _ => {} // shared objects are not supported; ignoring them is what nginx does
         }
         Ok(())
     }
@@ -445,6 +446,43 @@ impl ServerSession {
             return Err(SessionError::Violation("media before connect"));
         }
         self.events.push_back(ev);
+        Ok(())
+    }
+
+    /// An aggregate message (FMS, Wowza and some encoders) carries FLV tags back to back;
+    /// each becomes its own message, re-timed relative to the aggregate's timestamp.
+    fn on_aggregate(&mut self, m: RawMessage) -> Result<(), SessionError> {
+        let p = &m.payload;
+        let mut at = 0usize;
+        let mut base: Option<u32> = None;
+        while at + 11 <= p.len() {
+            let h = &p[at..at + 11];
+            let size = u32::from_be_bytes([0, h[1], h[2], h[3]]) as usize;
+            let ts = u32::from_be_bytes([h[7], h[4], h[5], h[6]]);
+            let start = at + 11;
+            let end = start.checked_add(size).filter(|&e| e <= p.len()).ok_or(
+                SessionError::Violation("aggregate sub-message overruns its body"),
+            )?;
+            let first = *base.get_or_insert(ts);
+            let sub = RawMessage {
+                csid: m.csid,
+                timestamp: m.timestamp.wrapping_add(ts.wrapping_sub(first)),
+                type_id: h[0] & 0x1F,
+                stream_id: m.stream_id,
+                payload: p.slice(start..end),
+            };
+            // Only media and data may be aggregated; anything else would let one message
+            // smuggle commands or more aggregates.
+            match sub.type_id {
+                msg::AUDIO | msg::VIDEO | msg::DATA_AMF0 => self.on_message(sub)?,
+                _ => {
+                    return Err(SessionError::Violation(
+                        "aggregate with a non-media message",
+                    ))
+                }
+            }
+            at = end + 4; // skip the back pointer
+        }
         Ok(())
     }
 

@@ -105,6 +105,11 @@ pub fn adopt(state: Rc<ShardState>, h: Handoff) {
     tokio_uring::spawn(run(ctx, Some(first)).instrument(span));
 }
 
+/// Stream names become map keys and log fields: bound them and keep them printable.
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 512 && !name.chars().any(char::is_control)
+}
+
 fn seed_from_clock() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -374,8 +379,8 @@ impl ConnCtx {
     }
 
     fn on_publish(&mut self, stream_id: u32, name: String, query: Option<String>) -> Option<Exit> {
-        if name.is_empty() || !matches!(self.role, Role::None) {
-            warn!(%name, "publish refused: empty name or connection already in use");
+        if !valid_name(&name) || !matches!(self.role, Role::None) {
+            warn!(name_len = name.len(), "publish refused: bad name or connection already in use");
             self.session
                 .reject_publish(stream_id, "NetStream.Publish.BadName", "Bad stream name.");
             self.closing = true;
@@ -415,7 +420,8 @@ impl ConnCtx {
     }
 
     fn on_play(&mut self, stream_id: u32, name: String, reset: bool) {
-        if name.is_empty() || !matches!(self.role, Role::None) {
+        if !valid_name(&name) || !matches!(self.role, Role::None) {
+            warn!(name_len = name.len(), "play refused: bad name or connection already in use");
             self.session.reject_play(
                 stream_id,
                 "NetStream.Play.StreamNotFound",

@@ -550,3 +550,47 @@ fn acks_without_announced_window() {
     let acks = c.recv().iter().filter(|m| m.type_id == msg::ACK).count();
     assert_eq!(acks, 1, "one ack per 2.5 MB received");
 }
+
+#[test]
+fn aggregate_messages_are_split_and_retimed() {
+    let mut c = Client::new();
+    c.connect();
+    c.command(0, "createStream", 2.0, &[Amf0Value::Null]);
+    c.command(1, "publish", 3.0, &[Amf0Value::Null, "agg".into()]);
+    c.server.accept_publish(1, "agg");
+    c.recv();
+    c.events();
+    let mut body = Vec::new();
+    crate::media::flv::write_tag(&mut body, 9, 5000, &[0x17, 1, 0, 0, 0]);
+    crate::media::flv::write_tag(&mut body, 8, 5023, &[0xAF, 1, 7]);
+    c.send_ts(4, msg::AGGREGATE, 1, 100, Bytes::from(body));
+    assert_eq!(
+        c.events(),
+        vec![
+            Event::Video {
+                timestamp: 100,
+                payload: Bytes::from_static(&[0x17, 1, 0, 0, 0])
+            },
+            Event::Audio {
+                timestamp: 123,
+                payload: Bytes::from_static(&[0xAF, 1, 7])
+            },
+        ]
+    );
+    // A sub-message claiming more bytes than the aggregate holds closes the session.
+    let mut bad = Vec::new();
+    crate::media::flv::write_tag(&mut bad, 9, 0, &[0x17, 1, 0, 0, 0]);
+    bad[3] = 0xFF;
+    let mut out = BytesMut::new();
+    c.enc.encode(
+        &RawMessage {
+            csid: 4,
+            timestamp: 0,
+            type_id: msg::AGGREGATE,
+            stream_id: 1,
+            payload: Bytes::from(bad),
+        },
+        &mut out,
+    );
+    assert!(c.server.feed(&out).is_err());
+}
