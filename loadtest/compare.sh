@@ -71,12 +71,15 @@ printf "%-22s %8s %8s %10s %9s %9s %8s %8s %8s %6s\n" server cpu_s GB cpu_s/GB p
 PORT=19350
 for c in $COALESCE; do
   PORT=$((PORT + 1))
-  "$BIN/rtmp-edge" --listen "127.0.0.1:$PORT" --log-level warn --write-coalesce-ms "$c" \
-    --stats-interval-secs 0 ${EDGE_ARGS:-} 2>"$WORK/edge-$c.log" &
+  "$BIN/rtmp-edge" --listen "127.0.0.1:$PORT" --log-level info --write-coalesce-ms "$c" \
+    --stats-interval-secs 5 ${EDGE_ARGS:-} 2>"$WORK/edge-$c.log" &
   pid=$!
   wait_port $PORT
   run_load "rtmp-edge coalesce=$c" $PORT $pid
   kill $pid; wait $pid 2>/dev/null || true
+  # The server's own per-shard histograms over the last interval (microseconds).
+  grep "shard stats" "$WORK/edge-$c.log" | tail -n "$(grep -c 'shard running' "$WORK/edge-$c.log")" \
+    | sed -E 's/.*(shard=[0-9]+).*(fwd_p50_us=[0-9]+ fwd_p99_us=[0-9]+).*(fanout_p50_us=[0-9]+ fanout_p99_us=[0-9]+).*(drops_queue_bytes=[0-9]+ drops_queue_age=[0-9]+ kicked_behind=[0-9]+).*/    \1 \2 \3 \4/'
 done
 
 if [ "$NGINX" = 1 ]; then

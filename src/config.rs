@@ -58,10 +58,12 @@ pub struct Config {
     #[arg(long, default_value_t = 0)]
     pub write_coalesce_ms: u64,
 
-    /// TCP_NODELAY on player sockets. Off lets the kernel merge small writes (as nginx-rtmp
-    /// does), cheaper per byte at budget 0 at the cost of up to ~40 ms of hidden delay.
-    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
-    pub player_nodelay: bool,
+    /// TCP_NODELAY on player sockets (true/false). Default: off at --write-coalesce-ms 0,
+    /// where the kernel merging small writes (as with nginx-rtmp) is what keeps the cost
+    /// per byte down; on when coalescing, where we batch ourselves and Nagle would only
+    /// hold the last segment of each batch back.
+    #[arg(long)]
+    pub player_nodelay: Option<bool>,
 
     /// While coalescing, write a viewer early once this many bytes wait.
     #[arg(long, default_value_t = 64 << 10)]
@@ -85,6 +87,10 @@ pub struct Config {
 }
 
 impl Config {
+    pub fn player_nodelay(&self) -> bool {
+        self.player_nodelay.unwrap_or(self.write_coalesce_ms > 0)
+    }
+
     /// How every viewer on a shard is fed, from the flags.
     pub fn viewer_policy(&self) -> crate::fanout::viewer::ViewerPolicy {
         crate::fanout::viewer::ViewerPolicy {
@@ -136,5 +142,9 @@ mod tests {
         assert_eq!(c.chunk_size, 60000);
         assert_eq!(c.log_format, LogFormat::Json);
         assert!(Config::try_parse_from(["rtmp-edge", "--chunk-size", "10"]).is_err());
+        // Nagle at budget 0, our own batching (and no Nagle) when coalescing.
+        assert!(!Config::parse_from(["rtmp-edge"]).player_nodelay());
+        assert!(Config::parse_from(["rtmp-edge", "--write-coalesce-ms", "100"]).player_nodelay());
+        assert!(Config::parse_from(["rtmp-edge", "--player-nodelay", "true"]).player_nodelay());
     }
 }

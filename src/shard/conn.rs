@@ -380,7 +380,10 @@ impl ConnCtx {
 
     fn on_publish(&mut self, stream_id: u32, name: String, query: Option<String>) -> Option<Exit> {
         if !valid_name(&name) || !matches!(self.role, Role::None) {
-            warn!(name_len = name.len(), "publish refused: bad name or connection already in use");
+            warn!(
+                name_len = name.len(),
+                "publish refused: bad name or connection already in use"
+            );
             self.session
                 .reject_publish(stream_id, "NetStream.Publish.BadName", "Bad stream name.");
             self.closing = true;
@@ -421,7 +424,10 @@ impl ConnCtx {
 
     fn on_play(&mut self, stream_id: u32, name: String, reset: bool) {
         if !valid_name(&name) || !matches!(self.role, Role::None) {
-            warn!(name_len = name.len(), "play refused: bad name or connection already in use");
+            warn!(
+                name_len = name.len(),
+                "play refused: bad name or connection already in use"
+            );
             self.session.reject_play(
                 stream_id,
                 "NetStream.Play.StreamNotFound",
@@ -441,7 +447,7 @@ impl ConnCtx {
             self.session.out_chunk_size(),
             self.state.viewer_policy,
         );
-        if !self.state.shared.cfg.player_nodelay {
+        if !self.state.shared.cfg.player_nodelay() {
             self.conn.set_nodelay(false);
         }
         let slot = self.state.add_viewer(&key, viewer);
