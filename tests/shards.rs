@@ -49,7 +49,7 @@ fn viewers_on_both_shards_all_get_video() {
                 "{tag}: shard {shard}, conn {id}, {video} video / {} audio packets",
                 probe.count("audio")
             );
-            let span = [&format!("conn{{id={id} "), &format!("shard={shard}")];
+            let span = [&format!("conn={id} "), &format!("shard={shard}")];
             assert_eq!(
                 server.count_log(&[span[0], span[1], "play started"]),
                 1,

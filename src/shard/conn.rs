@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio_uring::net::TcpStream;
-use tracing::{debug, info, info_span, warn, Instrument, Span};
 
 use super::io::Conn;
 use super::state::{PublishError, ShardState, StreamKey};
@@ -23,6 +22,28 @@ use crate::protocol::session::{Event, ServerSession, SessionConfig};
 
 /// Handshake and connect; then players only send acks and pings, while publishers get a
 /// bigger buffer once they publish.
+/// Who a log line is about. Every line names the connection, peer, shard and stream key as
+/// fields rather than through a tracing span: a span per connection costs the subscriber
+/// ~4 KiB, which at 10,000 viewers is most of their memory.
+pub(crate) struct Tag {
+    id: u64,
+    peer: SocketAddr,
+    shard: usize,
+    key: std::cell::RefCell<Option<StreamKey>>,
+}
+
+impl Tag {
+    fn key(&self) -> StreamKey {
+        self.key.borrow().clone().unwrap_or_else(|| Arc::from(""))
+    }
+}
+
+macro_rules! clog {
+    ($lvl:ident, $t:expr, $($arg:tt)+) => {
+        tracing::$lvl!(conn = $t.id, peer = %$t.peer, shard = $t.shard, key = &*$t.key(), $($arg)+)
+    };
+}
+
 const READ_BUF_SMALL: usize = 2 * 1024;
 const READ_BUF_PLAYER: usize = 512;
 const READ_BUF_PUBLISHER: usize = 64 * 1024;
@@ -51,8 +72,7 @@ struct ConnCtx {
     queue: Rc<OutQueue>,
     session: ServerSession,
     role: Role,
-    conn_id: u64,
-    peer: SocketAddr,
+    tag: Rc<Tag>,
     /// Set when the connection must close after its queued replies are written.
     closing: bool,
 }
@@ -67,33 +87,40 @@ pub fn accept(state: Rc<ShardState>, stream: TcpStream, peer: SocketAddr) {
         seed: conn_id ^ (peer.port() as u64) << 32 ^ seed_from_clock(),
     });
     metrics::counter!("rtmp_connections_accepted_total").increment(1);
-    let span =
-        info_span!("conn", id = conn_id, %peer, shard = state.id, key = tracing::field::Empty);
-    debug!(parent: &span, "accepted");
+    let tag = Rc::new(Tag {
+        id: conn_id,
+        peer,
+        shard: state.id,
+        key: Default::default(),
+    });
+    clog!(debug, tag, "accepted");
     let ctx = ConnCtx {
         conn: Rc::new(Conn::new(stream)),
         queue: Rc::new(OutQueue::new()),
         session,
         role: Role::None,
-        conn_id,
-        peer,
+        tag,
         closing: false,
         state,
     };
-    tokio_uring::spawn(run(ctx, None).instrument(span));
+    tokio_uring::spawn(run(ctx, None));
 }
 
 /// Takes over a publisher handed from another shard.
 pub fn adopt(state: Rc<ShardState>, h: Handoff) {
-    let span = info_span!("conn", id = h.conn_id, peer = %h.peer, shard = state.id, key = tracing::field::Empty);
-    debug!(parent: &span, "adopted publisher");
+    let tag = Rc::new(Tag {
+        id: h.conn_id,
+        peer: h.peer,
+        shard: state.id,
+        key: Default::default(),
+    });
+    clog!(debug, tag, "adopted publisher");
     let ctx = ConnCtx {
         conn: Rc::new(Conn::from_fd(h.fd)),
         queue: Rc::new(OutQueue::new()),
         session: *h.session,
         role: Role::None,
-        conn_id: h.conn_id,
-        peer: h.peer,
+        tag,
         closing: false,
         state,
     };
@@ -102,7 +129,7 @@ pub fn adopt(state: Rc<ShardState>, h: Handoff) {
         name: h.name,
         query: h.query,
     };
-    tokio_uring::spawn(run(ctx, Some(first)).instrument(span));
+    tokio_uring::spawn(run(ctx, Some(first)));
 }
 
 /// Stream names become map keys and log fields: bound them and keep them printable.
@@ -118,10 +145,12 @@ fn seed_from_clock() -> u64 {
 }
 
 async fn run(mut ctx: ConnCtx, first: Option<Event>) {
-    let writer = tokio_uring::spawn(
-        write_loop(ctx.state.clone(), ctx.conn.clone(), ctx.queue.clone())
-            .instrument(Span::current()),
-    );
+    let writer = tokio_uring::spawn(write_loop(
+        ctx.state.clone(),
+        ctx.conn.clone(),
+        ctx.queue.clone(),
+        ctx.tag.clone(),
+    ));
     let exit = read_loop(&mut ctx, first).await;
     ctx.leave_role();
     ctx.queue.close();
@@ -137,23 +166,27 @@ async fn run(mut ctx: ConnCtx, first: Option<Event>) {
                 state,
                 conn,
                 session,
-                conn_id,
-                peer,
+                tag,
                 ..
             } = ctx;
             let fd = match Rc::try_unwrap(conn).map(Conn::into_fd) {
                 Ok(Ok(fd)) => fd,
                 _ => {
-                    warn!("publisher hand-off failed: socket still in use");
+                    clog!(warn, tag, "publisher hand-off failed: socket still in use");
                     return;
                 }
             };
-            debug!(to_shard = owner, "handing publisher to owner shard");
+            clog!(
+                debug,
+                tag,
+                to_shard = owner,
+                "handing publisher to owner shard"
+            );
             let handoff = Box::new(Handoff {
                 fd,
                 session: Box::new(session),
-                conn_id,
-                peer,
+                conn_id: tag.id,
+                peer: tag.peer,
                 stream_id,
                 name,
                 query,
@@ -163,7 +196,7 @@ async fn run(mut ctx: ConnCtx, first: Option<Event>) {
                 .await
                 .is_err()
             {
-                warn!("owner shard gone; publisher dropped");
+                clog!(warn, tag, "owner shard gone; publisher dropped");
             }
         }
         Exit::Closed => {
@@ -177,7 +210,7 @@ async fn run(mut ctx: ConnCtx, first: Option<Event>) {
                 let _ = writer.await;
             }
             ctx.conn.shutdown();
-            debug!("closed");
+            clog!(debug, ctx.tag, "closed");
         }
     }
 }
@@ -225,7 +258,7 @@ async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
                     } else {
                         ("publisher idle", publisher_timeout.as_secs())
                     };
-                    warn!(timeout_s = secs, "{what} timeout, closing");
+                    clog!(warn, ctx.tag, timeout_s = secs, "{what} timeout, closing");
                     metrics::counter!("rtmp_timeouts_total", "kind" => what).increment(1);
                     return Exit::Closed;
                 }
@@ -237,12 +270,12 @@ async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
             Ok(0) => return Exit::Closed,
             Ok(n) => n,
             Err(e) => {
-                debug!(error = %e, "read failed");
+                clog!(debug, ctx.tag, error = %e, "read failed");
                 return Exit::Closed;
             }
         };
         if let Err(e) = ctx.session.feed(&buf[..n]) {
-            warn!(error = %e, "protocol error, closing connection");
+            clog!(warn, ctx.tag, error = %e, "protocol error, closing connection");
             metrics::counter!("rtmp_protocol_errors_total", "kind" => e.kind()).increment(1);
             ctx.flush();
             return Exit::Closed;
@@ -253,7 +286,7 @@ async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
     }
 }
 
-async fn write_loop(state: Rc<ShardState>, conn: Rc<Conn>, queue: Rc<OutQueue>) {
+async fn write_loop(state: Rc<ShardState>, conn: Rc<Conn>, queue: Rc<OutQueue>, tag: Rc<Tag>) {
     let stall = Duration::from_secs(state.shared.cfg.write_timeout_secs);
     let mut batch = Vec::new();
     loop {
@@ -278,11 +311,11 @@ async fn write_loop(state: Rc<ShardState>, conn: Rc<Conn>, queue: Rc<OutQueue>) 
             res = write => match res {
                 Ok((Ok(()), emptied)) => batch = emptied,
                 Ok((Err(e), _)) => {
-                    debug!(error = %e, "write failed");
+                    clog!(debug, tag, error = %e, "write failed");
                     break;
                 }
                 Err(_) => {
-                    warn!(stall_s = stall.as_secs(), "peer stopped reading, closing");
+                    clog!(warn, tag, stall_s = stall.as_secs(), "peer stopped reading, closing");
                     stats::bump(&state.stats.write_stalls, 1);
                     break;
                 }
@@ -329,7 +362,7 @@ impl ConnCtx {
                 flash_ver,
                 ..
             } => {
-                debug!(%app, tc_url = tc_url.as_deref().unwrap_or(""), flash_ver = flash_ver.as_deref().unwrap_or(""), "connect");
+                clog!(debug, self.tag, %app, tc_url = tc_url.as_deref().unwrap_or(""), flash_ver = flash_ver.as_deref().unwrap_or(""), "connect");
             }
             Event::Publish {
                 stream_id,
@@ -380,7 +413,9 @@ impl ConnCtx {
 
     fn on_publish(&mut self, stream_id: u32, name: String, query: Option<String>) -> Option<Exit> {
         if !valid_name(&name) || !matches!(self.role, Role::None) {
-            warn!(
+            clog!(
+                warn,
+                self.tag,
                 name_len = name.len(),
                 "publish refused: bad name or connection already in use"
             );
@@ -390,7 +425,7 @@ impl ConnCtx {
             return None;
         }
         let key = self.stream_key(&name);
-        Span::current().record("key", &*key);
+        *self.tag.key.borrow_mut() = Some(key.clone());
         let owner = self.state.owner_of(&key);
         if owner != self.state.id {
             return Some(Exit::Migrate {
@@ -400,15 +435,19 @@ impl ConnCtx {
                 query,
             });
         }
-        match self.state.start_publish(&key, self.conn_id) {
+        match self.state.start_publish(&key, self.tag.id) {
             Ok(()) => {
-                info!("publish started");
+                clog!(info, self.tag, "publish started");
                 metrics::counter!("rtmp_publishes_total").increment(1);
                 self.session.accept_publish(stream_id, &name);
                 self.role = Role::Publisher { key, stream_id };
             }
             Err(PublishError::BadName) => {
-                warn!("publish refused: stream already has a publisher");
+                clog!(
+                    warn,
+                    self.tag,
+                    "publish refused: stream already has a publisher"
+                );
                 metrics::counter!("rtmp_publish_rejects_total", "reason" => "bad_name")
                     .increment(1);
                 self.session.reject_publish(
@@ -424,7 +463,9 @@ impl ConnCtx {
 
     fn on_play(&mut self, stream_id: u32, name: String, reset: bool) {
         if !valid_name(&name) || !matches!(self.role, Role::None) {
-            warn!(
+            clog!(
+                warn,
+                self.tag,
                 name_len = name.len(),
                 "play refused: bad name or connection already in use"
             );
@@ -436,7 +477,7 @@ impl ConnCtx {
             return;
         }
         let key = self.stream_key(&name);
-        Span::current().record("key", &*key);
+        *self.tag.key.borrow_mut() = Some(key.clone());
         self.session.accept_play(stream_id, &name, reset);
         // The play preamble must be queued before the media the mirror pushes next.
         self.flush();
@@ -451,7 +492,7 @@ impl ConnCtx {
             self.conn.set_nodelay(false);
         }
         let slot = self.state.add_viewer(&key, viewer);
-        info!("play started");
+        clog!(info, self.tag, "play started");
         metrics::counter!("rtmp_plays_total").increment(1);
         self.role = Role::Player { key, slot };
     }
@@ -465,11 +506,11 @@ impl ConnCtx {
     fn leave_role(&mut self) {
         match std::mem::replace(&mut self.role, Role::None) {
             Role::Publisher { key, .. } => {
-                info!("publish ended");
-                self.state.end_publish(&key, self.conn_id);
+                clog!(info, self.tag, "publish ended");
+                self.state.end_publish(&key, self.tag.id);
             }
             Role::Player { key, slot } => {
-                debug!("play ended");
+                clog!(debug, self.tag, "play ended");
                 self.state.remove_viewer(&key, slot);
             }
             Role::None => {}

@@ -109,13 +109,13 @@ pub fn stderr_of(p: &mut Proc) -> String {
 /// The shard and connection id of the connection whose `connect` logged `flash_ver`.
 pub fn conn_of(server: &Server, flash_ver: &str) -> Option<(usize, u64)> {
     let line = server.wait_log(
-        &["connect app=", &format!("flash_ver=\"{flash_ver}\"")],
+        &["connect ", "app=", &format!("flash_ver=\"{flash_ver}\"")],
         Duration::from_secs(1),
     )?;
-    Some((span_field(&line, "shard=")?, span_field(&line, "conn{id=")?))
+    Some((span_field(&line, "shard=")?, span_field(&line, "conn=")?))
 }
 
-/// A number that follows `name` in a log line's span (`conn{id=3 peer=… shard=1}`).
+/// A number that follows `name` in a log line's connection fields (`conn=3 peer=… shard=1`).
 pub fn span_field<T: std::str::FromStr>(line: &str, name: &str) -> Option<T> {
     let rest = &line[line.find(name)? + name.len()..];
     let end = rest
