@@ -10,6 +10,12 @@ pub enum LogFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RecordMode {
+    All,
+    None,
+}
+
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "rtmp-edge",
@@ -68,6 +74,23 @@ pub struct Config {
     /// While coalescing, write a viewer early once this many bytes wait.
     #[arg(long, default_value_t = 64 << 10)]
     pub write_coalesce_bytes: usize,
+
+    /// TOML file with push destinations and per-stream recording overrides.
+    #[arg(long)]
+    pub config: Option<std::path::PathBuf>,
+
+    /// Push every stream to this RTMP URL (repeatable); the stream's name is appended as
+    /// the key unless the URL carries one.
+    #[arg(long = "push")]
+    pub push: Vec<String>,
+
+    /// Directory for FLV recordings.
+    #[arg(long)]
+    pub record_dir: Option<std::path::PathBuf>,
+
+    /// Which streams to record (per-stream overrides come from the config file).
+    #[arg(long, value_enum)]
+    pub record: Option<RecordMode>,
 
     /// Seconds between per-shard latency/drop summaries in the log (0 = never).
     #[arg(long, default_value_t = 10)]

@@ -5,6 +5,7 @@
 //! io_uring data plane), `config` (CLI).
 
 pub mod config;
+pub mod config_file;
 pub mod fanout;
 pub mod media;
 pub mod protocol;

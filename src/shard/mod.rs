@@ -73,6 +73,8 @@ pub struct Shared {
     pub cfg: Config,
     pub senders: Vec<mpsc::Sender<ShardMsg>>,
     pub next_conn_id: AtomicU64,
+    /// What a newly published stream gets besides players (recording, pushes).
+    pub sinks: Vec<Arc<dyn state::SinkFactory>>,
 }
 
 /// A running data plane.
@@ -83,6 +85,11 @@ pub struct Server {
 
 /// Binds the listeners and starts every shard thread.
 pub fn start(cfg: Config) -> std::io::Result<Server> {
+    start_with(cfg, Vec::new())
+}
+
+/// `start`, with sink factories (recorder, push destinations) attached to every stream.
+pub fn start_with(cfg: Config, sinks: Vec<Arc<dyn state::SinkFactory>>) -> std::io::Result<Server> {
     let n = cfg.shard_count();
     let listeners = listener::bind_reuseport(cfg.listen, n)?;
     let local_addr = listeners[0].local_addr()?;
@@ -92,6 +99,7 @@ pub fn start(cfg: Config) -> std::io::Result<Server> {
         cfg,
         senders,
         next_conn_id: AtomicU64::new(1),
+        sinks,
     });
     let cores = std::thread::available_parallelism()
         .map(|c| c.get())

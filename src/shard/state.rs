@@ -60,12 +60,47 @@ impl Rebase {
     }
 }
 
+/// A consumer of a stream on its owner shard other than players: a recording, a push
+/// destination. Called synchronously on the owner shard, so implementations only queue
+/// (bounded) and return; their I/O runs elsewhere.
+pub trait StreamSink {
+    /// Names the sink, so a factory never attaches the same one to a stream twice.
+    fn id(&self) -> &str;
+    /// A publisher (re)started the stream.
+    fn on_publish(&mut self);
+    fn on_frame(&mut self, frame: &SharedFrame);
+    /// The publisher left. Return true to stay attached (e.g. a push waiting out its grace
+    /// period for a republish), false to be dropped.
+    fn on_unpublish(&mut self) -> bool;
+    /// A sink that finished on its own (grace period over) is dropped at the next event.
+    fn is_done(&self) -> bool {
+        false
+    }
+}
+
+/// Makes the sinks a stream gets when it starts publishing (called on the owner shard).
+pub trait SinkFactory: Send + Sync {
+    fn sinks_for(
+        &self,
+        shard: &ShardState,
+        key: &StreamKey,
+        existing: &[&str],
+    ) -> Vec<Box<dyn StreamSink>>;
+}
+
 #[derive(Default)]
 struct Source {
     publisher: Option<u64>,
     cache: StreamCache,
     rebase: Rebase,
     subscribers: Vec<usize>,
+    sinks: Vec<Box<dyn StreamSink>>,
+}
+
+impl Source {
+    fn is_unused(&self) -> bool {
+        self.publisher.is_none() && self.subscribers.is_empty() && self.sinks.is_empty()
+    }
 }
 
 struct Mirror {
@@ -160,7 +195,7 @@ impl ShardState {
         let mut sources = self.sources.borrow_mut();
         if let Some(src) = sources.get_mut(key) {
             src.subscribers.retain(|&s| s != shard);
-            if src.publisher.is_none() && src.subscribers.is_empty() {
+            if src.is_unused() {
                 sources.remove(key);
             }
         }
@@ -192,6 +227,21 @@ impl ShardState {
         src.publisher = Some(conn_id);
         src.cache.clear();
         src.rebase.need_base = true;
+        src.sinks.retain(|s| !s.is_done());
+        for sink in &mut src.sinks {
+            sink.on_publish();
+        }
+        let existing: Vec<&str> = src.sinks.iter().map(|s| s.id()).collect();
+        let mut new: Vec<Box<dyn StreamSink>> = self
+            .shared
+            .sinks
+            .iter()
+            .flat_map(|f| f.sinks_for(self, key, &existing))
+            .collect();
+        for sink in &mut new {
+            sink.on_publish();
+        }
+        src.sinks.extend(new);
         let subs = src.subscribers.clone();
         drop(sources);
         for s in subs {
@@ -210,7 +260,11 @@ impl ShardState {
         }
         src.publisher = None;
         src.cache.clear();
+        src.sinks.retain_mut(|s| s.on_unpublish() && !s.is_done());
         let subs = src.subscribers.clone();
+        if src.is_unused() {
+            sources.remove(key);
+        }
         drop(sources);
         for s in subs {
             self.route(s, ShardMsg::Unpublished { key: key.clone() });
@@ -226,6 +280,9 @@ impl ShardState {
         let ts = src.rebase.apply(timestamp);
         let frame: SharedFrame = Arc::new(Frame::new(kind, ts, payload, self.chunk_size()));
         src.cache.apply(&frame);
+        for sink in &mut src.sinks {
+            sink.on_frame(&frame);
+        }
         let subs = src.subscribers.clone();
         drop(sources);
         for s in subs {
