@@ -84,6 +84,15 @@ pub struct Config {
     #[arg(long = "push")]
     pub push: Vec<String>,
 
+    /// Seconds a push destination stays connected after its source publisher left, so a
+    /// publisher that reconnects continues the same broadcast.
+    #[arg(long, default_value_t = 10)]
+    pub push_grace_secs: u64,
+
+    /// Longest wait between reconnect attempts to a failing push destination.
+    #[arg(long, default_value_t = 30)]
+    pub push_backoff_max_secs: u64,
+
     /// Directory for FLV recordings.
     #[arg(long)]
     pub record_dir: Option<std::path::PathBuf>,

@@ -9,4 +9,5 @@ pub mod config_file;
 pub mod fanout;
 pub mod media;
 pub mod protocol;
+pub mod relay;
 pub mod shard;

@@ -24,7 +24,15 @@ fn main() -> anyhow::Result<()> {
             .with_span_list(false)
             .init(),
     }
-    let server = rtmp_edge::shard::start(cfg)?;
+    let file = match &cfg.config {
+        Some(path) => rtmp_edge::config_file::FileConfig::load(path)?,
+        None => Default::default(),
+    };
+    let mut sinks: Vec<std::sync::Arc<dyn rtmp_edge::shard::state::SinkFactory>> = Vec::new();
+    if let Some(push) = rtmp_edge::relay::push::factory(&cfg, &file)? {
+        sinks.push(std::sync::Arc::new(push));
+    }
+    let server = rtmp_edge::shard::start_with(cfg, sinks)?;
     for t in server.threads {
         if t.join().is_err() {
             anyhow::bail!("a shard thread panicked");

@@ -144,6 +144,19 @@ impl ClientSession {
         self.decoder.set_payload_limit(limit);
     }
 
+    /// Ends a publish the way encoders do: FCUnpublish, then deleteStream.
+    pub fn unpublish(&mut self, stream_id: u32) {
+        if let Intent::Publish(name) = self.intent.clone() {
+            self.call("FCUnpublish", 0, &[Amf0Value::Null, name.as_str().into()]);
+        }
+        self.call(
+            "deleteStream",
+            0,
+            &[Amf0Value::Null, (stream_id as f64).into()],
+        );
+        self.intent = Intent::None;
+    }
+
     pub fn stream_id(&self) -> Option<u32> {
         self.stream_id
     }
