@@ -93,6 +93,15 @@ pub struct Config {
     #[arg(long, default_value_t = 30)]
     pub push_backoff_max_secs: u64,
 
+    /// Edge mode: origin to pull a stream from when a player asks for one that is not
+    /// published here (repeatable; tried in order, failing over round-robin).
+    #[arg(long = "origin")]
+    pub origin: Vec<String>,
+
+    /// Seconds an origin pull stays open after its last player left.
+    #[arg(long, default_value_t = 10)]
+    pub origin_idle_secs: u64,
+
     /// Directory for FLV recordings.
     #[arg(long)]
     pub record_dir: Option<std::path::PathBuf>,

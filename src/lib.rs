@@ -9,5 +9,6 @@ pub mod config_file;
 pub mod fanout;
 pub mod media;
 pub mod protocol;
+pub mod record;
 pub mod relay;
 pub mod shard;

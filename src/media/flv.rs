@@ -59,14 +59,18 @@ pub fn file_header(has_audio: bool, has_video: bool) -> [u8; 13] {
     [b'F', b'L', b'V', 1, flags, 0, 0, 0, 9, 0, 0, 0, 0]
 }
 
+/// The 11-byte header of a tag with a `size`-byte body (its PreviousTagSize is `size + 11`),
+/// for writers that stream the body from a buffer they already hold.
+pub fn tag_header(tag_type: u8, timestamp: u32, size: u32) -> [u8; 11] {
+    let s = size.to_be_bytes();
+    let t = timestamp.to_be_bytes();
+    [tag_type, s[1], s[2], s[3], t[1], t[2], t[3], t[0], 0, 0, 0]
+}
+
 /// Appends one tag and its PreviousTagSize.
 pub fn write_tag(out: &mut Vec<u8>, tag_type: u8, timestamp: u32, data: &[u8]) {
     let size = data.len() as u32;
-    out.push(tag_type);
-    out.extend_from_slice(&size.to_be_bytes()[1..]);
-    out.extend_from_slice(&timestamp.to_be_bytes()[1..]);
-    out.push((timestamp >> 24) as u8);
-    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(&tag_header(tag_type, timestamp, size));
     out.extend_from_slice(data);
     out.extend_from_slice(&(size + 11).to_be_bytes());
 }

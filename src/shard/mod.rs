@@ -137,7 +137,7 @@ async fn run_shard(
     mut rx: mpsc::Receiver<ShardMsg>,
     shared: Arc<Shared>,
 ) {
-    let state = Rc::new(ShardState::new(id, shared));
+    let state = Rc::new_cyclic(|me| ShardState::new(id, shared, me.clone()));
     let inbox_state = state.clone();
     tokio_uring::spawn(async move {
         while let Some(msg) = rx.recv().await {

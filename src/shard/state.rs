@@ -7,7 +7,7 @@ use std::cell::RefCell;
 use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -113,6 +113,9 @@ struct Mirror {
 
 pub struct ShardState {
     pub id: usize,
+    me: Weak<ShardState>,
+    /// Streams this shard is pulling from an origin (one upstream per stream).
+    pub pulls: RefCell<std::collections::HashSet<StreamKey>>,
     pub shared: Arc<Shared>,
     sources: RefCell<HashMap<StreamKey, Source>>,
     mirrors: RefCell<HashMap<StreamKey, Mirror>>,
@@ -121,9 +124,13 @@ pub struct ShardState {
 }
 
 impl ShardState {
-    pub fn new(id: usize, shared: Arc<Shared>) -> Self {
+    /// `me` is this state's own `Rc` (built with `Rc::new_cyclic`), so it can start
+    /// tasks (origin pulls) that outlive the call that decided to start them.
+    pub fn new(id: usize, shared: Arc<Shared>, me: Weak<ShardState>) -> Self {
         Self {
             id,
+            me,
+            pulls: RefCell::default(),
             sources: RefCell::default(),
             mirrors: RefCell::default(),
             stats: ShardStats::default(),
@@ -182,13 +189,45 @@ impl ShardState {
         if !src.subscribers.contains(&shard) {
             src.subscribers.push(shard);
         }
+        let live = src.publisher.is_some();
         let snapshot = ShardMsg::Snapshot {
             key: key.clone(),
             cache: src.cache.clone(),
-            live: src.publisher.is_some(),
+            live,
         };
         drop(sources);
         self.route(shard, snapshot);
+        // A player asked for a stream nobody publishes here: an edge fetches it.
+        if !live && !self.shared.cfg.origin.is_empty() {
+            if let Some(me) = self.me.upgrade() {
+                crate::relay::pull::ensure(&me, &key);
+            }
+        }
+    }
+
+    /// Whether a publisher (or an origin pull) feeds the stream.
+    pub fn has_publisher(&self, key: &str) -> bool {
+        self.sources
+            .borrow()
+            .get(key)
+            .is_some_and(|s| s.publisher.is_some())
+    }
+
+    /// Shards with players of the stream (0 when nobody watches).
+    pub fn subscriber_count(&self, key: &str) -> usize {
+        self.sources
+            .borrow()
+            .get(key)
+            .map_or(0, |s| s.subscribers.len())
+    }
+
+    /// The ingest was replaced (an origin reconnect) without the stream ending: players
+    /// stay, timestamps continue forward, and the cache restarts from what comes next.
+    pub fn restart_ingest(&self, key: &str) {
+        if let Some(src) = self.sources.borrow_mut().get_mut(key) {
+            src.rebase.need_base = true;
+            src.cache.clear();
+        }
     }
 
     fn unsubscribe(&self, key: &str, shard: usize) {

@@ -1,0 +1,314 @@
+//! FLV recording of published streams (`--record`, `--record-dir`, `[record]` in the config
+//! file): which streams are recorded, the sink each recorded stream gets on its owner shard,
+//! and the handle `main` uses to finalize every file on SIGTERM/SIGINT.
+//!
+//! The shards are io_uring event loops, so a sink only `try_send`s shared frames into one
+//! bounded channel; a single recorder thread (`worker`) owns every file. If that channel is
+//! full the recording is stopped, not patched over: the frames already queued make a valid
+//! FLV that ends early, whereas skipping frames would leave a file whose decoder references
+//! and timestamps silently break mid-way. Either way the live relay never waits on a disk.
+
+mod name;
+mod worker;
+mod writer;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::error;
+
+use crate::config::{Config, RecordMode};
+use crate::config_file::{glob_match, FileConfig, RecordOverride};
+use crate::media::frame::SharedFrame;
+use crate::shard::state::{ShardState, SinkFactory, StreamKey, StreamSink};
+pub use name::{base_name, sanitize, Civil};
+pub use writer::{meta_body, publisher_props, Finished, FlvWriter, MetaBody};
+use worker::{Cmd, Handle};
+
+/// Frames (and open/close commands) that may wait for the recorder thread: a few seconds
+/// of a handful of streams, so a disk hiccup is absorbed before anything is stopped.
+pub const QUEUE_CAPACITY: usize = 4096;
+
+/// The sink's id in a stream's sink list.
+const SINK_ID: &str = "record";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("[record] mode {0:?} in the config file must be \"all\" or \"none\"")]
+    BadMode(String),
+    #[error("recording is enabled but no directory is set (--record-dir or [record] dir)")]
+    NoDir,
+    #[error("starting the recorder thread: {0}")]
+    Spawn(#[source] std::io::Error),
+    #[error("the recorder did not finalize its files within {0:?}")]
+    ShutdownTimeout(Duration),
+    #[error("the recorder thread is gone")]
+    Gone,
+}
+
+/// Which streams are recorded, and where.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RecordPolicy {
+    pub dir: PathBuf,
+    /// Streams no override matches are recorded when true.
+    pub all: bool,
+    /// First match wins.
+    pub overrides: Vec<RecordOverride>,
+}
+
+impl RecordPolicy {
+    /// Flags win over the file's `dir` and `mode`; the file's per-stream overrides apply on
+    /// top of either. None when no stream could ever be recorded.
+    pub fn from_config(cfg: &Config, file: &FileConfig) -> Result<Option<Self>, RecordError> {
+        let all = match (cfg.record, file.record.mode.as_deref()) {
+            (Some(mode), _) => mode == RecordMode::All,
+            (None, None | Some("none")) => false,
+            (None, Some("all")) => true,
+            (None, Some(other)) => return Err(RecordError::BadMode(other.to_string())),
+        };
+        let overrides = file.record.streams.clone();
+        if !all && !overrides.iter().any(|o| o.record) {
+            return Ok(None);
+        }
+        let dir = cfg
+            .record_dir
+            .clone()
+            .or_else(|| file.record.dir.clone())
+            .ok_or(RecordError::NoDir)?;
+        Ok(Some(Self {
+            dir,
+            all,
+            overrides,
+        }))
+    }
+
+    pub fn records(&self, key: &str) -> bool {
+        self.overrides
+            .iter()
+            .find(|o| glob_match(&o.pattern, key))
+            .map_or(self.all, |o| o.record)
+    }
+}
+
+/// The recorder: a `SinkFactory` for the shards and the shutdown handle for `main`.
+pub struct Recorder {
+    policy: RecordPolicy,
+    tx: SyncSender<Cmd>,
+    ids: Arc<AtomicU64>,
+}
+
+impl Recorder {
+    /// Starts the recorder thread.
+    pub fn start(policy: RecordPolicy) -> Result<Arc<Self>, RecordError> {
+        let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
+        let dir = policy.dir.clone();
+        std::thread::Builder::new()
+            .name("recorder".into())
+            .spawn(move || worker::run(dir, rx))
+            .map_err(RecordError::Spawn)?;
+        Ok(Arc::new(Self {
+            policy,
+            tx,
+            ids: Arc::new(AtomicU64::new(1)),
+        }))
+    }
+
+    /// The recorder the flags and config file ask for, if any stream may be recorded.
+    pub fn from_config(cfg: &Config, file: &FileConfig) -> Result<Option<Arc<Self>>, RecordError> {
+        RecordPolicy::from_config(cfg, file)?
+            .map(Self::start)
+            .transpose()
+    }
+
+    pub fn policy(&self) -> &RecordPolicy {
+        &self.policy
+    }
+
+    /// Finalizes every open recording (frames queued before this call are written first)
+    /// and refuses new ones. Returns how many files were finalized. Never blocks longer
+    /// than `timeout`, even on a stuck disk.
+    pub fn shutdown(&self, timeout: Duration) -> Result<usize, RecordError> {
+        let deadline = Instant::now() + timeout;
+        let (reply, done) = mpsc::channel();
+        let mut cmd = Cmd::Shutdown(reply);
+        // A full queue is not a reason to skip finalizing: wait for room, bounded.
+        loop {
+            match self.tx.try_send(cmd) {
+                Ok(()) => break,
+                Err(TrySendError::Disconnected(_)) => return Err(RecordError::Gone),
+                Err(TrySendError::Full(c)) => {
+                    if Instant::now() >= deadline {
+                        return Err(RecordError::ShutdownTimeout(timeout));
+                    }
+                    cmd = c;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        done.recv_timeout(left).map_err(|e| match e {
+            mpsc::RecvTimeoutError::Timeout => RecordError::ShutdownTimeout(timeout),
+            mpsc::RecvTimeoutError::Disconnected => RecordError::Gone,
+        })
+    }
+}
+
+impl SinkFactory for Recorder {
+    fn sinks_for(
+        &self,
+        _shard: &ShardState,
+        key: &StreamKey,
+        existing: &[&str],
+    ) -> Vec<Box<dyn StreamSink>> {
+        if existing.contains(&SINK_ID) || !self.policy.records(key) {
+            return Vec::new();
+        }
+        vec![Box::new(RecordSink {
+            key: key.clone(),
+            tx: self.tx.clone(),
+            ids: self.ids.clone(),
+            current: None,
+        })]
+    }
+}
+
+/// One stream's recording, on its owner shard: never blocks, never touches a file.
+struct RecordSink {
+    key: StreamKey,
+    tx: SyncSender<Cmd>,
+    ids: Arc<AtomicU64>,
+    current: Option<Arc<Handle>>,
+}
+
+impl RecordSink {
+    fn end(&mut self) {
+        if let Some(h) = self.current.take() {
+            h.ended.store(true, Ordering::Release);
+            // If the queue is full, the recorder's sweep finds the ended handle instead.
+            let _ = self.tx.try_send(Cmd::Close(h.id));
+        }
+    }
+}
+
+impl StreamSink for RecordSink {
+    fn id(&self) -> &str {
+        SINK_ID
+    }
+
+    fn on_publish(&mut self) {
+        self.end();
+        let h = Arc::new(Handle::new(
+            self.ids.fetch_add(1, Ordering::Relaxed),
+            self.key.clone(),
+        ));
+        match self.tx.try_send(Cmd::Open(h.clone())) {
+            Ok(()) => self.current = Some(h),
+            Err(TrySendError::Full(_)) => {
+                metrics::counter!("rtmp_record_errors_total", "reason" => "queue_full")
+                    .increment(1);
+                error!(stream = %self.key, "recorder queue full; this publish is not recorded");
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn on_frame(&mut self, frame: &SharedFrame) {
+        let Some(h) = &self.current else {
+            return;
+        };
+        if h.failed.load(Ordering::Relaxed) {
+            self.end();
+            return;
+        }
+        match self.tx.try_send(Cmd::Frame(h.id, frame.clone())) {
+            Ok(()) => {
+                h.sent.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(TrySendError::Full(_)) => {
+                metrics::counter!("rtmp_record_dropped_frames_total").increment(1);
+                metrics::counter!("rtmp_record_errors_total", "reason" => "queue_full")
+                    .increment(1);
+                error!(
+                    stream = %self.key,
+                    queue = QUEUE_CAPACITY,
+                    "recorder queue full (disk too slow); recording stopped at the last queued \
+                     frame, the live stream is unaffected"
+                );
+                self.end();
+            }
+            Err(TrySendError::Disconnected(_)) => self.current = None,
+        }
+    }
+
+    fn on_unpublish(&mut self) -> bool {
+        self.end();
+        false
+    }
+}
+
+impl Drop for RecordSink {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn policy(args: &[&str], toml: &str) -> Result<Option<RecordPolicy>, RecordError> {
+        let cfg = Config::parse_from(std::iter::once("rtmp-edge").chain(args.iter().copied()));
+        let file: FileConfig = toml::from_str(toml).unwrap();
+        RecordPolicy::from_config(&cfg, &file)
+    }
+
+    #[test]
+    fn flags_win_and_overrides_apply_in_order() {
+        assert_eq!(policy(&[], "").unwrap(), None, "default: record nothing");
+        let p = policy(&["--record", "all", "--record-dir", "/r"], "")
+            .unwrap()
+            .unwrap();
+        assert!(p.records("live/x") && p.dir == PathBuf::from("/r"));
+
+        let file = r#"
+            [record]
+            dir = "/from-file"
+            mode = "all"
+            [[record.streams]]
+            match = "live/private-*"
+            record = false
+            [[record.streams]]
+            match = "live/*"
+            record = true
+        "#;
+        let p = policy(&[], file).unwrap().unwrap();
+        assert_eq!(p.dir, PathBuf::from("/from-file"));
+        assert!(!p.records("live/private-1"), "first match wins");
+        assert!(p.records("live/public") && p.records("other/x"));
+        // --record none beats the file's mode, overrides still apply; --record-dir wins.
+        let p = policy(&["--record", "none", "--record-dir", "/cli"], file)
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.dir, PathBuf::from("/cli"));
+        assert!(!p.records("other/x") && p.records("live/public"));
+        assert!(!p.records("live/private-1"));
+
+        assert!(matches!(
+            policy(&["--record", "all"], ""),
+            Err(RecordError::NoDir)
+        ));
+        assert!(matches!(
+            policy(&[], "[record]\nmode = \"some\""),
+            Err(RecordError::BadMode(_))
+        ));
+        // Only "don't record" overrides and no mode: nothing to record, no dir needed.
+        assert_eq!(
+            policy(&[], "[[record.streams]]\nmatch = \"*\"\nrecord = false").unwrap(),
+            None
+        );
+    }
+}

@@ -1,0 +1,288 @@
+//! Edge pull: when a player asks for a stream that nobody publishes here, the stream's owner
+//! shard plays it from an origin over one upstream connection and publishes it locally, so
+//! every local player shares that one connection. The upstream closes once the stream has
+//! had no players for the idle period. If the origin drops, players stay connected while
+//! the edge reconnects or fails over to the next origin; timestamps keep moving forward.
+
+use std::cell::Cell;
+use std::net::ToSocketAddrs;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{info, warn};
+
+use crate::media::frame::MediaKind;
+use crate::protocol::client::{ClientConfig, ClientEvent, ClientSession};
+use crate::protocol::url::RtmpUrl;
+use crate::relay::push::backoff;
+use crate::shard::io::Conn;
+use crate::shard::state::{ShardState, StreamKey};
+
+/// How long an origin may take to start sending media before we try the next one (an origin
+/// without the stream usually just waits, like nginx-rtmp and we do).
+const FIRST_MEDIA_TIMEOUT: Duration = Duration::from_secs(5);
+/// An upstream silent this long is considered dead.
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Starts pulling `key` unless this shard already does.
+pub fn ensure(state: &Rc<ShardState>, key: &StreamKey) {
+    if state.pulls.borrow().contains(key) {
+        return;
+    }
+    let origins: Vec<RtmpUrl> = state
+        .shared
+        .cfg
+        .origin
+        .iter()
+        .filter_map(|u| match RtmpUrl::parse(u) {
+            Ok(url) => Some(url),
+            Err(e) => {
+                warn!(error = %e, "ignoring bad --origin");
+                None
+            }
+        })
+        .collect();
+    if origins.is_empty() {
+        return;
+    }
+    state.pulls.borrow_mut().insert(key.clone());
+    tokio_uring::spawn(run(state.clone(), key.clone(), origins));
+}
+
+enum End {
+    /// Nobody watched for the idle period.
+    Idle,
+    /// A local publisher owns the key now.
+    Taken,
+}
+
+struct Pull {
+    state: Rc<ShardState>,
+    key: StreamKey,
+    name: String,
+    /// Our publisher id in the stream table while we feed it.
+    id: u64,
+    publishing: bool,
+    ever_published: bool,
+    idle: Duration,
+    idle_since: Option<Instant>,
+}
+
+async fn run(state: Rc<ShardState>, key: StreamKey, origins: Vec<RtmpUrl>) {
+    let name = key.split_once('/').map_or(&*key, |(_, n)| n).to_string();
+    let mut p = Pull {
+        id: state.shared.next_conn_id.fetch_add(1, Ordering::Relaxed),
+        idle: Duration::from_secs(state.shared.cfg.origin_idle_secs),
+        state,
+        key,
+        name,
+        publishing: false,
+        ever_published: false,
+        idle_since: None,
+    };
+    let mut next = 0usize;
+    let mut failures = 0u32;
+    loop {
+        if p.idle_over() {
+            break;
+        }
+        let origin = &origins[next % origins.len()];
+        info!(stream = &*p.key, origin = %origin.tc_url(), "pulling from origin");
+        match p.once(origin).await {
+            Ok(End::Idle) | Ok(End::Taken) => break,
+            Err(e) => {
+                warn!(stream = &*p.key, origin = %origin.tc_url(), error = %e, "origin pull failed");
+                next += 1;
+                failures += 1;
+                let delay = backoff(
+                    failures.saturating_sub(origins.len() as u32),
+                    Duration::from_millis(200),
+                    Duration::from_secs(5),
+                    p.id,
+                );
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+    if p.publishing {
+        p.state.end_publish(&p.key, p.id);
+    }
+    info!(stream = &*p.key, "origin pull closed");
+    p.state.pulls.borrow_mut().remove(&p.key);
+}
+
+impl Pull {
+    fn idle_over(&mut self) -> bool {
+        if self.state.subscriber_count(&self.key) > 0 {
+            self.idle_since = None;
+            return false;
+        }
+        self.idle_since.get_or_insert_with(Instant::now).elapsed() >= self.idle
+    }
+
+    async fn once(&mut self, origin: &RtmpUrl) -> Result<End, String> {
+        let authority = origin.authority();
+        let addr = authority
+            .to_socket_addrs()
+            .map_err(|e| format!("resolve: {e}"))?
+            .next()
+            .ok_or("no address")?;
+        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio_uring::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| "connect timeout".to_string())?
+            .map_err(|e| format!("connect: {e}"))?;
+        let conn = Rc::new(Conn::new(tcp));
+        let mut s = ClientSession::new(ClientConfig::new(&origin.app, &origin.tc_url()));
+        s.play(&self.name);
+        // Reads carry no timeout (a dropped io_uring read stays in flight); a watchdog
+        // decides when to give up and shuts the socket, which ends the read.
+        let verdict: Rc<Cell<Option<Verdict>>> = Rc::default();
+        let last_media: Rc<Cell<Option<Instant>>> = Rc::default();
+        let watchdog = tokio_uring::spawn(watch(
+            self.state.clone(),
+            self.key.clone(),
+            self.idle,
+            conn.clone(),
+            verdict.clone(),
+            last_media.clone(),
+        ));
+        let result = self.stream(&conn, &mut s, &last_media).await;
+        watchdog.abort();
+        conn.shutdown();
+        match verdict.get() {
+            Some(Verdict::Idle) => Ok(End::Idle),
+            Some(Verdict::NoMedia) => Err("no media from origin".into()),
+            Some(Verdict::Stalled) => Err("origin stalled".into()),
+            None => result,
+        }
+    }
+
+    async fn stream(
+        &mut self,
+        conn: &Conn,
+        s: &mut ClientSession,
+        last_media: &Cell<Option<Instant>>,
+    ) -> Result<End, String> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            if let Some(out) = s.take_output() {
+                conn.writev_all(vec![out])
+                    .await
+                    .0
+                    .map_err(|e| format!("write: {e}"))?;
+            }
+            let (res, b) = conn.read(buf).await;
+            buf = b;
+            let n = res.map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("origin closed the connection".into());
+            }
+            s.feed(&buf[..n]).map_err(|e| e.to_string())?;
+            while let Some(ev) = s.poll_event() {
+                let (kind, timestamp, payload) = match ev {
+                    ClientEvent::Audio { timestamp, payload } => {
+                        (MediaKind::Audio, timestamp, payload)
+                    }
+                    ClientEvent::Video { timestamp, payload } => {
+                        (MediaKind::Video, timestamp, payload)
+                    }
+                    ClientEvent::Data { timestamp, payload } => match data_kind(&payload) {
+                        Some(k) => (k, timestamp, payload),
+                        None => continue,
+                    },
+                    ClientEvent::Failed { code } => return Err(format!("origin refused: {code}")),
+                    ClientEvent::Status { code, .. }
+                        if code == "NetStream.Play.UnpublishNotify" =>
+                    {
+                        // The origin's publisher left: so did ours; players hear it from us.
+                        if self.publishing {
+                            self.state.end_publish(&self.key, self.id);
+                            self.publishing = false;
+                        }
+                        continue;
+                    }
+                    _ => continue,
+                };
+                if !self.publishing && !self.begin()? {
+                    return Ok(End::Taken);
+                }
+                last_media.set(Some(Instant::now()));
+                self.state
+                    .publish_frame(&self.key, kind, timestamp, payload);
+            }
+        }
+    }
+
+    /// First media of this upstream: take the publisher slot, or continue the stream if we
+    /// already hold it (a reconnect). False if a local publisher got the key first.
+    fn begin(&mut self) -> Result<bool, String> {
+        if self.ever_published {
+            // A reconnect (or the origin's republish): continue the same local stream.
+            self.state.restart_ingest(&self.key);
+        }
+        if self.state.start_publish(&self.key, self.id).is_err() {
+            return Ok(false);
+        }
+        self.publishing = true;
+        self.ever_published = true;
+        info!(stream = &*self.key, "origin stream live");
+        Ok(true)
+    }
+}
+
+/// Metadata is relayed like a publisher's; the sample-access marker is ours to send.
+fn data_kind(payload: &Bytes) -> Option<MediaKind> {
+    if payload.starts_with(b"\x02\x00\x0aonMetaData") {
+        Some(MediaKind::Metadata)
+    } else if payload.starts_with(b"\x02\x00\x11|RtmpSampleAccess") {
+        None
+    } else {
+        Some(MediaKind::Data)
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Verdict {
+    Idle,
+    NoMedia,
+    Stalled,
+}
+
+/// Checks once a second whether the upstream should end; if so, records why and shuts the
+/// socket so the blocked read returns.
+async fn watch(
+    state: Rc<ShardState>,
+    key: StreamKey,
+    idle: Duration,
+    conn: Rc<Conn>,
+    verdict: Rc<Cell<Option<Verdict>>>,
+    last_media: Rc<Cell<Option<Instant>>>,
+) {
+    let started = Instant::now();
+    let mut idle_since: Option<Instant> = None;
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let v = if state.subscriber_count(&key) == 0
+            && idle_since.get_or_insert_with(Instant::now).elapsed() >= idle
+        {
+            Some(Verdict::Idle)
+        } else {
+            if state.subscriber_count(&key) > 0 {
+                idle_since = None;
+            }
+            match last_media.get() {
+                None if started.elapsed() > FIRST_MEDIA_TIMEOUT => Some(Verdict::NoMedia),
+                Some(t) if t.elapsed() > STALL_TIMEOUT => Some(Verdict::Stalled),
+                _ => None,
+            }
+        };
+        if let Some(v) = v {
+            verdict.set(Some(v));
+            conn.shutdown();
+            return;
+        }
+    }
+}
