@@ -5,7 +5,6 @@
 //! the edge reconnects or fails over to the next origin; timestamps keep moving forward.
 
 use std::cell::Cell;
-use std::net::ToSocketAddrs;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -124,12 +123,7 @@ impl Pull {
     }
 
     async fn once(&mut self, origin: &RtmpUrl) -> Result<End, String> {
-        let authority = origin.authority();
-        let addr = authority
-            .to_socket_addrs()
-            .map_err(|e| format!("resolve: {e}"))?
-            .next()
-            .ok_or("no address")?;
+        let addr = super::resolve(origin).await?;
         let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio_uring::net::TcpStream::connect(addr))
             .await
             .map_err(|_| "connect timeout".to_string())?

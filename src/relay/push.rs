@@ -7,7 +7,6 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -416,20 +415,6 @@ fn drain_to_keyframe(link: &Link) {
     link.queued_bytes.set(link.queued_bytes.get() - dropped);
 }
 
-async fn resolve(url: &RtmpUrl) -> Result<SocketAddr, String> {
-    let authority = url.authority();
-    // getaddrinfo blocks: run it off the shard thread.
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let r = authority
-            .to_socket_addrs()
-            .map_err(|e| e.to_string())
-            .and_then(|mut a| a.next().ok_or_else(|| "no address".to_string()));
-        let _ = tx.send(r);
-    });
-    rx.await.map_err(|_| "resolver thread died".to_string())?
-}
-
 async fn session(
     link: &Rc<Link>,
     dest: &Destination,
@@ -438,7 +423,7 @@ async fn session(
     policy: PushPolicy,
     attempt: &mut u32,
 ) -> Result<Ended, String> {
-    let addr = resolve(&dest.url).await?;
+    let addr = super::resolve(&dest.url).await?;
     let tcp = tokio::time::timeout(
         policy.connect_timeout,
         tokio_uring::net::TcpStream::connect(addr),
