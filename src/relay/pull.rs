@@ -65,7 +65,6 @@ struct Pull {
     /// Our publisher id in the stream table while we feed it.
     id: u64,
     publishing: bool,
-    ever_published: bool,
     idle: Duration,
     idle_since: Option<Instant>,
 }
@@ -79,7 +78,6 @@ async fn run(state: Rc<ShardState>, key: StreamKey, origins: Vec<RtmpUrl>) {
         key,
         name,
         publishing: false,
-        ever_published: false,
         idle_since: None,
     };
     let mut next = 0usize;
@@ -161,6 +159,8 @@ impl Pull {
         last_media: &Cell<Option<Instant>>,
     ) -> Result<End, String> {
         let mut buf = vec![0u8; 64 * 1024];
+        // No media yet on this upstream connection: the first media (re)starts our ingest.
+        let mut fresh = true;
         loop {
             if let Some(out) = s.take_output() {
                 conn.writev_all(vec![out])
@@ -200,8 +200,13 @@ impl Pull {
                     }
                     _ => continue,
                 };
-                if !self.publishing && !self.begin()? {
-                    return Ok(End::Taken);
+                // After an UnpublishNotify we no longer publish, so the origin's republish
+                // on this same connection begins again too.
+                if fresh || !self.publishing {
+                    if !self.begin()? {
+                        return Ok(End::Taken);
+                    }
+                    fresh = false;
                 }
                 last_media.set(Some(Instant::now()));
                 self.state
@@ -210,18 +215,20 @@ impl Pull {
         }
     }
 
-    /// First media of this upstream: take the publisher slot, or continue the stream if we
-    /// already hold it (a reconnect). False if a local publisher got the key first.
+    /// First media of an upstream connection (or of the origin's republish): take the
+    /// publisher slot (which rebases and clears the cache), or continue the stream if we
+    /// still hold it. False if a local publisher got the key first.
     fn begin(&mut self) -> Result<bool, String> {
-        if self.ever_published {
-            // A reconnect (or the origin's republish): continue the same local stream.
+        if self.publishing {
+            // The previous upstream ended without an UnpublishNotify (the origin died or
+            // stalled), so we kept the slot and our players never heard of an end. The new
+            // upstream's timestamps start wherever the origin's do (from zero after an
+            // origin restart): rebase them to continue forward, and restart the cache.
             self.state.restart_ingest(&self.key);
-        }
-        if self.state.start_publish(&self.key, self.id).is_err() {
+        } else if self.state.start_publish(&self.key, self.id).is_err() {
             return Ok(false);
         }
         self.publishing = true;
-        self.ever_published = true;
         info!(stream = &*self.key, "origin stream live");
         Ok(true)
     }

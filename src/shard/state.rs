@@ -223,10 +223,20 @@ impl ShardState {
 
     /// The ingest was replaced (an origin reconnect) without the stream ending: players
     /// stay, timestamps continue forward, and the cache restarts from what comes next.
-    pub fn restart_ingest(&self, key: &str) {
-        if let Some(src) = self.sources.borrow_mut().get_mut(key) {
-            src.rebase.need_base = true;
-            src.cache.clear();
+    pub fn restart_ingest(&self, key: &StreamKey) {
+        let mut sources = self.sources.borrow_mut();
+        let Some(src) = sources.get_mut(key) else {
+            return;
+        };
+        src.rebase.need_base = true;
+        src.cache.clear();
+        let subs = src.subscribers.clone();
+        drop(sources);
+        // Mirrors restart their cache replicas too, or a late joiner on another shard
+        // could get the old ingest's GOP behind the new one's config. They are still live,
+        // so `Published` re-notifies no viewer; it only clears the replica.
+        for s in subs {
+            self.route(s, ShardMsg::Published { key: key.clone() });
         }
     }
 

@@ -1,0 +1,554 @@
+//! Edge pull on loopback: an rtmp-edge started with `--origin` plays streams published only
+//! on another rtmp-edge (the origin) over one upstream connection per stream, fails over
+//! between origins, rides out an origin restart and closes the upstream once idle.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::players::*;
+use common::rtmp_client::{RecvEnd, RtmpClient};
+use common::*;
+use rtmp_edge::protocol::message as msg;
+
+/// One audio or video message as an edge player received it.
+#[derive(Debug, Clone, Copy)]
+struct Media {
+    at: Instant,
+    video: bool,
+    ts: u32,
+    /// First two payload bytes (FLV frame type/codec and AVC/AAC packet type).
+    head: [u8; 2],
+}
+
+impl Media {
+    fn is_avc_config(&self) -> bool {
+        self.video && self.head == [0x17, 0x00]
+    }
+    fn is_keyframe(&self) -> bool {
+        self.video && self.head == [0x17, 0x01]
+    }
+}
+
+/// An RTMP player (our own client) reading in a thread and recording every audio/video
+/// message with its arrival time, and when the server closed the connection, if it did.
+struct Player {
+    media: Arc<Mutex<Vec<Media>>>,
+    closed: Arc<Mutex<Option<Instant>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Player {
+    fn start(addr: SocketAddr, app: &str, name: &str) -> Player {
+        let mut c = RtmpClient::connect(addr, app)
+            .unwrap_or_else(|e| panic!("connect to {addr}/{app}: {e}"));
+        c.create_stream().expect("createStream");
+        c.play(name).expect("play");
+        let media: Arc<Mutex<Vec<Media>>> = Arc::default();
+        let closed: Arc<Mutex<Option<Instant>>> = Arc::default();
+        let stop: Arc<AtomicBool> = Arc::default();
+        let (m, cl, st) = (media.clone(), closed.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match c.recv(Instant::now() + Duration::from_millis(100)) {
+                    Ok(r) if r.type_id == msg::AUDIO || r.type_id == msg::VIDEO => {
+                        let mut head = [0u8; 2];
+                        for (h, b) in head.iter_mut().zip(r.payload.iter()) {
+                            *h = *b;
+                        }
+                        m.lock().unwrap().push(Media {
+                            at: Instant::now(),
+                            video: r.type_id == msg::VIDEO,
+                            ts: r.timestamp,
+                            head,
+                        });
+                    }
+                    Ok(_) | Err(RecvEnd::Timeout) => {}
+                    Err(RecvEnd::Closed) => {
+                        *cl.lock().unwrap() = Some(Instant::now());
+                        return;
+                    }
+                }
+            }
+            c.shutdown();
+        });
+        Player {
+            media,
+            closed,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn media(&self) -> Vec<Media> {
+        self.media.lock().unwrap().clone()
+    }
+
+    fn video_count(&self) -> usize {
+        self.media
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|m| m.video)
+            .count()
+    }
+
+    fn closed_at(&self) -> Option<Instant> {
+        *self.closed.lock().unwrap()
+    }
+
+    /// Waits until `pred` holds over what arrived so far; false on timeout or close.
+    fn wait(&self, timeout: Duration, pred: impl Fn(&[Media]) -> bool) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if pred(&self.media.lock().unwrap()) {
+                return true;
+            }
+            if self.closed_at().is_some() {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    fn wait_video(&self, n: usize, timeout: Duration) -> bool {
+        self.wait(timeout, |m| m.iter().filter(|m| m.video).count() >= n)
+    }
+
+    /// Disconnects (the reading thread shuts the socket down) and waits for the thread.
+    fn stop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().expect("player thread panicked");
+        }
+    }
+}
+
+impl Drop for Player {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A loopback port nobody listens on: bound, noted, released.
+fn dead_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("local addr").port()
+}
+
+/// An origin (rtmp-edge with one shard) publishing the test media as `live/<name>`.
+fn origin_with_stream(name: &str) -> (Server, Proc) {
+    let media = test_media_locked();
+    let origin = Server::start(&["--shards", "1"]);
+    let publisher = ffmpeg_publish(&media, &origin.url(&format!("live/{name}")));
+    wait_published(&origin, &format!("live/{name}"));
+    (origin, publisher)
+}
+
+fn key_field(name: &str) -> String {
+    format!("key=\"live/{name}\"")
+}
+
+/// Index of the first log line at or after `from` containing every needle.
+fn find_line(lines: &[String], from: usize, needles: &[&str]) -> Option<usize> {
+    lines
+        .iter()
+        .enumerate()
+        .skip(from)
+        .find(|(_, l)| needles.iter().all(|n| l.contains(n)))
+        .map(|(i, _)| i)
+}
+
+/// Every audio and every video timestamp is >= the one before it of its kind.
+fn assert_forward(media: &[Media], what: &str) {
+    for video in [false, true] {
+        let ts: Vec<u32> = media
+            .iter()
+            .filter(|m| m.video == video)
+            .map(|m| m.ts)
+            .collect();
+        if let Some(w) = ts.windows(2).find(|w| w[1] < w[0]) {
+            panic!(
+                "{what}: {} timestamp went backwards: {} -> {}",
+                if video { "video" } else { "audio" },
+                w[0],
+                w[1]
+            );
+        }
+    }
+}
+
+/// 1: ffprobe on the edge decodes the origin's stream cleanly.
+#[test]
+fn edge_player_decodes_stream_published_on_origin() {
+    let (origin, _publisher) = origin_with_stream("e2e");
+    let edge = Server::start(&["--origin", &origin.url("live"), "--shards", "1"]);
+
+    let probe = ffprobe(&edge.url("live/e2e"), 4, true, &[]);
+    let video = probe.count("video");
+    let audio = probe.count("audio");
+    eprintln!("edge ffprobe: {video} video / {audio} audio frames decoded");
+    assert!(probe.clean(), "{probe:?}");
+    assert_eq!(
+        probe.field("video", "codec_name"),
+        Some("h264"),
+        "{probe:?}"
+    );
+    assert_eq!(probe.field("audio", "codec_name"), Some("aac"), "{probe:?}");
+    assert!(video >= 60, "{video} video frames: {probe:?}");
+    assert!(audio >= 60, "{audio} audio frames: {probe:?}");
+
+    assert!(edge
+        .wait_log(&["origin stream live", "live/e2e"], Duration::from_secs(1))
+        .is_some());
+    assert_eq!(edge.count_log(&["origin pull failed"]), 0);
+    assert_eq!(origin.count_log(&["play started", &key_field("e2e")]), 1);
+}
+
+const FAN_VIEWERS: usize = 50;
+/// Video messages every fan-out viewer must get (2 s at 30 fps).
+const FAN_VIDEO: usize = 60;
+
+/// 2: many edge viewers, one upstream connection to the origin.
+fn fan_out(edge_shards: &str, name: &str) {
+    let (origin, _publisher) = origin_with_stream(name);
+    let edge = Server::start(&["--origin", &origin.url("live"), "--shards", edge_shards]);
+
+    let started = Instant::now();
+    let players: Vec<Player> = (0..FAN_VIEWERS)
+        .map(|_| Player::start(edge.addr, "live", name))
+        .collect();
+    // A few real players among them.
+    let probes: Vec<_> = (0..2)
+        .map(|_| {
+            let url = edge.url(&format!("live/{name}"));
+            std::thread::spawn(move || ffprobe(&url, 2, false, &[]))
+        })
+        .collect();
+    for (i, p) in players.iter().enumerate() {
+        let left = Duration::from_secs(20).saturating_sub(started.elapsed());
+        assert!(
+            p.wait_video(FAN_VIDEO, left),
+            "viewer {i}: {} video messages, closed {:?}",
+            p.video_count(),
+            p.closed_at()
+        );
+        let media = p.media();
+        let first = media.iter().find(|m| m.video).expect("video");
+        assert!(
+            first.is_avc_config() || first.is_keyframe(),
+            "viewer {i} started with {first:?}"
+        );
+        assert_forward(&media, &format!("viewer {i}"));
+    }
+    let all_video = started.elapsed();
+    for p in probes {
+        let probe = p.join().unwrap();
+        assert!(probe.clean(), "{probe:?}");
+        assert!(probe.count("video") >= 30, "{probe:?}");
+    }
+    let total: usize = players.iter().map(Player::video_count).sum();
+
+    let shards: BTreeSet<usize> = edge
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("play started") && l.contains(&key_field(name)))
+        .filter_map(|l| span_field(l, "shard="))
+        .collect();
+    let plays = edge.count_log(&["play started", &key_field(name)]);
+    let upstreams = origin.count_log(&["play started", &key_field(name)]);
+    let pulls = edge.count_log(&["pulling from origin", &format!("live/{name}")]);
+    eprintln!(
+        "--shards {edge_shards}: {plays} edge plays on shards {shards:?}, all {FAN_VIEWERS} \
+         had {FAN_VIDEO} video after {all_video:?} ({total} video messages in all); \
+         {upstreams} upstream play(s) on the origin, {pulls} pull(s)"
+    );
+    assert_eq!(plays, FAN_VIEWERS + 2);
+    let n: usize = edge_shards.parse().unwrap();
+    assert_eq!(shards.len(), n, "viewers on shards {shards:?}");
+    assert_eq!(upstreams, 1, "upstream connections to the origin");
+    assert_eq!(pulls, 1, "pulls started on the edge");
+    assert_eq!(edge.count_log(&["origin pull failed"]), 0);
+}
+
+#[test]
+fn fifty_viewers_share_one_upstream() {
+    fan_out("1", "fan1");
+}
+
+#[test]
+fn fifty_viewers_on_two_shards_share_one_upstream() {
+    fan_out("2", "fan2");
+}
+
+/// 3a: the first origin refuses connections; the edge fails over to the second.
+#[test]
+fn fails_over_from_dead_origin() {
+    let dead = dead_port();
+    let (origin2, _publisher) = origin_with_stream("fo");
+    let dead_url = format!("rtmp://127.0.0.1:{dead}/live");
+    let edge = Server::start(&[
+        "--origin",
+        &dead_url,
+        "--origin",
+        &origin2.url("live"),
+        "--shards",
+        "1",
+    ]);
+
+    let t0 = Instant::now();
+    let p = Player::start(edge.addr, "live", "fo");
+    assert!(
+        p.wait_video(30, Duration::from_secs(10)),
+        "no video via origin2"
+    );
+    let first = p.media().iter().find(|m| m.video).map(|m| m.at - t0);
+    eprintln!("dead origin first: first video after {first:?}");
+
+    let lines = edge.log_lines();
+    let failed = find_line(&lines, 0, &["origin pull failed", &dead_url])
+        .unwrap_or_else(|| panic!("no failed attempt on {dead_url}: {lines:#?}"));
+    let live = find_line(&lines, failed, &["origin stream live", "live/fo"])
+        .unwrap_or_else(|| panic!("no success after the failure: {lines:#?}"));
+    let pulling2 = find_line(
+        &lines,
+        failed,
+        &["pulling from origin", &origin2.url("live")],
+    );
+    assert!(pulling2.is_some_and(|i| i < live), "{lines:#?}");
+    eprintln!("edge: {}\nedge: {}", lines[failed], lines[live]);
+    assert_eq!(origin2.count_log(&["play started", &key_field("fo")]), 1);
+}
+
+/// 3b: the first origin is up but does not have the stream; after ~5 s without media the
+/// edge fails over to the second, which has it.
+#[test]
+fn fails_over_from_origin_without_the_stream() {
+    let empty = Server::start(&["--shards", "1"]);
+    let (origin2, _publisher) = origin_with_stream("nf");
+    let edge = Server::start(&[
+        "--origin",
+        &empty.url("live"),
+        "--origin",
+        &origin2.url("live"),
+        "--shards",
+        "1",
+    ]);
+
+    let t0 = Instant::now();
+    let p = Player::start(edge.addr, "live", "nf");
+    assert!(
+        p.wait_video(30, Duration::from_secs(15)),
+        "no video via origin2"
+    );
+    let first = p
+        .media()
+        .iter()
+        .find(|m| m.video)
+        .map(|m| m.at - t0)
+        .expect("video");
+    eprintln!("origin without the stream first: first video after {first:?}");
+    assert!(
+        first >= Duration::from_millis(4500) && first <= Duration::from_secs(9),
+        "failover took {first:?}"
+    );
+
+    let lines = edge.log_lines();
+    let failed = find_line(
+        &lines,
+        0,
+        &["origin pull failed", &empty.url("live"), "no media"],
+    )
+    .unwrap_or_else(|| panic!("no 'no media' failure on the empty origin: {lines:#?}"));
+    assert!(
+        find_line(&lines, failed, &["origin stream live", "live/nf"]).is_some(),
+        "{lines:#?}"
+    );
+    // The empty origin saw the edge's play and its hang-up.
+    let play = empty
+        .wait_log(&["play started", &key_field("nf")], Duration::from_secs(1))
+        .expect("edge never played on the empty origin");
+    let conn: u64 = span_field(&play, "conn=").expect("conn id");
+    assert!(
+        empty
+            .wait_log(
+                &[&format!("conn={conn} "), "closed"],
+                Duration::from_secs(3)
+            )
+            .is_some(),
+        "the empty origin never saw the edge hang up"
+    );
+    assert_eq!(origin2.count_log(&["play started", &key_field("nf")]), 1);
+}
+
+/// 4: the origin dies mid-stream and comes back on the same port; the edge player stays
+/// connected and continues with forward-moving timestamps.
+#[test]
+fn edge_player_survives_origin_restart() {
+    origin_restart("rs", false, "2");
+}
+
+/// 4, variant: the origin's publisher leaves first (the edge hears UnpublishNotify and
+/// passes it on), then the origin restarts and the stream is republished.
+#[test]
+fn edge_player_survives_unpublish_and_origin_restart() {
+    origin_restart("rsu", true, "1");
+}
+
+/// `edge_shards`: 2 also has the ingest restart reach a mirror on the other shard when the
+/// player lands there.
+fn origin_restart(name: &str, publisher_leaves_first: bool, edge_shards: &str) {
+    let media = test_media_locked();
+    let key = format!("live/{name}");
+    let (origin, publisher) = origin_with_stream(name);
+    let listen = origin.addr.to_string();
+    let edge = Server::start(&["--origin", &origin.url("live"), "--shards", edge_shards]);
+
+    let p = Player::start(edge.addr, "live", name);
+    assert!(
+        p.wait_video(60, Duration::from_secs(10)),
+        "no video before the restart"
+    );
+
+    let killed = if publisher_leaves_first {
+        drop(publisher);
+        assert!(
+            origin
+                .wait_log(&["publish ended", &key_field(name)], Duration::from_secs(3))
+                .is_some(),
+            "the origin never saw its publisher leave"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+        drop(origin);
+        Instant::now()
+    } else {
+        // SIGKILL the origin while its publisher is live, so the edge gets no
+        // UnpublishNotify: its upstream connection just ends mid-stream.
+        drop(origin);
+        let killed = Instant::now();
+        drop(publisher);
+        killed
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let origin = Server::start_on(&listen, &["--shards", "1"]);
+    let republish = Instant::now();
+    let _publisher = ffmpeg_publish(&media, &origin.url(&key));
+    wait_published(&origin, &key);
+    let published = Instant::now();
+
+    let resumed = p.wait(Duration::from_secs(15), |m| {
+        m.iter().filter(|m| m.video && m.at >= republish).count() >= 60
+    });
+    let all = p.media();
+    let before: Vec<&Media> = all.iter().filter(|m| m.at < republish).collect();
+    let after: Vec<&Media> = all.iter().filter(|m| m.at >= republish).collect();
+    assert!(
+        resumed,
+        "{} video after the republish, closed {:?}; edge log: {:#?}",
+        after.iter().filter(|m| m.video).count(),
+        p.closed_at(),
+        edge.log_lines()
+    );
+    assert_eq!(p.closed_at(), None, "the edge closed its player");
+
+    let last_before = before.last().expect("media before").at;
+    let first_after = after.first().expect("media after");
+    let last_v = before.iter().rev().find(|m| m.video).expect("video before");
+    let first_v = after.iter().find(|m| m.video).expect("video after");
+    eprintln!(
+        "origin restart ({name}): media gap {:?} (last media {:?} before the kill; republish \
+         {:?} after the kill, publisher live {:?} later, edge media {:?} after that; \
+         {} failed pull attempts); video ts {} -> {}, first video after {:?}",
+        first_after.at - last_before,
+        killed.saturating_duration_since(last_before),
+        republish - killed,
+        published - republish,
+        first_after.at.saturating_duration_since(published),
+        edge.count_log(&["origin pull failed"]),
+        last_v.ts,
+        first_v.ts,
+        first_v.head,
+    );
+    assert_forward(&all, "edge player across the origin restart");
+    assert!(first_v.ts > last_v.ts);
+    assert!(
+        first_v.is_avc_config() || first_v.is_keyframe(),
+        "resumed with {first_v:?}"
+    );
+    assert!(
+        edge.count_log(&["origin pull failed"]) >= 1,
+        "the edge never noticed the drop"
+    );
+    assert!(edge.count_log(&["origin stream live", &key]) >= 2);
+}
+
+/// 5: with `--origin-idle-secs 2` the upstream closes 2-4 s after the last player left, and
+/// the origin sees it go; a new player starts a new pull.
+#[test]
+fn idle_upstream_closes_after_last_player_leaves() {
+    let (origin, _publisher) = origin_with_stream("idle");
+    let edge = Server::start(&[
+        "--origin",
+        &origin.url("live"),
+        "--origin-idle-secs",
+        "2",
+        "--shards",
+        "1",
+    ]);
+
+    let mut p = Player::start(edge.addr, "live", "idle");
+    assert!(p.wait_video(30, Duration::from_secs(10)), "no video");
+    let play = origin
+        .wait_log(
+            &["play started", &key_field("idle")],
+            Duration::from_secs(1),
+        )
+        .expect("upstream play on the origin");
+    let conn: u64 = span_field(&play, "conn=").expect("conn id");
+    // Still open while a player watches (longer than the idle period).
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(edge.count_log(&["origin pull closed"]), 0);
+
+    p.stop();
+    let left = Instant::now();
+    assert!(
+        edge.wait_log(&["origin pull closed", "live/idle"], Duration::from_secs(8))
+            .is_some(),
+        "the pull never closed"
+    );
+    let closed = left.elapsed();
+    assert!(
+        origin
+            .wait_log(
+                &[&format!("conn={conn} "), "closed"],
+                Duration::from_secs(3)
+            )
+            .is_some(),
+        "the origin never saw the upstream disconnect"
+    );
+    let origin_saw = left.elapsed();
+    eprintln!("idle close: edge closed the pull {closed:?} after the last player left, origin saw it by {origin_saw:?}");
+    assert!(
+        closed >= Duration::from_millis(1500) && closed <= Duration::from_millis(4500),
+        "pull closed {closed:?} after the last player left"
+    );
+
+    // The next player starts a fresh upstream.
+    let p2 = Player::start(edge.addr, "live", "idle");
+    assert!(
+        p2.wait_video(30, Duration::from_secs(10)),
+        "no video after reopen"
+    );
+    assert_eq!(origin.count_log(&["play started", &key_field("idle")]), 2);
+    assert_eq!(edge.count_log(&["pulling from origin", "live/idle"]), 2);
+}
