@@ -32,11 +32,48 @@ fn main() -> anyhow::Result<()> {
     if let Some(push) = rtmp_edge::relay::push::factory(&cfg, &file)? {
         sinks.push(std::sync::Arc::new(push));
     }
+    // Recording: one recorder thread owns every file; SIGTERM/SIGINT finalize them and exit.
+    let recorder = rtmp_edge::record::Recorder::from_config(&cfg, &file)?;
+    if let Some(r) = &recorder {
+        sinks.push(r.clone());
+    }
+    spawn_signal_thread(recorder)?;
     let server = rtmp_edge::shard::start_with(cfg, sinks)?;
     for t in server.threads {
         if t.join().is_err() {
             anyhow::bail!("a shard thread panicked");
         }
     }
+    Ok(())
+}
+
+/// On the first SIGTERM or SIGINT: finalize open recordings (bounded), then exit 0 (1 if
+/// they could not all be finalized in time). Until then the thread only waits, so the shards
+/// run untouched.
+fn spawn_signal_thread(
+    recorder: Option<std::sync::Arc<rtmp_edge::record::Recorder>>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let Some(sig) = signals.forever().next() else {
+                return;
+            };
+            tracing::info!(signal = sig, "shutting down");
+            let code = match recorder.map(|r| r.shutdown(std::time::Duration::from_secs(5))) {
+                None => 0,
+                Some(Ok(files)) => {
+                    tracing::info!(files, "recordings finalized");
+                    0
+                }
+                Some(Err(e)) => {
+                    tracing::error!(error = %e, "recordings not finalized");
+                    1
+                }
+            };
+            std::process::exit(code);
+        })?;
     Ok(())
 }

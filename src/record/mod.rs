@@ -25,8 +25,8 @@ use crate::config_file::{glob_match, FileConfig, RecordOverride};
 use crate::media::frame::SharedFrame;
 use crate::shard::state::{ShardState, SinkFactory, StreamKey, StreamSink};
 pub use name::{base_name, sanitize, Civil};
-pub use writer::{meta_body, publisher_props, Finished, FlvWriter, MetaBody};
 use worker::{Cmd, Handle};
+pub use writer::{meta_body, publisher_props, Finished, FlvWriter, MetaBody};
 
 /// Frames (and open/close commands) that may wait for the recorder thread: a few seconds
 /// of a handful of streams, so a disk hiccup is absorbed before anything is stopped.
@@ -258,7 +258,76 @@ impl Drop for RecordSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::flv;
+    use crate::media::frame::{Frame, MediaKind};
+    use crate::protocol::amf::{self, Amf0Value};
+    use bytes::Bytes;
     use clap::Parser;
+    use std::path::Path;
+
+    fn frame(kind: MediaKind, ts: u32, payload: &'static [u8]) -> SharedFrame {
+        Arc::new(Frame::new(kind, ts, Bytes::from_static(payload), 4096))
+    }
+
+    #[test]
+    fn full_queue_stops_the_recording_at_a_clean_end() {
+        let dir = std::env::temp_dir().join(format!("rtmp-edge-recq-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        // Room for Open and one frame; the recorder is not running yet, so the next
+        // frame finds the queue full, and so does the Close after it.
+        let (tx, rx) = mpsc::sync_channel(2);
+        let keep = tx.clone();
+        let mut sink = RecordSink {
+            key: "live/q".into(),
+            tx,
+            ids: Arc::new(AtomicU64::new(1)),
+            current: None,
+        };
+        sink.on_publish();
+        let h = sink.current.clone().unwrap();
+        sink.on_frame(&frame(MediaKind::Video, 0, &[0x17, 0, 0, 0, 0, 1]));
+        sink.on_frame(&frame(MediaKind::Video, 0, &[0x17, 1, 0, 0, 0, 5]));
+        assert!(sink.current.is_none(), "overflow ends the recording");
+        assert!(h.ended.load(Ordering::Acquire));
+        assert_eq!(h.sent.load(Ordering::Relaxed), 1);
+        sink.on_frame(&frame(MediaKind::Video, 40, &[0x27, 1, 0, 0, 0, 6]));
+        assert!(sink.current.is_none(), "nothing more is queued");
+
+        // The lost Close is made up for by the sweep, with the sender still alive.
+        let d = dir.clone();
+        let worker = std::thread::spawn(move || worker::run(d, rx));
+        let path = loop {
+            let done = std::fs::read_dir(&dir)
+                .ok()
+                .and_then(|mut r| r.next())
+                .map(|e| e.unwrap().path())
+                .filter(|p| std::fs::metadata(p).map(|m| m.len() > 13).unwrap_or(false));
+            if let Some(p) = done {
+                break p;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        // Finalized: filesize patched to the length, one script tag, one video tag.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (tags, len) = loop {
+            let bytes = Bytes::from(std::fs::read(&path).unwrap());
+            let tags = flv::read_tags(&bytes).unwrap();
+            let v = amf::decode_all(&tags[0].data).unwrap();
+            let size = v[1].get("filesize").and_then(Amf0Value::as_number);
+            if size == Some(bytes.len() as f64) {
+                break (tags, bytes.len());
+            }
+            assert!(Instant::now() < deadline, "never finalized");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(len > 13);
+        let kinds: Vec<u8> = tags.iter().map(|t| t.tag_type).collect();
+        assert_eq!(kinds, [flv::TAG_SCRIPT, flv::TAG_VIDEO]);
+        drop(sink);
+        drop(keep);
+        worker.join().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     fn policy(args: &[&str], toml: &str) -> Result<Option<RecordPolicy>, RecordError> {
         let cfg = Config::parse_from(std::iter::once("rtmp-edge").chain(args.iter().copied()));
@@ -272,7 +341,7 @@ mod tests {
         let p = policy(&["--record", "all", "--record-dir", "/r"], "")
             .unwrap()
             .unwrap();
-        assert!(p.records("live/x") && p.dir == PathBuf::from("/r"));
+        assert!(p.records("live/x") && p.dir == Path::new("/r"));
 
         let file = r#"
             [record]
@@ -286,14 +355,14 @@ mod tests {
             record = true
         "#;
         let p = policy(&[], file).unwrap().unwrap();
-        assert_eq!(p.dir, PathBuf::from("/from-file"));
+        assert_eq!(p.dir, Path::new("/from-file"));
         assert!(!p.records("live/private-1"), "first match wins");
         assert!(p.records("live/public") && p.records("other/x"));
         // --record none beats the file's mode, overrides still apply; --record-dir wins.
         let p = policy(&["--record", "none", "--record-dir", "/cli"], file)
             .unwrap()
             .unwrap();
-        assert_eq!(p.dir, PathBuf::from("/cli"));
+        assert_eq!(p.dir, Path::new("/cli"));
         assert!(!p.records("other/x") && p.records("live/public"));
         assert!(!p.records("live/private-1"));
 

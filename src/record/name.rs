@@ -125,7 +125,10 @@ mod tests {
         assert_eq!(c(4_107_542_400), "21000301_000000");
         assert_eq!(c(-2_203_977_600), "19000228_000000");
         assert_eq!(c(-2_203_891_200), "19000301_000000");
-        assert_eq!(c(1_709_164_800 + 12 * 3600 + 34 * 60 + 56), "20240229_123456");
+        assert_eq!(
+            c(1_709_164_800 + 12 * 3600 + 34 * 60 + 56),
+            "20240229_123456"
+        );
         assert_eq!(c(1_735_689_599), "20241231_235959");
         assert_eq!(c(1_735_689_600), "20250101_000000");
         // Past 2038 and u32 seconds.
@@ -165,7 +168,7 @@ mod tests {
         assert_eq!(base_name("live/test", t), "live_test_20240229_123456");
         assert_eq!(
             base_name("live/a/b c?d*é", t),
-            "live_a_b_c_d__20240229_123456"
+            "live_a_b_c_d___20240229_123456"
         );
         assert_eq!(base_name("live/../x", t), "live_.._x_20240229_123456");
         assert_eq!(candidate("x", 0), "x.flv");

@@ -116,7 +116,7 @@ impl Worker {
                 r.received += 1;
                 if let Err(e) = r.writer.write_frame(&frame) {
                     let r = self.open.remove(&id).expect("present above");
-                    fail(&r.handle, Some(&r.path), "write", &e);
+                    fail(&r.handle, &r.path, "write", &e);
                 }
             }
             Cmd::Close(id) => {
@@ -151,7 +151,7 @@ impl Worker {
                     },
                 );
             }
-            Err(e) => fail(&h, None, "open", &e),
+            Err(e) => fail(&h, &self.dir, "open", &e),
         }
     }
 
@@ -191,17 +191,17 @@ fn finish(mut r: Recording) {
             duration_secs = done.duration_secs,
             "recording finished"
         ),
-        Err(e) => fail(&r.handle, Some(&r.path), "finalize", &e),
+        Err(e) => fail(&r.handle, &r.path, "finalize", &e),
     }
 }
 
-fn fail(h: &Handle, path: Option<&Path>, stage: &'static str, e: &io::Error) {
+/// `path` is the file, or the directory when no file could be created in it.
+fn fail(h: &Handle, path: &Path, stage: &'static str, e: &io::Error) {
     h.failed.store(true, Ordering::Relaxed);
     metrics::counter!("rtmp_record_errors_total", "reason" => stage).increment(1);
-    let path = path.map(|p| p.display().to_string()).unwrap_or_default();
     error!(
         stream = %h.key,
-        path = %path,
+        path = %path.display(),
         stage,
         error = %e,
         "recording failed and stopped; the live stream is unaffected"

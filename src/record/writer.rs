@@ -249,7 +249,10 @@ mod tests {
         assert_eq!(&m.bytes[m.duration_at..m.duration_at + 8], &[0u8; 8]);
         // ... + double (8) + "width" (7) + number (9) + "filesize" key (10) + marker.
         assert_eq!(m.filesize_at, m.duration_at + 8 + 7 + 9 + 10 + 1);
-        assert_eq!(&m.bytes[m.filesize_at - 11..m.filesize_at - 1], b"\x00\x08filesize");
+        assert_eq!(
+            &m.bytes[m.filesize_at - 11..m.filesize_at - 1],
+            b"\x00\x08filesize"
+        );
         let v = amf::decode_all(&m.bytes).unwrap();
         assert_eq!(v[0], Amf0Value::from("onMetaData"));
         let keys: Vec<&str> = v[1]
