@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs the real RTMP peers the
-# integration tests drive (ffmpeg, rtmpdump, GStreamer) when missing, then `cargo test`.
+# integration tests drive (ffmpeg, rtmpdump, GStreamer, nginx-rtmp) when missing, then
+# `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,6 +13,9 @@ gst_has() { command -v gst-inspect-1.0 >/dev/null && gst-inspect-1.0 --exists "$
 gst_has flvmux || missing+=(gstreamer1.0-plugins-good)
 gst_has rtmp2src || missing+=(gstreamer1.0-plugins-bad)
 gst_has videotestsrc || missing+=(gstreamer1.0-plugins-base)
+# nginx lives in /usr/sbin, often not on a user's PATH.
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx)
+[ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing+=(libnginx-mod-rtmp)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test peers: ${missing[*]}"
@@ -20,7 +24,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     ffmpeg rtmpdump gstreamer1.0-tools gstreamer1.0-plugins-base \
-    gstreamer1.0-plugins-good gstreamer1.0-plugins-bad >/dev/null
+    gstreamer1.0-plugins-good gstreamer1.0-plugins-bad nginx libnginx-mod-rtmp >/dev/null
 fi
 
 cargo test "$@"

@@ -7,7 +7,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -33,6 +33,8 @@ pub struct PushPolicy {
     /// How long a destination stays connected after its source publisher left.
     pub grace: Duration,
     pub connect_timeout: Duration,
+    /// How long one write may stall before the destination counts as dead.
+    pub write_timeout: Duration,
     pub stats_interval: Duration,
 }
 
@@ -44,6 +46,7 @@ impl Default for PushPolicy {
             backoff_cap: Duration::from_secs(30),
             grace: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(10),
+            write_timeout: Duration::from_secs(30),
             stats_interval: Duration::from_secs(10),
         }
     }
@@ -120,6 +123,7 @@ pub fn factory(
     let policy = PushPolicy {
         grace: Duration::from_secs(cfg.push_grace_secs),
         backoff_cap: Duration::from_secs(cfg.push_backoff_max_secs.max(1)),
+        write_timeout: Duration::from_secs(cfg.write_timeout_secs.max(1)),
         stats_interval: Duration::from_secs(cfg.stats_interval_secs.max(1)),
         ..PushPolicy::default()
     };
@@ -163,6 +167,7 @@ impl SinkFactory for PushFactory {
                     .or_else(|| d.url.key.clone())
                     .unwrap_or_else(|| name.to_string());
                 let sink = PushSink::start(
+                    shard.handle(),
                     id,
                     d.clone(),
                     dest_key,
@@ -224,6 +229,7 @@ pub struct PushSink {
 
 impl PushSink {
     fn start(
+        shard: Weak<ShardState>,
         id: String,
         dest: Destination,
         dest_key: String,
@@ -249,7 +255,7 @@ impl PushSink {
                 Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
             ),
         });
-        tokio_uring::spawn(run(link.clone(), dest, dest_key, stream, policy));
+        tokio_uring::spawn(run(shard, link.clone(), dest, dest_key, stream, policy));
         Self { id, link, policy }
     }
 }
@@ -362,6 +368,7 @@ enum Ended {
 }
 
 async fn run(
+    shard: Weak<ShardState>,
     link: Rc<Link>,
     dest: Destination,
     dest_key: String,
@@ -398,6 +405,11 @@ async fn run(
     link.queue.borrow_mut().clear();
     link.queued_bytes.set(0);
     link.log_stats(&label, &stream);
+    // Nothing else drops a finished sink before the key is published again (most never
+    // are): each would keep ~170 KiB (its latency histogram) and the stream's entry.
+    if let Some(state) = shard.upgrade() {
+        state.reap_sinks(&stream);
+    }
 }
 
 /// After a gap the receiver needs a keyframe first: drop queued frames before the last one.
@@ -441,15 +453,15 @@ async fn session(
     result
 }
 
-async fn flush(conn: &Conn, s: &RefCell<ClientSession>) -> Result<(), String> {
-    let out = s.borrow_mut().take_output();
-    match out {
-        Some(b) => conn
-            .writev_all(vec![b])
-            .await
-            .0
-            .map_err(|e| format!("write: {e}")),
-        None => Ok(()),
+async fn flush(conn: &Conn, s: &RefCell<ClientSession>, stall: Duration) -> Result<(), String> {
+    let Some(b) = s.borrow_mut().take_output() else {
+        return Ok(());
+    };
+    // A destination that stops reading (frozen, or gone without a reset) never fails a
+    // write: it would stay "live" forever while its frames drop. Treat it as dead.
+    match tokio::time::timeout(stall, conn.writev_all(vec![b])).await {
+        Ok((res, _)) => res.map_err(|e| format!("write: {e}")),
+        Err(_) => Err(format!("write stalled for {} s", stall.as_secs())),
     }
 }
 
@@ -466,7 +478,7 @@ async fn publish_and_stream(
     let deadline = Instant::now() + policy.connect_timeout;
     let mut buf = vec![0u8; 8192];
     'start: loop {
-        flush(conn, s).await?;
+        flush(conn, s, policy.write_timeout).await?;
         let (res, b) = tokio::time::timeout_at(deadline.into(), conn.read(buf))
             .await
             .map_err(|_| "publish start timeout".to_string())?;
@@ -521,7 +533,7 @@ async fn publish_and_stream(
         if link.grace_over(policy.grace) {
             let sid = s.borrow().stream_id().unwrap_or(1);
             s.borrow_mut().unpublish(sid);
-            let _ = flush(conn, s).await;
+            let _ = flush(conn, s, policy.write_timeout).await;
             break Ok(Ended::Grace);
         }
         let frames: Vec<SharedFrame> = {
@@ -542,7 +554,7 @@ async fn publish_and_stream(
             }
             link.frames.set(link.frames.get() + frames.len() as u64);
         }
-        if let Err(e) = flush(conn, s).await {
+        if let Err(e) = flush(conn, s, policy.write_timeout).await {
             break Err(e);
         }
         if last_stats.elapsed() >= policy.stats_interval {

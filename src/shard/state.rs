@@ -205,6 +205,26 @@ impl ShardState {
         }
     }
 
+    /// A weak handle to this state, for tasks that report back after the call that
+    /// started them returned (a push destination that finished).
+    pub fn handle(&self) -> Weak<ShardState> {
+        self.me.clone()
+    }
+
+    /// Drops the stream's sinks that finished on their own (a push whose grace period ran
+    /// out), and the stream's entry once nothing else uses it. Otherwise they would stay
+    /// until the key is published again, which for most keys is never.
+    pub fn reap_sinks(&self, key: &str) {
+        let mut sources = self.sources.borrow_mut();
+        let Some(src) = sources.get_mut(key) else {
+            return;
+        };
+        src.sinks.retain(|s| !s.is_done());
+        if src.is_unused() {
+            sources.remove(key);
+        }
+    }
+
     /// Whether a publisher (or an origin pull) feeds the stream.
     pub fn has_publisher(&self, key: &str) -> bool {
         self.sources
