@@ -18,35 +18,7 @@ pub struct Server {
 
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rtmp-edge"))
-            .args(["--listen", "127.0.0.1:0", "--log-level", "debug"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start rtmp-edge");
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening addr=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or("").to_string();
-                    let _ = tx.send(addr);
-                }
-                if std::env::var_os("RTMP_EDGE_TEST_LOG").is_some() {
-                    eprintln!("[server] {line}");
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("server did not report its listen address")
-            .parse()
-            .expect("listen address");
-        Server { addr, child, log }
+        Self::start_on("127.0.0.1:0", extra)
     }
 
     pub fn url(&self, path: &str) -> String {
