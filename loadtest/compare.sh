@@ -72,7 +72,7 @@ PORT=19350
 for c in $COALESCE; do
   PORT=$((PORT + 1))
   "$BIN/rtmp-edge" --listen "127.0.0.1:$PORT" --log-level info --write-coalesce-ms "$c" \
-    --stats-interval-secs 5 ${EDGE_ARGS:-} 2>"$WORK/edge-$c.log" &
+    --stats-interval-secs 5 --http off ${EDGE_ARGS:-} 2>"$WORK/edge-$c.log" &
   pid=$!
   wait_port $PORT
   run_load "rtmp-edge coalesce=$c" $PORT $pid

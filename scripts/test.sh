@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs the real RTMP peers the
-# integration tests drive (ffmpeg, rtmpdump, GStreamer, nginx-rtmp) when missing, then
+# integration tests drive (ffmpeg, rtmpdump, GStreamer, nginx-rtmp) and promtool when missing, then
 # `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +16,8 @@ gst_has videotestsrc || missing+=(gstreamer1.0-plugins-base)
 # nginx lives in /usr/sbin, often not on a user's PATH.
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || missing+=(nginx)
 [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing+=(libnginx-mod-rtmp)
+# promtool checks a /metrics scrape; Debian ships it in the prometheus package.
+command -v promtool >/dev/null || missing+=(prometheus)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test peers: ${missing[*]}"
@@ -24,7 +26,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     ffmpeg rtmpdump gstreamer1.0-tools gstreamer1.0-plugins-base \
-    gstreamer1.0-plugins-good gstreamer1.0-plugins-bad nginx libnginx-mod-rtmp >/dev/null
+    gstreamer1.0-plugins-good gstreamer1.0-plugins-bad nginx libnginx-mod-rtmp \
+    prometheus >/dev/null
 fi
 
 cargo test "$@"

@@ -75,6 +75,10 @@ pub struct Config {
     #[arg(long, default_value_t = 64 << 10)]
     pub write_coalesce_bytes: usize,
 
+    /// Control HTTP listener: /metrics, /healthz, /readyz ("off" to disable).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub http: String,
+
     /// TOML file with push destinations and per-stream recording overrides.
     #[arg(long)]
     pub config: Option<std::path::PathBuf>,
@@ -128,6 +132,14 @@ pub struct Config {
 }
 
 impl Config {
+    /// The control listener's address, None when `--http off`.
+    pub fn http_addr(&self) -> Result<Option<std::net::SocketAddr>, std::net::AddrParseError> {
+        match self.http.as_str() {
+            "off" | "" => Ok(None),
+            a => a.parse().map(Some),
+        }
+    }
+
     pub fn player_nodelay(&self) -> bool {
         self.player_nodelay.unwrap_or(self.write_coalesce_ms > 0)
     }

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod config_file;
+pub mod control;
 pub mod fanout;
 pub mod media;
 pub mod protocol;

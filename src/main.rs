@@ -38,7 +38,18 @@ fn main() -> anyhow::Result<()> {
         sinks.push(r.clone());
     }
     spawn_signal_thread(recorder)?;
-    let server = rtmp_edge::shard::start_with(cfg, sinks)?;
+    // Control plane (metrics, health) on its own thread, installed before the shards run.
+    let shards = cfg.shard_count();
+    let control = match cfg.http_addr()? {
+        Some(addr) => {
+            let control =
+                std::sync::Arc::new(rtmp_edge::control::Control::with_prometheus(shards)?);
+            rtmp_edge::control::serve(control.clone(), addr)?;
+            control
+        }
+        None => std::sync::Arc::new(rtmp_edge::control::Control::detached(shards)),
+    };
+    let server = rtmp_edge::shard::start_with(cfg, sinks, control)?;
     for t in server.threads {
         if t.join().is_err() {
             anyhow::bail!("a shard thread panicked");

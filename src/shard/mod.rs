@@ -75,6 +75,8 @@ pub struct Shared {
     pub next_conn_id: AtomicU64,
     /// What a newly published stream gets besides players (recording, pushes).
     pub sinks: Vec<Arc<dyn state::SinkFactory>>,
+    /// Readiness and exported histograms.
+    pub control: Arc<crate::control::Control>,
 }
 
 /// A running data plane.
@@ -85,11 +87,16 @@ pub struct Server {
 
 /// Binds the listeners and starts every shard thread.
 pub fn start(cfg: Config) -> std::io::Result<Server> {
-    start_with(cfg, Vec::new())
+    let control = Arc::new(crate::control::Control::detached(cfg.shard_count()));
+    start_with(cfg, Vec::new(), control)
 }
 
 /// `start`, with sink factories (recorder, push destinations) attached to every stream.
-pub fn start_with(cfg: Config, sinks: Vec<Arc<dyn state::SinkFactory>>) -> std::io::Result<Server> {
+pub fn start_with(
+    cfg: Config,
+    sinks: Vec<Arc<dyn state::SinkFactory>>,
+    control: Arc<crate::control::Control>,
+) -> std::io::Result<Server> {
     let n = cfg.shard_count();
     let listeners = listener::bind_reuseport(cfg.listen, n)?;
     let local_addr = listeners[0].local_addr()?;
@@ -100,6 +107,7 @@ pub fn start_with(cfg: Config, sinks: Vec<Arc<dyn state::SinkFactory>>) -> std::
         senders,
         next_conn_id: AtomicU64::new(1),
         sinks,
+        control,
     });
     let cores = std::thread::available_parallelism()
         .map(|c| c.get())
@@ -160,17 +168,23 @@ async fn run_shard(
             }
         });
     }
-    let every = Duration::from_secs(state.shared.cfg.stats_interval_secs);
-    if !every.is_zero() {
-        let stats_state = state.clone();
-        tokio_uring::spawn(async move {
-            loop {
-                tokio::time::sleep(every).await;
+    let log_every = state.shared.cfg.stats_interval_secs;
+    let stats_state = state.clone();
+    tokio_uring::spawn(async move {
+        // Once a second: histograms and counters to the control plane (cheap merges, off
+        // the per-frame path); every --stats-interval-secs: a summary line in the log.
+        let mut ticks = 0u64;
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            stats_state.export();
+            ticks += 1;
+            if log_every > 0 && ticks.is_multiple_of(log_every) {
                 stats_state.stats.log_and_reset(stats_state.id);
             }
-        });
-    }
+        }
+    });
     let listener = tokio_uring::net::TcpListener::from_std(listener);
+    state.shared.control.shard_ready();
     info!(shard = id, "shard running");
     loop {
         match listener.accept().await {

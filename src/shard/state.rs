@@ -504,6 +504,26 @@ impl ShardState {
         }
     }
 
+    /// Once a second: latency histograms and counters to the control plane, and gauges.
+    pub fn export(&self) {
+        self.stats.export(&self.shared.control, self.id);
+        let shard = self.id.to_string();
+        let viewers: usize = self
+            .mirrors
+            .borrow()
+            .values()
+            .map(|m| m.viewers.len())
+            .sum();
+        let streams = self
+            .sources
+            .borrow()
+            .values()
+            .filter(|s| s.publisher.is_some())
+            .count();
+        metrics::gauge!("rtmp_viewers", "shard" => shard.clone()).set(viewers as f64);
+        metrics::gauge!("rtmp_streams", "shard" => shard).set(streams as f64);
+    }
+
     /// Local viewer count of a stream (tests and stats).
     pub fn viewer_count(&self, key: &str) -> usize {
         self.mirrors

@@ -14,10 +14,14 @@ fn histogram() -> Histogram<u64> {
 }
 
 pub struct ShardStats {
-    /// Owner shard enqueue -> this shard's receipt of a forwarded frame.
+    /// Owner shard enqueue -> this shard's receipt of a forwarded frame (since the last
+    /// export to the control plane).
     pub cross_shard: RefCell<Histogram<u64>>,
     /// Owner ingest -> frame handed to a viewer's socket (oldest frame of each write).
     pub fanout: RefCell<Histogram<u64>>,
+    /// The same, over the current log interval.
+    window_cross: RefCell<Histogram<u64>>,
+    window_fanout: RefCell<Histogram<u64>>,
     pub drops_queue_bytes: Cell<u64>,
     pub drops_queue_age: Cell<u64>,
     pub kicked_behind: Cell<u64>,
@@ -30,6 +34,8 @@ impl Default for ShardStats {
         Self {
             cross_shard: RefCell::new(histogram()),
             fanout: RefCell::new(histogram()),
+            window_cross: RefCell::new(histogram()),
+            window_fanout: RefCell::new(histogram()),
             drops_queue_bytes: Cell::default(),
             drops_queue_age: Cell::default(),
             kicked_behind: Cell::default(),
@@ -61,10 +67,55 @@ fn quantiles(h: &Histogram<u64>) -> (u64, u64, u64, u64) {
 }
 
 impl ShardStats {
+    /// Hands the histograms recorded since the last call to the control plane and to the
+    /// log window, and starts over.
+    pub fn export(&self, control: &crate::control::Control, shard: usize) {
+        use crate::control::histograms::FAMILIES;
+        for (family, now, window) in [
+            (FAMILIES[0].0, &self.cross_shard, &self.window_cross),
+            (FAMILIES[1].0, &self.fanout, &self.window_fanout),
+        ] {
+            let mut h = now.borrow_mut();
+            control.latency.merge(family, shard, &h);
+            let _ = window.borrow_mut().add(&*h);
+            h.reset();
+        }
+        let s = shard.to_string();
+        for (name, reason, c) in [
+            (
+                "rtmp_viewer_drops_total",
+                "queue_bytes",
+                &self.drops_queue_bytes,
+            ),
+            (
+                "rtmp_viewer_drops_total",
+                "queue_age",
+                &self.drops_queue_age,
+            ),
+            (
+                "rtmp_viewer_disconnects_total",
+                "behind",
+                &self.kicked_behind,
+            ),
+            (
+                "rtmp_viewer_disconnects_total",
+                "write_stall",
+                &self.write_stalls,
+            ),
+            (
+                "rtmp_cross_shard_drops_total",
+                "queue_full",
+                &self.cross_shard_drops,
+            ),
+        ] {
+            metrics::counter!(name, "reason" => reason, "shard" => s.clone()).absolute(c.get());
+        }
+    }
+
     /// Logs the interval's percentiles and counts, then starts a new interval.
     pub fn log_and_reset(&self, shard: usize) {
-        let (fwd_n, fwd_p50, fwd_p99, fwd_max) = quantiles(&self.cross_shard.borrow());
-        let (out_n, out_p50, out_p99, out_max) = quantiles(&self.fanout.borrow());
+        let (fwd_n, fwd_p50, fwd_p99, fwd_max) = quantiles(&self.window_cross.borrow());
+        let (out_n, out_p50, out_p99, out_max) = quantiles(&self.window_fanout.borrow());
         if fwd_n > 0 || out_n > 0 {
             info!(
                 shard,
@@ -84,8 +135,8 @@ impl ShardStats {
                 "shard stats"
             );
         }
-        self.cross_shard.borrow_mut().reset();
-        self.fanout.borrow_mut().reset();
+        self.window_cross.borrow_mut().reset();
+        self.window_fanout.borrow_mut().reset();
     }
 }
 
@@ -102,7 +153,14 @@ mod tests {
         let (n, _, _, max) = quantiles(&s.fanout.borrow());
         assert_eq!(n, 3);
         assert!(max >= 59_000_000);
-        s.log_and_reset(0);
+        let control = crate::control::Control::detached(1);
+        s.export(&control, 0);
         assert!(s.fanout.borrow().is_empty());
+        assert_eq!(quantiles(&s.window_fanout.borrow()).0, 3);
+        let mut text = String::new();
+        control.latency.render(&mut text);
+        assert!(text.contains("rtmp_fanout_latency_seconds_count{shard=\"0\"} 3"));
+        s.log_and_reset(0);
+        assert!(s.window_fanout.borrow().is_empty());
     }
 }

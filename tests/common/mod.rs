@@ -260,7 +260,14 @@ impl Server {
     /// restart it in place). `extra` must not contain `--listen`.
     pub fn start_on(listen: &str, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rtmp-edge"))
-            .args(["--listen", listen, "--log-level", "debug"])
+            .args([
+                "--listen",
+                listen,
+                "--log-level",
+                "debug",
+                "--http",
+                "127.0.0.1:0",
+            ])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -272,7 +279,8 @@ impl Server {
         let sink = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening addr=").nth(1) {
+                let rtmp_line = !line.contains("http listening");
+                if let Some(rest) = line.split("listening addr=").nth(1).filter(|_| rtmp_line) {
                     let addr = rest.split_whitespace().next().unwrap_or("").to_string();
                     let _ = tx.send(addr);
                 }
@@ -294,5 +302,45 @@ impl Server {
             }
         };
         Server { addr, child, log }
+    }
+}
+
+impl Server {
+    /// The control listener's address (from its "http listening" log line).
+    pub fn http_addr(&self) -> SocketAddr {
+        let line = self
+            .wait_log(&["http listening addr="], Duration::from_secs(5))
+            .expect("no http listening line");
+        line.split("http listening addr=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.parse().ok())
+            .expect("http address")
+    }
+
+    /// A plain HTTP/1.1 GET on the control listener: (status code, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect_timeout(&self.http_addr(), Duration::from_secs(5))
+            .expect("connect to control listener");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = Vec::new();
+        let _ = s.read_to_end(&mut raw);
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
     }
 }

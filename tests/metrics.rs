@@ -1,0 +1,117 @@
+//! The control listener under load: /healthz, /readyz, and a /metrics scrape that promtool
+//! accepts, whose latency histograms move while players watch.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn metric_sum(scrape: &str, prefix: &str) -> f64 {
+    scrape
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Chunked transfer encoding may wrap the body; promtool wants the plain text.
+fn dechunk(body: &str) -> String {
+    if !body.starts_with(|c: char| c.is_ascii_hexdigit()) || body.starts_with("# ") {
+        return body.to_string();
+    }
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, tail)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || tail.len() < n {
+            break;
+        }
+        out.push_str(&tail[..n]);
+        rest = tail[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+#[test]
+fn scrape_under_load_passes_promtool_and_histograms_move() {
+    let server = Server::start(&["--shards", "2"]);
+    assert_eq!(server.http_get("/healthz").0, 200);
+    // Ready once every shard listens: 503 before that, then 200 within moments.
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    let mut ready = 0;
+    while std::time::Instant::now() < end {
+        ready = server.http_get("/readyz").0;
+        if ready == 200 {
+            break;
+        }
+        assert_eq!(ready, 503, "unexpected /readyz status");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(ready, 200, "all shards listening");
+
+    let _publisher = ffmpeg_publish(&test_media_locked(), &server.url("live/metrics"));
+    wait_published(&server, "live/metrics");
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = dechunk(&server.http_get("/metrics").1);
+    let fanout_before = metric_sum(&before, "rtmp_fanout_latency_seconds_count");
+
+    // Load: players on both shards for a few seconds.
+    let players: Vec<_> = (0..6)
+        .map(|_| {
+            let url = server.url("live/metrics");
+            std::thread::spawn(move || players::ffprobe(&url, 3, false, &[]))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(2500));
+    let (status, body) = server.http_get("/metrics");
+    assert_eq!(status, 200);
+    let scrape = dechunk(&body);
+    for p in players {
+        assert!(p.join().unwrap().count("video") > 0);
+    }
+
+    for name in [
+        "rtmp_fanout_latency_seconds_bucket{shard=",
+        "rtmp_fanout_latency_recent_seconds{shard=",
+        "# TYPE rtmp_cross_shard_latency_seconds histogram",
+        "rtmp_connections_accepted_total",
+        "rtmp_publishes_total",
+        "rtmp_plays_total",
+        "rtmp_viewers{shard=",
+        "rtmp_streams{shard=",
+    ] {
+        assert!(scrape.contains(name), "scrape lacks {name}:\n{scrape}");
+    }
+    let fanout_after = metric_sum(&scrape, "rtmp_fanout_latency_seconds_count");
+    assert!(
+        fanout_after > fanout_before,
+        "fan-out histogram did not move: {fanout_before} -> {fanout_after}"
+    );
+    assert!(metric_sum(&scrape, "rtmp_viewers{") >= 1.0);
+
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool must be installed (scripts/test.sh installs it)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(scrape.as_bytes())
+        .unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
