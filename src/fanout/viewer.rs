@@ -6,8 +6,6 @@
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use super::queue::OutQueue;
 use crate::media::cache::StreamCache;
 use crate::media::frame::{MediaKind, SharedFrame, SHARED_STREAM_ID};
@@ -186,15 +184,13 @@ impl Viewer {
         ));
         self.waiting_key = true;
     }
-
-    pub fn push_raw(&self, b: Bytes) {
-        self.queue.push(b);
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+
+    use bytes::Bytes;
 
     use super::*;
     use crate::media::frame::Frame;

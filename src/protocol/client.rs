@@ -97,9 +97,7 @@ pub struct ClientSession {
     stream_id: Option<u32>,
     next_txn: f64,
     create_txn: f64,
-    received: u64,
-    last_ack: u64,
-    peer_window: u32,
+    acks: msg::AckWindow,
 }
 
 impl ClientSession {
@@ -119,9 +117,7 @@ impl ClientSession {
             stream_id: None,
             next_txn: 2.0,
             create_txn: 0.0,
-            received: 0,
-            last_ack: 0,
-            peer_window: 2_500_000,
+            acks: msg::AckWindow::new(2_500_000),
             cfg,
         }
     }
@@ -162,7 +158,7 @@ impl ClientSession {
     }
 
     pub fn bytes_received(&self) -> u64 {
-        self.received
+        self.acks.received()
     }
 
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
@@ -198,7 +194,7 @@ impl ClientSession {
     }
 
     pub fn feed(&mut self, data: &[u8]) -> Result<(), SessionError> {
-        self.received += data.len() as u64;
+        self.acks.on_received(data.len());
         if let Phase::Handshake(hs) = &mut self.phase {
             let mut c2 = Vec::new();
             let used = hs.feed(data, &mut c2)?;
@@ -215,9 +211,7 @@ impl ClientSession {
         while let Some(m) = self.decoder.decode(&mut self.inbuf)? {
             self.on_message(m)?;
         }
-        if self.received - self.last_ack >= u64::from(self.peer_window) {
-            self.last_ack = self.received;
-            let ack = Bytes::copy_from_slice(&(self.received as u32).to_be_bytes());
+        if let Some(ack) = self.acks.due() {
             self.send(msg::CSID_CONTROL, msg::ACK, 0, 0, ack);
         }
         Ok(())
@@ -279,12 +273,7 @@ impl ClientSession {
                 self.decoder.set_chunk_size(size)?;
             }
             msg::ABORT => self.decoder.abort(msg::parse_u32(m.type_id, &m.payload)?),
-            msg::WINDOW_ACK_SIZE => {
-                let w = msg::parse_u32(m.type_id, &m.payload)?;
-                if w > 0 {
-                    self.peer_window = w;
-                }
-            }
+            msg::WINDOW_ACK_SIZE => self.acks.set_window(msg::parse_u32(m.type_id, &m.payload)?),
             msg::USER_CONTROL => match UserControl::parse(&m.payload)? {
                 UserControl::PingRequest(t) => {
                     let pong = UserControl::PingResponse(t).encode();

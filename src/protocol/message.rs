@@ -108,6 +108,48 @@ pub fn parse_u32(type_id: u8, p: &[u8]) -> Result<u32, MessageError> {
         })
 }
 
+/// Acknowledgement bookkeeping, the same on both ends: count bytes received and say when
+/// an Ack is due for the window the peer announced (mod 2^32 on the wire).
+#[derive(Debug, Clone)]
+pub struct AckWindow {
+    received: u64,
+    last_ack: u64,
+    window: u32,
+}
+
+impl AckWindow {
+    pub fn new(window: u32) -> Self {
+        Self {
+            received: 0,
+            last_ack: 0,
+            window: window.max(1),
+        }
+    }
+
+    pub fn on_received(&mut self, n: usize) {
+        self.received += n as u64;
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// The peer's Window Acknowledgement Size; 0 would mean an ack per read, so it is ignored.
+    pub fn set_window(&mut self, window: u32) {
+        if window > 0 {
+            self.window = window;
+        }
+    }
+
+    /// The Ack payload to send now, if a window's worth arrived since the last one.
+    pub fn due(&mut self) -> Option<Bytes> {
+        (self.received - self.last_ack >= u64::from(self.window)).then(|| {
+            self.last_ack = self.received;
+            Bytes::copy_from_slice(&(self.received as u32).to_be_bytes())
+        })
+    }
+}
+
 /// A command (type 20/17) or data (type 18/15) message decoded to its AMF values.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Command {

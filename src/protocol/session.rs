@@ -130,10 +130,7 @@ pub struct ServerSession {
     /// Chunk size currently in effect for what we send.
     out_chunk: u32,
     events: VecDeque<Event>,
-    /// Bytes received in total, for acknowledgements (mod 2^32 on the wire).
-    received: u64,
-    last_ack: u64,
-    peer_window: u32,
+    acks: msg::AckWindow,
     next_stream_id: u32,
     app: String,
     object_encoding: f64,
@@ -228,11 +225,9 @@ impl ServerSession {
             out: BytesMut::new(),
             out_chunk: 128,
             events: VecDeque::new(),
-            received: 0,
-            last_ack: 0,
             // Until the peer announces its window, ack at the one we announce (as nginx does):
             // encoders like FMLE stall when nobody acks.
-            peer_window: OUR_WINDOW_ACK,
+            acks: msg::AckWindow::new(OUR_WINDOW_ACK),
             next_stream_id: 1,
             app: String::new(),
             object_encoding: 0.0,
@@ -253,12 +248,12 @@ impl ServerSession {
     }
 
     pub fn bytes_received(&self) -> u64 {
-        self.received
+        self.acks.received()
     }
 
     /// Processes bytes from the peer. Events and output accumulate until taken.
     pub fn feed(&mut self, data: &[u8]) -> Result<(), SessionError> {
-        self.received += data.len() as u64;
+        self.acks.on_received(data.len());
         if let Phase::Handshake(hs) = &mut self.phase {
             let mut reply = Vec::new();
             let used = hs.feed(data, &mut reply)?;
@@ -278,9 +273,8 @@ impl ServerSession {
             // Idle players would otherwise keep their handshake-sized buffer forever.
             self.inbuf = BytesMut::new();
         }
-        if self.peer_window > 0 && self.received - self.last_ack >= u64::from(self.peer_window) {
-            self.last_ack = self.received;
-            self.control(msg::ACK, &(self.received as u32).to_be_bytes());
+        if let Some(ack) = self.acks.due() {
+            self.control(msg::ACK, &ack);
         }
         Ok(())
     }
@@ -406,13 +400,7 @@ impl ServerSession {
             }
             msg::ABORT => self.decoder.abort(msg::parse_u32(m.type_id, &m.payload)?),
             msg::ACK | msg::SET_PEER_BANDWIDTH => {}
-            msg::WINDOW_ACK_SIZE => {
-                // A window of 0 would mean an ack per read; ignore it like a missing one.
-                let w = msg::parse_u32(m.type_id, &m.payload)?;
-                if w > 0 {
-                    self.peer_window = w;
-                }
-            }
+            msg::WINDOW_ACK_SIZE => self.acks.set_window(msg::parse_u32(m.type_id, &m.payload)?),
             msg::USER_CONTROL => {
                 if let UserControl::PingRequest(t) = UserControl::parse(&m.payload)? {
                     user_control_message(

@@ -173,7 +173,6 @@ impl SinkFactory for PushFactory {
                     dest_key,
                     key.clone(),
                     self.policy,
-                    shard.chunk_size(),
                 );
                 Some(Box::new(sink) as Box<dyn StreamSink>)
             })
@@ -235,7 +234,6 @@ impl PushSink {
         dest_key: String,
         stream: StreamKey,
         policy: PushPolicy,
-        _chunk_size: u32,
     ) -> Self {
         let link = Rc::new(Link {
             queue: RefCell::default(),

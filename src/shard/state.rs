@@ -225,14 +225,6 @@ impl ShardState {
         }
     }
 
-    /// Whether a publisher (or an origin pull) feeds the stream.
-    pub fn has_publisher(&self, key: &str) -> bool {
-        self.sources
-            .borrow()
-            .get(key)
-            .is_some_and(|s| s.publisher.is_some())
-    }
-
     /// Shards with players of the stream (0 when nobody watches).
     pub fn subscriber_count(&self, key: &str) -> usize {
         self.sources
@@ -522,15 +514,6 @@ impl ShardState {
             .count();
         metrics::gauge!("rtmp_viewers", "shard" => shard.clone()).set(viewers as f64);
         metrics::gauge!("rtmp_streams", "shard" => shard).set(streams as f64);
-    }
-
-    /// Local viewer count of a stream (tests and stats).
-    pub fn viewer_count(&self, key: &str) -> usize {
-        self.mirrors
-            .borrow()
-            .get(key)
-            .map(|m| m.viewers.len())
-            .unwrap_or(0)
     }
 }
 
