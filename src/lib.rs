@@ -4,6 +4,7 @@
 //! `fanout` (shared encoded frames and bounded viewer queues), `shard` (thread-per-core
 //! io_uring data plane), `config` (CLI).
 
+pub mod auth;
 pub mod config;
 pub mod config_file;
 pub mod control;

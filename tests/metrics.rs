@@ -17,26 +17,6 @@ fn metric_sum(scrape: &str, prefix: &str) -> f64 {
         .sum()
 }
 
-/// Chunked transfer encoding may wrap the body; promtool wants the plain text.
-fn dechunk(body: &str) -> String {
-    if !body.starts_with(|c: char| c.is_ascii_hexdigit()) || body.starts_with("# ") {
-        return body.to_string();
-    }
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, tail)) = rest.split_once("\r\n") {
-        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if n == 0 || tail.len() < n {
-            break;
-        }
-        out.push_str(&tail[..n]);
-        rest = tail[n..].trim_start_matches("\r\n");
-    }
-    out
-}
-
 #[test]
 fn scrape_under_load_passes_promtool_and_histograms_move() {
     let server = Server::start(&["--shards", "2"]);
@@ -57,7 +37,7 @@ fn scrape_under_load_passes_promtool_and_histograms_move() {
     let _publisher = ffmpeg_publish(&test_media_locked(), &server.url("live/metrics"));
     wait_published(&server, "live/metrics");
     std::thread::sleep(Duration::from_millis(1500));
-    let before = dechunk(&server.http_get("/metrics").1);
+    let before = server.http_get("/metrics").1;
     let fanout_before = metric_sum(&before, "rtmp_fanout_latency_seconds_count");
 
     // Load: players on both shards for a few seconds.
@@ -70,7 +50,7 @@ fn scrape_under_load_passes_promtool_and_histograms_move() {
     std::thread::sleep(Duration::from_millis(2500));
     let (status, body) = server.http_get("/metrics");
     assert_eq!(status, 200);
-    let scrape = dechunk(&body);
+    let scrape = body;
     for p in players {
         assert!(p.join().unwrap().count("video") > 0);
     }
