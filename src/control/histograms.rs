@@ -16,15 +16,32 @@ const BUCKETS: [f64; 16] = [
 ];
 const WINDOW: Duration = Duration::from_secs(10);
 
-/// Names and help of the exported latency families.
-pub const FAMILIES: [(&str, &str); 2] = [
+pub const CROSS_SHARD: &str = "rtmp_cross_shard_latency_seconds";
+pub const FANOUT: &str = "rtmp_fanout_latency_seconds";
+pub const PUSH: &str = "rtmp_push_latency_seconds";
+pub const FIRST_FRAME: &str = "rtmp_time_to_first_frame_seconds";
+
+/// Name, help and label of the exported latency families.
+pub const FAMILIES: [(&str, &str, &str); 4] = [
     (
-        "rtmp_cross_shard_latency_seconds",
+        CROSS_SHARD,
         "Owner shard ingest to another shard's receipt of a forwarded frame.",
+        "shard",
     ),
     (
-        "rtmp_fanout_latency_seconds",
+        FANOUT,
         "Ingest to a frame handed to a viewer's socket (oldest frame of each write).",
+        "shard",
+    ),
+    (
+        PUSH,
+        "Ingest to a frame handed to a push destination's socket.",
+        "destination",
+    ),
+    (
+        FIRST_FRAME,
+        "A player's play request to its first audio/video frame handed to its socket.",
+        "shard",
     ),
 ];
 
@@ -46,14 +63,15 @@ pub struct LatencyExport {
 }
 
 impl LatencyExport {
-    /// Adds a shard's histogram (microseconds) recorded since its last merge.
-    pub fn merge(&self, family: &'static str, shard: usize, delta: &Histogram<u64>) {
+    /// Adds a histogram (microseconds) recorded since the last merge for this family and
+    /// label value (a shard number, a push destination id).
+    pub fn merge(&self, family: &'static str, label: &str, delta: &Histogram<u64>) {
         if delta.is_empty() {
             return;
         }
         let mut map = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let s = map
-            .entry((family, shard.to_string()))
+            .entry((family, label.to_string()))
             .or_insert_with(|| Series {
                 total: new_hist(),
                 window: new_hist(),
@@ -70,35 +88,33 @@ impl LatencyExport {
 
     pub fn render(&self, out: &mut String) {
         let map = self.series.lock().unwrap_or_else(|e| e.into_inner());
-        for (family, help) in FAMILIES {
+        for (family, help, key) in FAMILIES {
             let _ = writeln!(out, "# HELP {family} {help}");
             let _ = writeln!(out, "# TYPE {family} histogram");
-            for ((f, shard), s) in map.iter() {
+            for ((f, value), s) in map.iter() {
                 if *f != family {
                     continue;
                 }
+                let label = format!("{key}=\"{}\"", escape(value));
                 let h = &s.total;
                 for le in BUCKETS {
                     let n = h.count_between(0, (le * 1e6) as u64);
-                    let _ = writeln!(out, "{family}_bucket{{shard=\"{shard}\",le=\"{le}\"}} {n}");
+                    let _ = writeln!(out, "{family}_bucket{{{label},le=\"{le}\"}} {n}");
                 }
-                let _ = writeln!(
-                    out,
-                    "{family}_bucket{{shard=\"{shard}\",le=\"+Inf\"}} {}",
-                    h.len()
-                );
+                let _ = writeln!(out, "{family}_bucket{{{label},le=\"+Inf\"}} {}", h.len());
                 let sum = h.mean() * h.len() as f64 / 1e6;
-                let _ = writeln!(out, "{family}_sum{{shard=\"{shard}\"}} {sum}");
-                let _ = writeln!(out, "{family}_count{{shard=\"{shard}\"}} {}", h.len());
+                let _ = writeln!(out, "{family}_sum{{{label}}} {sum}");
+                let _ = writeln!(out, "{family}_count{{{label}}} {}", h.len());
             }
             // Recent quantiles as a summary over the last 10 s window.
             let recent = format!("{}_recent_seconds", family.trim_end_matches("_seconds"));
             let _ = writeln!(out, "# HELP {recent} {help} Over the last 10 s window.");
             let _ = writeln!(out, "# TYPE {recent} summary");
-            for ((f, shard), s) in map.iter() {
+            for ((f, value), s) in map.iter() {
                 if *f != family {
                     continue;
                 }
+                let label = format!("{key}=\"{}\"", escape(value));
                 let h = if s.last_window.is_empty() {
                     &s.window
                 } else {
@@ -106,14 +122,28 @@ impl LatencyExport {
                 };
                 for q in [0.5, 0.9, 0.99, 0.999] {
                     let v = h.value_at_quantile(q) as f64 / 1e6;
-                    let _ = writeln!(out, "{recent}{{shard=\"{shard}\",quantile=\"{q}\"}} {v}");
+                    let _ = writeln!(out, "{recent}{{{label},quantile=\"{q}\"}} {v}");
                 }
                 let sum = h.mean() * h.len() as f64 / 1e6;
-                let _ = writeln!(out, "{recent}_sum{{shard=\"{shard}\"}} {sum}");
-                let _ = writeln!(out, "{recent}_count{{shard=\"{shard}\"}} {}", h.len());
+                let _ = writeln!(out, "{recent}_sum{{{label}}} {sum}");
+                let _ = writeln!(out, "{recent}_count{{{label}}} {}", h.len());
             }
         }
     }
+}
+
+/// A Prometheus label value: backslash, quote and newline escaped.
+pub fn escape(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -127,8 +157,8 @@ mod tests {
         for us in [50u64, 200, 3_000, 40_000, 2_000_000] {
             h.record(us).unwrap();
         }
-        e.merge(FAMILIES[1].0, 0, &h);
-        e.merge(FAMILIES[1].0, 0, &h);
+        e.merge(FANOUT, "0", &h);
+        e.merge(FANOUT, "0", &h);
         let mut out = String::new();
         e.render(&mut out);
         let bucket = |le: &str| -> u64 {

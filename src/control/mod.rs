@@ -1,28 +1,50 @@
-//! The control plane, off the data-plane shards: `/metrics` (Prometheus), `/healthz` and
-//! `/readyz` on one HTTP listener (`--http`), served by its own thread and runtime. Shards
-//! hand their latency histograms over once a second; everything else is read from the
-//! `metrics` registry.
+//! The control plane, off the data-plane shards: `/metrics` (Prometheus), `/healthz`,
+//! `/readyz` and the JSON API (`/api/v1`, see `api`) on one HTTP listener (`--http`),
+//! served by its own thread and runtime. Shards hand their latency histograms over once a
+//! second; live state (streams, clients) is asked from the shards over their inboxes.
 
+pub mod api;
 pub mod histograms;
 
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tokio::sync::{mpsc, oneshot};
 use tracing::{error, info};
 
-use histograms::LatencyExport;
+use crate::auth::Auth;
+use crate::relay::push::PushRegistry;
+use crate::shard::query::{Query, ShardStreams, StreamInfo};
+use crate::shard::ShardMsg;
+use histograms::{escape, LatencyExport};
 
-/// What the shards report to the control plane.
+/// How long the API waits for a shard's answer.
+const SHARD_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the shards report to the control plane, and how to reach them.
 pub struct Control {
     shards: usize,
     ready: AtomicUsize,
     pub latency: LatencyExport,
     prometheus: Option<PrometheusHandle>,
+    /// Thread CPU seconds per shard (a float counter; the `metrics` crate's are integers).
+    shard_cpu: Mutex<BTreeMap<String, f64>>,
+    senders: OnceLock<Vec<mpsc::Sender<ShardMsg>>>,
+    push: OnceLock<Arc<PushRegistry>>,
+    /// Bearer token the API requires (`--api-token`).
+    pub api_token: Option<String>,
+    /// Streams with per-stream series in /metrics (by viewers).
+    pub top_streams: usize,
+    /// Publish/play authorization; replaced whole on reload (SIGHUP).
+    auth: RwLock<Arc<Auth>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +66,12 @@ impl Control {
             ready: AtomicUsize::new(0),
             latency: LatencyExport::default(),
             prometheus: None,
+            shard_cpu: Mutex::default(),
+            senders: OnceLock::new(),
+            push: OnceLock::new(),
+            api_token: None,
+            top_streams: 20,
+            auth: RwLock::new(Arc::new(Auth::disabled())),
         }
     }
 
@@ -59,6 +87,36 @@ impl Control {
         })
     }
 
+    /// The shards' inboxes (set once when the data plane starts).
+    pub fn attach_shards(&self, senders: Vec<mpsc::Sender<ShardMsg>>) {
+        let _ = self.senders.set(senders);
+    }
+
+    /// The push destinations the API lists and changes.
+    pub fn attach_push(&self, registry: Arc<PushRegistry>) {
+        let _ = self.push.set(registry);
+    }
+
+    pub fn push_registry(&self) -> Option<&Arc<PushRegistry>> {
+        self.push.get()
+    }
+
+    /// The authorization rules in force (cheap: an Arc clone per publish/play).
+    pub fn auth(&self) -> Arc<Auth> {
+        self.auth.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_auth(&self, auth: Auth) {
+        *self.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
+    }
+
+    /// `reconcile_sinks` for a thread outside any runtime (the signal thread).
+    pub fn reconcile_sinks_blocking(&self) {
+        for tx in self.senders.get().into_iter().flatten() {
+            let _ = tx.blocking_send(ShardMsg::Query(Query::ReconcileSinks));
+        }
+    }
+
     /// A shard's listener is accepting.
     pub fn shard_ready(&self) {
         self.ready.fetch_add(1, Ordering::Relaxed);
@@ -68,16 +126,209 @@ impl Control {
         self.ready.load(Ordering::Relaxed) >= self.shards
     }
 
-    /// The Prometheus text exposition: the registry plus the shards' HDR histograms.
-    pub fn render(&self) -> String {
+    pub fn set_shard_cpu(&self, shard: &str, seconds: f64) {
+        self.shard_cpu
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(shard.to_string(), seconds);
+    }
+
+    /// Asks every shard; answers that do not come within the timeout are left out.
+    pub async fn ask<T>(&self, make: impl Fn(oneshot::Sender<T>) -> Query) -> Vec<T> {
+        let Some(senders) = self.senders.get() else {
+            return Vec::new();
+        };
+        let mut pending = Vec::with_capacity(senders.len());
+        for tx in senders {
+            let (otx, orx) = oneshot::channel();
+            let sent =
+                tokio::time::timeout(SHARD_ANSWER_TIMEOUT, tx.send(ShardMsg::Query(make(otx))))
+                    .await;
+            if matches!(sent, Ok(Ok(()))) {
+                pending.push(orx);
+            }
+        }
+        let mut out = Vec::with_capacity(pending.len());
+        for rx in pending {
+            if let Ok(Ok(v)) = tokio::time::timeout(SHARD_ANSWER_TIMEOUT, rx).await {
+                out.push(v);
+            }
+        }
+        out
+    }
+
+    /// Tells every shard that push destinations changed.
+    pub async fn reconcile_sinks(&self) {
+        let Some(senders) = self.senders.get() else {
+            return;
+        };
+        for tx in senders {
+            let _ = tokio::time::timeout(
+                SHARD_ANSWER_TIMEOUT,
+                tx.send(ShardMsg::Query(Query::ReconcileSinks)),
+            )
+            .await;
+        }
+    }
+
+    /// Every live stream, with viewers summed over the shards, sorted by key.
+    pub async fn streams(&self) -> Vec<StreamInfo> {
+        merge_streams(self.ask(Query::Streams).await)
+    }
+
+    /// The Prometheus text exposition: the registry, the shards' HDR histograms, and
+    /// series computed at scrape time (per-stream, push sessions, process).
+    pub async fn render(&self) -> String {
         let mut out = self
             .prometheus
             .as_ref()
             .map(PrometheusHandle::render)
             .unwrap_or_default();
         self.latency.render(&mut out);
+        self.render_cpu(&mut out);
+        let answers = self.ask(Query::Streams).await;
+        let viewers = viewer_totals(&answers);
+        let streams = merge_streams(answers);
+        self.render_streams(&mut out, &streams, &viewers);
+        self.render_push(&mut out, &streams);
+        render_process(&mut out);
         out
     }
+
+    fn render_cpu(&self, out: &mut String) {
+        let cpu = self.shard_cpu.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(
+            out,
+            "# HELP rtmp_shard_cpu_seconds_total CPU time (user + system) used by a shard thread."
+        );
+        let _ = writeln!(out, "# TYPE rtmp_shard_cpu_seconds_total counter");
+        for (shard, secs) in cpu.iter() {
+            let _ = writeln!(
+                out,
+                "rtmp_shard_cpu_seconds_total{{shard=\"{shard}\"}} {secs}"
+            );
+        }
+    }
+
+    /// Viewers and ingest bitrate of the `top_streams` most watched streams only: one
+    /// series per stream would let stream churn blow up the scrape.
+    fn render_streams(
+        &self,
+        out: &mut String,
+        streams: &[StreamInfo],
+        viewers: &HashMap<String, usize>,
+    ) {
+        let mut top: Vec<(&String, usize)> = viewers.iter().map(|(k, n)| (k, *n)).collect();
+        for s in streams {
+            if !viewers.contains_key(&s.key) {
+                top.push((&s.key, 0));
+            }
+        }
+        top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        top.truncate(self.top_streams);
+        let _ = writeln!(
+            out,
+            "# HELP rtmp_stream_viewers Players of a stream (the --metrics-top-streams most watched)."
+        );
+        let _ = writeln!(out, "# TYPE rtmp_stream_viewers gauge");
+        for (key, n) in &top {
+            let _ = writeln!(out, "rtmp_stream_viewers{{stream=\"{}\"}} {n}", escape(key));
+        }
+        let _ = writeln!(
+            out,
+            "# HELP rtmp_stream_ingress_bits_per_second Ingest bitrate of a stream (the same streams)."
+        );
+        let _ = writeln!(out, "# TYPE rtmp_stream_ingress_bits_per_second gauge");
+        for (key, _) in &top {
+            if let Some(s) = streams.iter().find(|s| &&s.key == key) {
+                let _ = writeln!(
+                    out,
+                    "rtmp_stream_ingress_bits_per_second{{stream=\"{}\"}} {}",
+                    escape(key),
+                    s.ingress_bitrate_bps
+                );
+            }
+        }
+    }
+
+    /// Push sessions per destination and state, every state listed (0 included) so a
+    /// dashboard sees a destination go from live to backing_off.
+    fn render_push(&self, out: &mut String, streams: &[StreamInfo]) {
+        let Some(reg) = self.push.get() else {
+            return;
+        };
+        let _ = writeln!(
+            out,
+            "# HELP rtmp_push_sessions Streams being pushed to a destination, by session state."
+        );
+        let _ = writeln!(out, "# TYPE rtmp_push_sessions gauge");
+        for e in reg.list() {
+            for state in ["connecting", "live", "backing_off"] {
+                let n = streams
+                    .iter()
+                    .flat_map(|s| &s.push)
+                    .filter(|p| p.destination == e.id && p.state == state)
+                    .count();
+                let _ = writeln!(
+                    out,
+                    "rtmp_push_sessions{{destination=\"{}\",state=\"{state}\"}} {n}",
+                    escape(&e.id)
+                );
+            }
+        }
+    }
+}
+
+fn viewer_totals(answers: &[ShardStreams]) -> HashMap<String, usize> {
+    let mut viewers: HashMap<String, usize> = HashMap::new();
+    for a in answers {
+        for (k, n) in &a.viewers {
+            *viewers.entry(k.clone()).or_default() += n;
+        }
+    }
+    viewers
+}
+
+fn merge_streams(answers: Vec<ShardStreams>) -> Vec<StreamInfo> {
+    let viewers = viewer_totals(&answers);
+    let mut streams: Vec<StreamInfo> = answers.into_iter().flat_map(|a| a.owned).collect();
+    for s in &mut streams {
+        s.viewers = viewers.get(&s.key).copied().unwrap_or(0);
+    }
+    streams.sort_by(|a, b| a.key.cmp(&b.key));
+    streams
+}
+
+/// Resident memory and open descriptors, the two process figures operators watch most.
+fn render_process(out: &mut String) {
+    let page = 4096u64;
+    let rss = std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map(|pages| pages * page);
+    if let Some(rss) = rss {
+        let _ = writeln!(
+            out,
+            "# HELP process_resident_memory_bytes Resident memory size in bytes."
+        );
+        let _ = writeln!(out, "# TYPE process_resident_memory_bytes gauge");
+        let _ = writeln!(out, "process_resident_memory_bytes {rss}");
+    }
+    if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+        let _ = writeln!(out, "# HELP process_open_fds Open file descriptors.");
+        let _ = writeln!(out, "# TYPE process_open_fds gauge");
+        let _ = writeln!(out, "process_open_fds {}", dir.count());
+    }
+    let _ = writeln!(
+        out,
+        "# HELP rtmp_build_info Version of the running rtmp-edge."
+    );
+    let _ = writeln!(out, "# TYPE rtmp_build_info gauge");
+    let _ = writeln!(
+        out,
+        "rtmp_build_info{{version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
 }
 
 /// Help text for every metric the data plane records (scrapers and promtool want it).
@@ -120,6 +371,51 @@ fn describe() {
     describe_counter!(
         "rtmp_record_dropped_frames_total",
         "Frames a recording could not queue."
+    );
+    describe_counter!("rtmp_play_rejects_total", "Plays refused, by reason.");
+    describe_counter!(
+        "rtmp_auth_denied_total",
+        "Publishes and plays refused by authorization, by action and reason."
+    );
+    describe_counter!(
+        "rtmp_auth_callback_requests_total",
+        "Authorization callback decisions, by action and result."
+    );
+    describe_counter!(
+        "rtmp_ingress_bytes_total",
+        "Bytes read from client and upstream sockets, per shard."
+    );
+    describe_counter!(
+        "rtmp_egress_bytes_total",
+        "Bytes written to player sockets, per shard."
+    );
+    describe_counter!(
+        "rtmp_ingest_messages_total",
+        "Messages ingested from publishers, per shard and kind."
+    );
+    describe_counter!(
+        "rtmp_relayed_messages_total",
+        "Frames queued to players, per shard."
+    );
+    describe_counter!(
+        "rtmp_push_bytes_total",
+        "Media payload bytes sent to a push destination."
+    );
+    describe_counter!(
+        "rtmp_push_reconnects_total",
+        "Push sessions that failed and reconnect, per destination."
+    );
+    describe_counter!(
+        "rtmp_push_dropped_frames_total",
+        "Frames a push destination could not queue (too far behind)."
+    );
+    describe_gauge!(
+        "rtmp_connections",
+        "Open connections, per shard and role (handshake, publisher, player)."
+    );
+    describe_gauge!(
+        "rtmp_shard_utilization_ratio",
+        "Share of the last second a shard thread was busy on CPU (1 = saturated)."
     );
     describe_gauge!("rtmp_viewers", "Players connected, per shard.");
     describe_gauge!("rtmp_streams", "Streams with a publisher, per owner shard.");
@@ -168,28 +464,31 @@ pub fn serve(control: Arc<Control>, addr: SocketAddr) -> Result<SocketAddr, Cont
 }
 
 fn router(control: Arc<Control>) -> Router {
-    let metrics = control.clone();
-    let ready = control;
     Router::new()
         .route(
             "/metrics",
-            get(move || {
-                let c = metrics.clone();
-                async move { ([("content-type", "text/plain; version=0.0.4")], c.render()) }
-            }),
+            get(
+                |axum::extract::State(c): axum::extract::State<Arc<Control>>| async move {
+                    (
+                        [("content-type", "text/plain; version=0.0.4")],
+                        c.render().await,
+                    )
+                },
+            ),
         )
         .route("/healthz", get(|| async { "ok\n" }))
         .route(
             "/readyz",
-            get(move || {
-                let c = ready.clone();
-                async move {
+            get(
+                |axum::extract::State(c): axum::extract::State<Arc<Control>>| async move {
                     if c.is_ready() {
                         (StatusCode::OK, "ready\n")
                     } else {
                         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
                     }
-                }
-            }),
+                },
+            ),
         )
+        .nest("/api/v1", api::routes(control.clone()))
+        .with_state(control)
 }

@@ -24,6 +24,10 @@ pub struct OutQueue {
     oldest_push: Cell<Option<Instant>>,
     /// Ingest time of the oldest live frame queued since the last batch (fan-out latency).
     oldest_ingest: Cell<Option<Instant>>,
+    /// When a player asked to play, until its first audio/video frame is queued and
+    /// taken for writing (time to first frame).
+    play_at: Cell<Option<Instant>>,
+    media_queued: Cell<bool>,
 }
 
 /// One vectored write's worth of queued bytes.
@@ -131,6 +135,26 @@ impl OutQueue {
             items.shrink_to(32);
         }
         self.oldest_ingest.take()
+    }
+
+    /// Starts the time-to-first-frame clock (a play request).
+    pub fn mark_play(&self, at: Instant) {
+        self.play_at.set(Some(at));
+        self.media_queued.set(false);
+    }
+
+    /// Audio or video for the player is in the queue.
+    pub fn mark_media(&self) {
+        self.media_queued.set(true);
+    }
+
+    /// Once, after the first media was taken for writing: when the play was requested.
+    pub fn take_play_start(&self) -> Option<Instant> {
+        if self.media_queued.get() {
+            self.play_at.take()
+        } else {
+            None
+        }
     }
 
     /// Stops accepting bytes and wakes the writer so it can finish what is queued.

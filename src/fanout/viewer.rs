@@ -100,6 +100,9 @@ impl Viewer {
     pub fn start(&mut self, cache: &StreamCache) {
         let (preamble, has_gop) = cache.start_sequence(self.stream_id, self.chunk_size);
         self.queue.push_all(preamble);
+        if has_gop {
+            self.queue.mark_media();
+        }
         self.waiting_key = !has_gop;
     }
 
@@ -163,6 +166,9 @@ impl Viewer {
         };
         let wake = !self.policy.coalesce || queued + len >= self.policy.flush_bytes;
         self.queue.push_media(wire, f.ingest, now, wake);
+        if matches!(f.kind, MediaKind::Audio | MediaKind::Video) {
+            self.queue.mark_media();
+        }
         Delivery::Queued
     }
 

@@ -98,6 +98,11 @@ impl StreamCache {
         &self.config
     }
 
+    /// The frames since the last keyframe (empty until one arrived).
+    pub fn gop(&self) -> &[SharedFrame] {
+        &self.gop
+    }
+
     /// The late-join preamble for a player on `stream_id`: metadata, decoder configs
     /// re-stamped to the GOP's start (so the player's clock starts where the pictures do),
     /// then the GOP frames, shared with the cache rather than copied (a copy per joiner would

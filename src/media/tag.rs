@@ -171,6 +171,30 @@ pub fn video_codec_name(codec: u32) -> String {
     }
 }
 
+/// Human-readable audio codec name for the API.
+pub fn audio_codec_name(codec: u32) -> String {
+    match codec {
+        0 | 3 => "pcm".into(),
+        1 => "adpcm".into(),
+        2 | 14 => "mp3".into(),
+        4..=6 => "nellymoser".into(),
+        7 => "g711a".into(),
+        8 => "g711u".into(),
+        10 => "aac".into(),
+        11 => "speex".into(),
+        c if c > 0xFF => match &c.to_be_bytes() {
+            b"mp4a" => "aac".into(),
+            b"Opus" => "opus".into(),
+            b"fLaC" => "flac".into(),
+            b"ac-3" => "ac3".into(),
+            b"ec-3" => "eac3".into(),
+            b".mp3" => "mp3".into(),
+            other => String::from_utf8_lossy(other).into_owned(),
+        },
+        c => format!("flv-{c}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

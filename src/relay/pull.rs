@@ -28,7 +28,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts pulling `key` unless this shard already does.
 pub fn ensure(state: &Rc<ShardState>, key: &StreamKey) {
-    if state.pulls.borrow().contains(key) {
+    if state.pulls.borrow().contains_key(key) {
         return;
     }
     let origins: Vec<RtmpUrl> = state
@@ -47,7 +47,7 @@ pub fn ensure(state: &Rc<ShardState>, key: &StreamKey) {
     if origins.is_empty() {
         return;
     }
-    state.pulls.borrow_mut().insert(key.clone());
+    state.pulls.borrow_mut().insert(key.clone(), String::new());
     tokio_uring::spawn(run(state.clone(), key.clone(), origins));
 }
 
@@ -88,6 +88,10 @@ async fn run(state: Rc<ShardState>, key: StreamKey, origins: Vec<RtmpUrl>) {
         }
         let origin = &origins[next % origins.len()];
         info!(stream = &*p.key, origin = %origin.tc_url(), "pulling from origin");
+        p.state
+            .pulls
+            .borrow_mut()
+            .insert(p.key.clone(), origin.tc_url());
         match p.once(origin).await {
             Ok(End::Idle) | Ok(End::Taken) => break,
             Err(e) => {

@@ -8,6 +8,8 @@
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -86,6 +88,11 @@ impl Destination {
         })
     }
 
+    /// Same target and scope (a reload that left this destination alone).
+    fn same_as(&self, other: &Destination) -> bool {
+        self.url == other.url && self.key == other.key && self.streams == other.streams
+    }
+
     fn matches(&self, stream: &str) -> bool {
         self.streams.is_empty() || self.streams.iter().any(|p| glob_match(p, stream))
     }
@@ -104,47 +111,211 @@ pub fn redact(url: &str) -> String {
     }
 }
 
-/// The destinations from `--push` flags and the config file's enabled `[[push]]` entries.
-pub fn factory(
-    cfg: &crate::config::Config,
-    file: &crate::config_file::FileConfig,
-) -> Result<Option<PushFactory>, PushConfigError> {
-    let mut dests: Vec<Destination> = cfg
-        .push
-        .iter()
-        .map(|u| Destination::from_flag(u))
-        .collect::<Result<_, _>>()?;
-    for d in file.push.iter().filter(|d| d.enabled) {
-        dests.push(Destination::from_config(d)?);
-    }
-    if dests.is_empty() {
-        return Ok(None);
-    }
-    let policy = PushPolicy {
-        grace: Duration::from_secs(cfg.push_grace_secs),
-        backoff_cap: Duration::from_secs(cfg.push_backoff_max_secs.max(1)),
-        write_timeout: Duration::from_secs(cfg.write_timeout_secs.max(1)),
-        stats_interval: Duration::from_secs(cfg.stats_interval_secs.max(1)),
-        ..PushPolicy::default()
-    };
-    for d in &dests {
-        info!(dest = %d.label(), streams = ?d.streams, "push destination configured");
-    }
-    Ok(Some(PushFactory::new(dests, policy)))
+/// Where a destination came from: reload replaces the config file's, keeps the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Flag,
+    Config,
+    Api,
 }
 
-pub struct PushFactory {
-    dests: Vec<Destination>,
+impl Origin {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Flag => "flag",
+            Self::Config => "config",
+            Self::Api => "api",
+        }
+    }
+}
+
+/// A destination as the registry holds it.
+#[derive(Debug, Clone)]
+pub struct PushEntry {
+    /// Stable name: API paths and metric labels.
+    pub id: String,
+    pub dest: Destination,
+    pub enabled: bool,
+    pub origin: Origin,
+    /// Bumped whenever the entry changes, so running sessions of an old version stop and
+    /// new ones start.
+    generation: u64,
+}
+
+impl PushEntry {
+    fn sink_id(&self) -> String {
+        format!("push:{}#{}", self.id, self.generation)
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RegistryError {
+    #[error("a push destination with id {0:?} exists")]
+    Exists(String),
+    #[error("bad push destination id {0:?}: 1-64 characters of A-Z a-z 0-9 _ . -")]
+    BadId(String),
+}
+
+/// Every push destination, changeable at runtime (HTTP API, SIGHUP). Shards read it when
+/// a stream starts publishing and when told to reconcile.
+pub struct PushRegistry {
+    entries: RwLock<Vec<PushEntry>>,
     policy: PushPolicy,
+    generation: AtomicU64,
 }
 
-impl PushFactory {
-    pub fn new(dests: Vec<Destination>, policy: PushPolicy) -> Self {
-        Self { dests, policy }
+pub fn valid_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+impl PushRegistry {
+    pub fn new(policy: PushPolicy) -> Self {
+        Self {
+            entries: RwLock::default(),
+            policy,
+            generation: AtomicU64::new(1),
+        }
+    }
+
+    /// The destinations from `--push` flags and the config file's `[[push]]` entries.
+    pub fn from_config(
+        cfg: &crate::config::Config,
+        file: &crate::config_file::FileConfig,
+    ) -> Result<Self, PushConfigError> {
+        let policy = PushPolicy {
+            grace: Duration::from_secs(cfg.push_grace_secs),
+            backoff_cap: Duration::from_secs(cfg.push_backoff_max_secs.max(1)),
+            write_timeout: Duration::from_secs(cfg.write_timeout_secs.max(1)),
+            stats_interval: Duration::from_secs(cfg.stats_interval_secs.max(1)),
+            ..PushPolicy::default()
+        };
+        let reg = Self::new(policy);
+        for (i, url) in cfg.push.iter().enumerate() {
+            let dest = Destination::from_flag(url)?;
+            reg.insert(format!("flag-{}", i + 1), dest, true, Origin::Flag);
+        }
+        reg.replace_config(file)?;
+        Ok(reg)
+    }
+
+    fn insert(&self, id: String, dest: Destination, enabled: bool, origin: Origin) -> PushEntry {
+        info!(id = %id, dest = %dest.label(), streams = ?dest.streams, enabled, source = origin.label(), "push destination configured");
+        let e = PushEntry {
+            id,
+            dest,
+            enabled,
+            origin,
+            generation: self.generation.fetch_add(1, Ordering::Relaxed),
+        };
+        self.write().push(e.clone());
+        e
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<PushEntry>> {
+        self.entries.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<PushEntry>> {
+        self.entries.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Replaces the config file's destinations (startup, SIGHUP). One that did not change
+    /// keeps its running sessions; the others stop or start.
+    pub fn replace_config(
+        &self,
+        file: &crate::config_file::FileConfig,
+    ) -> Result<(), PushConfigError> {
+        let mut fresh = Vec::new();
+        for (i, d) in file.push.iter().enumerate() {
+            let id = d.id.clone().unwrap_or_else(|| format!("config-{}", i + 1));
+            fresh.push((id, Destination::from_config(d)?, d.enabled));
+        }
+        let mut entries = self.write();
+        let old: Vec<PushEntry> = entries
+            .iter()
+            .filter(|e| e.origin == Origin::Config)
+            .cloned()
+            .collect();
+        entries.retain(|e| e.origin != Origin::Config);
+        for (id, dest, enabled) in fresh {
+            if entries.iter().any(|e| e.id == id) {
+                warn!(id = %id, "push destination id also used by a flag or the API; config entry ignored");
+                continue;
+            }
+            let same = old
+                .iter()
+                .find(|e| e.id == id && e.enabled == enabled && e.dest.same_as(&dest));
+            let entry = match same {
+                Some(e) => e.clone(),
+                None => {
+                    info!(id = %id, dest = %dest.label(), streams = ?dest.streams, enabled, "push destination configured");
+                    PushEntry {
+                        id,
+                        dest,
+                        enabled,
+                        origin: Origin::Config,
+                        generation: self.generation.fetch_add(1, Ordering::Relaxed),
+                    }
+                }
+            };
+            entries.push(entry);
+        }
+        Ok(())
+    }
+
+    pub fn list(&self) -> Vec<PushEntry> {
+        self.read().clone()
+    }
+
+    pub fn get(&self, id: &str) -> Option<PushEntry> {
+        self.read().iter().find(|e| e.id == id).cloned()
+    }
+
+    /// Adds a destination (HTTP API); without an id one is made up.
+    pub fn add(
+        &self,
+        id: Option<String>,
+        dest: Destination,
+        enabled: bool,
+    ) -> Result<PushEntry, RegistryError> {
+        let id = match id {
+            Some(id) if !valid_id(&id) => return Err(RegistryError::BadId(id)),
+            Some(id) => id,
+            None => format!("api-{}", self.generation.load(Ordering::Relaxed)),
+        };
+        if self.read().iter().any(|e| e.id == id) {
+            return Err(RegistryError::Exists(id));
+        }
+        Ok(self.insert(id, dest, enabled, Origin::Api))
+    }
+
+    pub fn remove(&self, id: &str) -> bool {
+        let mut entries = self.write();
+        let before = entries.len();
+        entries.retain(|e| e.id != id);
+        let removed = entries.len() != before;
+        if removed {
+            info!(id, "push destination removed");
+        }
+        removed
+    }
+
+    pub fn set_enabled(&self, id: &str, enabled: bool) -> Option<PushEntry> {
+        let mut entries = self.write();
+        let e = entries.iter_mut().find(|e| e.id == id)?;
+        if e.enabled != enabled {
+            e.enabled = enabled;
+            e.generation = self.generation.fetch_add(1, Ordering::Relaxed);
+            info!(id, enabled, "push destination changed");
+        }
+        Some(e.clone())
     }
 }
 
-impl SinkFactory for PushFactory {
+impl SinkFactory for PushRegistry {
     fn sinks_for(
         &self,
         shard: &ShardState,
@@ -152,15 +323,15 @@ impl SinkFactory for PushFactory {
         existing: &[&str],
     ) -> Vec<Box<dyn StreamSink>> {
         let name = key.split_once('/').map_or(&**key, |(_, n)| n);
-        self.dests
+        self.read()
             .iter()
-            .enumerate()
-            .filter(|(_, d)| d.matches(key))
-            .filter_map(|(i, d)| {
-                let id = format!("push:{i}");
+            .filter(|e| e.enabled && e.dest.matches(key))
+            .filter_map(|e| {
+                let id = e.sink_id();
                 if existing.contains(&id.as_str()) {
                     return None;
                 }
+                let d = &e.dest;
                 let dest_key = d
                     .key
                     .clone()
@@ -169,6 +340,7 @@ impl SinkFactory for PushFactory {
                 let sink = PushSink::start(
                     shard.handle(),
                     id,
+                    e.id.clone(),
                     d.clone(),
                     dest_key,
                     key.clone(),
@@ -177,6 +349,17 @@ impl SinkFactory for PushFactory {
                 Some(Box::new(sink) as Box<dyn StreamSink>)
             })
             .collect()
+    }
+
+    fn keeps(&self, key: &StreamKey, sink_id: &str) -> Option<bool> {
+        if !sink_id.starts_with("push:") {
+            return None;
+        }
+        Some(
+            self.read()
+                .iter()
+                .any(|e| e.enabled && e.sink_id() == sink_id && e.dest.matches(key)),
+        )
     }
 }
 
@@ -216,8 +399,18 @@ struct Link {
     frames: Cell<u64>,
     drops: Cell<u64>,
     reconnects: Cell<u64>,
-    /// Ingest -> handed to the destination socket, microseconds.
+    /// Ingest -> handed to the destination socket, microseconds, since the last export
+    /// to the control plane; `log_window` since the last stats line.
     latency: RefCell<Histogram<u64>>,
+    log_window: RefCell<Histogram<u64>>,
+    /// The destination was removed or disabled: finish now, no grace.
+    stopped: Cell<bool>,
+    /// Registry id of the destination (metric label, API).
+    dest_id: String,
+    m_bytes: metrics::Counter,
+    m_drops: metrics::Counter,
+    m_reconnects: metrics::Counter,
+    control: Option<std::sync::Arc<crate::control::Control>>,
 }
 
 pub struct PushSink {
@@ -226,10 +419,15 @@ pub struct PushSink {
     policy: PushPolicy,
 }
 
+fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
 impl PushSink {
     fn start(
         shard: Weak<ShardState>,
         id: String,
+        dest_id: String,
         dest: Destination,
         dest_key: String,
         stream: StreamKey,
@@ -249,9 +447,14 @@ impl PushSink {
             frames: Cell::new(0),
             drops: Cell::new(0),
             reconnects: Cell::new(0),
-            latency: RefCell::new(
-                Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
-            ),
+            latency: RefCell::new(latency_histogram()),
+            log_window: RefCell::new(latency_histogram()),
+            stopped: Cell::new(false),
+            m_bytes: metrics::counter!("rtmp_push_bytes_total", "destination" => dest_id.clone()),
+            m_drops: metrics::counter!("rtmp_push_dropped_frames_total", "destination" => dest_id.clone()),
+            m_reconnects: metrics::counter!("rtmp_push_reconnects_total", "destination" => dest_id.clone()),
+            dest_id,
+            control: shard.upgrade().map(|s| s.shared.control.clone()),
         });
         tokio_uring::spawn(run(shard, link.clone(), dest, dest_key, stream, policy));
         Self { id, link, policy }
@@ -285,11 +488,11 @@ impl StreamSink for PushSink {
         // Over budget: video waits for the next keyframe; audio and config are small.
         if queued + len > self.policy.queue_bytes && (f.kind == MediaKind::Video && !config) {
             link.waiting_key.set(true);
-            link.drops.set(link.drops.get() + 1);
+            link.drop_frame();
             return;
         }
         if queued + len > self.policy.queue_bytes * 2 {
-            link.drops.set(link.drops.get() + 1);
+            link.drop_frame();
             return;
         }
         link.queued_bytes.set(queued + len);
@@ -307,15 +510,53 @@ impl StreamSink for PushSink {
     fn is_done(&self) -> bool {
         self.link.state.get() == PushState::Finished
     }
+
+    fn stop(&mut self) {
+        self.link.stopped.set(true);
+        self.link.notify.notify_one();
+    }
+
+    fn info(&self) -> Option<crate::shard::query::SinkInfo> {
+        let l = &self.link;
+        Some(crate::shard::query::SinkInfo {
+            destination: l.dest_id.clone(),
+            state: l.state.get().label(),
+            bytes: l.bytes.get(),
+            reconnects: l.reconnects.get(),
+            dropped_frames: l.drops.get(),
+            last_error: l.last_error.borrow().clone(),
+        })
+    }
 }
 
 impl Link {
+    fn drop_frame(&self) {
+        self.drops.set(self.drops.get() + 1);
+        self.m_drops.increment(1);
+    }
+
+    /// Hands the latency recorded since the last call to the control plane (its
+    /// Prometheus histogram) and to the log window.
+    fn export_latency(&self) {
+        let mut h = self.latency.borrow_mut();
+        if h.is_empty() {
+            return;
+        }
+        if let Some(c) = &self.control {
+            c.latency
+                .merge(crate::control::histograms::PUSH, &self.dest_id, &h);
+        }
+        let _ = self.log_window.borrow_mut().add(&*h);
+        h.reset();
+    }
+
     fn grace_over(&self, grace: Duration) -> bool {
-        !self.publishing.get()
-            && self
-                .unpublished_at
-                .get()
-                .is_some_and(|t| t.elapsed() >= grace)
+        self.stopped.get()
+            || !self.publishing.get()
+                && self
+                    .unpublished_at
+                    .get()
+                    .is_some_and(|t| t.elapsed() >= grace)
     }
 
     fn set_state(&self, s: PushState, dest: &str, stream: &str) {
@@ -326,7 +567,7 @@ impl Link {
     }
 
     fn log_stats(&self, dest: &str, stream: &str) {
-        let h = self.latency.borrow();
+        let mut h = self.log_window.borrow_mut();
         let (p50, p99) = if h.is_empty() {
             (0, 0)
         } else {
@@ -345,6 +586,7 @@ impl Link {
             last_error = self.last_error.borrow().as_deref().unwrap_or(""),
             "push stats"
         );
+        h.reset();
     }
 }
 
@@ -390,11 +632,16 @@ async fn run(
                 warn!(stream = &*stream, dest = %label, error = %e, "push destination failed");
                 *link.last_error.borrow_mut() = Some(e);
                 link.reconnects.set(link.reconnects.get() + 1);
+                link.m_reconnects.increment(1);
                 link.set_state(PushState::BackingOff, &label, &stream);
                 let delay = backoff(attempt, policy.backoff_base, policy.backoff_cap, seed);
                 attempt = attempt.saturating_add(1);
-                // While waiting, frames keep arriving: keep only what a reconnect resumes from.
-                tokio::time::sleep(delay).await;
+                // While waiting, frames keep arriving: keep only what a reconnect resumes
+                // from. A removed destination stops waiting at once.
+                let until = Instant::now() + delay;
+                while !link.stopped.get() && Instant::now() < until {
+                    let _ = tokio::time::timeout_at(until.into(), link.notify.notified()).await;
+                }
                 drain_to_keyframe(&link);
             }
         }
@@ -402,6 +649,7 @@ async fn run(
     link.set_state(PushState::Finished, &label, &stream);
     link.queue.borrow_mut().clear();
     link.queued_bytes.set(0);
+    link.export_latency();
     link.log_stats(&label, &stream);
     // Nothing else drops a finished sink before the key is published again (most never
     // are): each would keep ~170 KiB (its latency histogram) and the stream's entry.
@@ -524,6 +772,7 @@ async fn publish_and_stream(
     // A (re)connected receiver starts from metadata, sequence headers and a keyframe.
     replay_config(link, s);
     let mut last_stats = Instant::now();
+    let mut last_export = Instant::now();
     let result = loop {
         if closed.get() {
             break Err("closed by destination".to_string());
@@ -549,13 +798,19 @@ async fn publish_and_stream(
                     .borrow_mut()
                     .record((now.duration_since(f.ingest).as_micros() as u64).max(1));
                 link.bytes.set(link.bytes.get() + f.payload.len() as u64);
+                link.m_bytes.increment(f.payload.len() as u64);
             }
             link.frames.set(link.frames.get() + frames.len() as u64);
+        }
+        if last_export.elapsed() >= Duration::from_secs(1) {
+            link.export_latency();
+            last_export = Instant::now();
         }
         if let Err(e) = flush(conn, s, policy.write_timeout).await {
             break Err(e);
         }
         if last_stats.elapsed() >= policy.stats_interval {
+            link.export_latency();
             link.log_stats(&label, stream);
             last_stats = Instant::now();
         }

@@ -15,6 +15,7 @@ use super::io::Conn;
 use super::state::{PublishError, ShardState, StreamKey};
 use super::stats;
 use super::{Handoff, ShardMsg};
+use crate::auth::{Action, AuthRequest};
 use crate::fanout::queue::OutQueue;
 use crate::fanout::viewer::Viewer;
 use crate::media::frame::MediaKind;
@@ -25,11 +26,36 @@ use crate::protocol::session::{Event, ServerSession, SessionConfig};
 /// Who a log line is about. Every line names the connection, peer, shard and stream key as
 /// fields rather than through a tracing span: a span per connection costs the subscriber
 /// ~4 KiB, which at 10,000 viewers is most of their memory.
-pub(crate) struct Tag {
-    id: u64,
-    peer: SocketAddr,
-    shard: usize,
-    key: std::cell::RefCell<Option<StreamKey>>,
+pub struct Tag {
+    pub id: u64,
+    pub peer: SocketAddr,
+    pub shard: usize,
+    pub key: std::cell::RefCell<Option<StreamKey>>,
+    pub role: std::cell::Cell<ClientRole>,
+    pub since: Instant,
+    /// The connection's output; killing it closes the connection (API kicks).
+    pub queue: Rc<OutQueue>,
+}
+
+/// What a connection is doing, for the API and the per-role gauges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientRole {
+    /// Handshake and connect, not yet publishing or playing.
+    Handshake = 0,
+    Publisher = 1,
+    Player = 2,
+}
+
+impl ClientRole {
+    pub const ALL: [ClientRole; 3] = [Self::Handshake, Self::Publisher, Self::Player];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Handshake => "handshake",
+            Self::Publisher => "publisher",
+            Self::Player => "player",
+        }
+    }
 }
 
 impl Tag {
@@ -75,6 +101,12 @@ struct ConnCtx {
     tag: Rc<Tag>,
     /// Set when the connection must close after its queued replies are written.
     closing: bool,
+    /// A publish or play waiting for authorization (the rest of the session's events wait
+    /// behind it).
+    pending: Option<Event>,
+    /// From `connect`, for authorization.
+    connect_query: Option<String>,
+    tc_url: Option<String>,
 }
 
 pub fn accept(state: Rc<ShardState>, stream: TcpStream, peer: SocketAddr) {
@@ -87,20 +119,27 @@ pub fn accept(state: Rc<ShardState>, stream: TcpStream, peer: SocketAddr) {
         seed: conn_id ^ (peer.port() as u64) << 32 ^ seed_from_clock(),
     });
     metrics::counter!("rtmp_connections_accepted_total").increment(1);
+    let queue = Rc::new(OutQueue::new());
     let tag = Rc::new(Tag {
         id: conn_id,
         peer,
         shard: state.id,
         key: Default::default(),
+        role: std::cell::Cell::new(ClientRole::Handshake),
+        since: Instant::now(),
+        queue: queue.clone(),
     });
     clog!(debug, tag, "accepted");
     let ctx = ConnCtx {
         conn: Rc::new(Conn::new(stream)),
-        queue: Rc::new(OutQueue::new()),
+        queue,
         session,
         role: Role::None,
         tag,
         closing: false,
+        pending: None,
+        connect_query: None,
+        tc_url: None,
         state,
     };
     tokio_uring::spawn(run(ctx, None));
@@ -108,22 +147,30 @@ pub fn accept(state: Rc<ShardState>, stream: TcpStream, peer: SocketAddr) {
 
 /// Takes over a publisher handed from another shard.
 pub fn adopt(state: Rc<ShardState>, h: Handoff) {
+    let queue = Rc::new(OutQueue::new());
     let tag = Rc::new(Tag {
         id: h.conn_id,
         peer: h.peer,
         shard: state.id,
         key: Default::default(),
+        role: std::cell::Cell::new(ClientRole::Handshake),
+        since: h.since,
+        queue: queue.clone(),
     });
     clog!(debug, tag, "adopted publisher");
     let ctx = ConnCtx {
         conn: Rc::new(Conn::from_fd(h.fd)),
-        queue: Rc::new(OutQueue::new()),
+        queue,
         session: *h.session,
         role: Role::None,
         tag,
         closing: false,
+        pending: None,
+        connect_query: None,
+        tc_url: None,
         state,
     };
+    // Authorized on the shard that accepted it.
     let first = Event::Publish {
         stream_id: h.stream_id,
         name: h.name,
@@ -144,7 +191,14 @@ fn seed_from_clock() -> u64 {
         .unwrap_or(0)
 }
 
-async fn run(mut ctx: ConnCtx, first: Option<Event>) {
+async fn run(ctx: ConnCtx, first: Option<Event>) {
+    let (state, id) = (ctx.state.clone(), ctx.tag.id);
+    state.clients.borrow_mut().insert(id, ctx.tag.clone());
+    run_registered(ctx, first).await;
+    state.clients.borrow_mut().remove(&id);
+}
+
+async fn run_registered(mut ctx: ConnCtx, first: Option<Event>) {
     let writer = tokio_uring::spawn(write_loop(
         ctx.state.clone(),
         ctx.conn.clone(),
@@ -187,6 +241,7 @@ async fn run(mut ctx: ConnCtx, first: Option<Event>) {
                 session: Box::new(session),
                 conn_id: tag.id,
                 peer: tag.peer,
+                since: tag.since,
                 stream_id,
                 name,
                 query,
@@ -221,7 +276,7 @@ async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
     let handshake_deadline = Instant::now() + Duration::from_secs(handshake_secs);
     let publisher_timeout = Duration::from_secs(cfg.publisher_timeout_secs);
     if let Some(ev) = first {
-        if let Some(exit) = ctx.on_event(ev) {
+        if let Some(exit) = ctx.on_authorized(ev) {
             return exit;
         }
         if let Some(exit) = ctx.drain_events() {
@@ -230,6 +285,18 @@ async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
     }
     let mut buf = vec![0u8; READ_BUF_SMALL];
     loop {
+        // A publish or play waits for its authorization; events behind it wait too.
+        while let Some(ev) = ctx.pending.take() {
+            if let Some(exit) = ctx.authorize(ev).await {
+                return exit;
+            }
+            if ctx.closing {
+                break;
+            }
+            if let Some(exit) = ctx.drain_events() {
+                return exit;
+            }
+        }
         if ctx.closing {
             return Exit::Closed;
         }
@@ -274,6 +341,7 @@ async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
                 return Exit::Closed;
             }
         };
+        stats::bump(&ctx.state.stats.ingress_bytes, n as u64);
         if let Err(e) = ctx.session.feed(&buf[..n]) {
             clog!(warn, ctx.tag, error = %e, "protocol error, closing connection");
             metrics::counter!("rtmp_protocol_errors_total", "kind" => e.kind()).increment(1);
@@ -306,10 +374,18 @@ async fn write_loop(state: Rc<ShardState>, conn: Rc<Conn>, queue: Rc<OutQueue>, 
         if let Some(ingest) = oldest_ingest {
             stats::record(&state.stats.fanout, ingest.elapsed());
         }
+        let play_start = queue.take_play_start();
+        let bytes: usize = batch.iter().map(Bytes::len).sum();
         let write = tokio::time::timeout(stall, conn.writev_all(std::mem::take(&mut batch)));
         tokio::select! {
             res = write => match res {
-                Ok((Ok(()), emptied)) => batch = emptied,
+                Ok((Ok(()), emptied)) => {
+                    batch = emptied;
+                    stats::bump(&state.stats.egress_bytes, bytes as u64);
+                    if let Some(t) = play_start {
+                        stats::record(&state.stats.first_frame, t.elapsed());
+                    }
+                }
                 Ok((Err(e), _)) => {
                     clog!(debug, tag, error = %e, "write failed");
                     break;
@@ -342,7 +418,7 @@ impl ConnCtx {
             if let Some(exit) = self.on_event(ev) {
                 return Some(exit);
             }
-            if self.closing {
+            if self.closing || self.pending.is_some() {
                 break;
             }
         }
@@ -360,21 +436,27 @@ impl ConnCtx {
                 app,
                 tc_url,
                 flash_ver,
-                ..
-            } => {
-                clog!(debug, self.tag, %app, tc_url = tc_url.as_deref().unwrap_or(""), flash_ver = flash_ver.as_deref().unwrap_or(""), "connect");
-            }
-            Event::Publish {
-                stream_id,
-                name,
                 query,
-            } => return self.on_publish(stream_id, name, query),
-            Event::Play {
-                stream_id,
-                name,
-                reset,
-                ..
-            } => self.on_play(stream_id, name, reset),
+            } => {
+                clog!(debug, self.tag, %app, tc_url = tc_url.as_deref().unwrap_or("").split('?').next().unwrap_or(""), flash_ver = flash_ver.as_deref().unwrap_or(""), "connect");
+                self.connect_query = query.or_else(|| {
+                    tc_url
+                        .as_deref()
+                        .and_then(|u| u.split_once('?'))
+                        .map(|(_, q)| q.to_string())
+                });
+                self.tc_url = tc_url;
+            }
+            Event::Publish { .. } | Event::Play { .. } => {
+                let action = match ev {
+                    Event::Publish { .. } => Action::Publish,
+                    _ => Action::Play,
+                };
+                if self.state.shared.control.auth().is_open(action) {
+                    return self.on_authorized(ev);
+                }
+                self.pending = Some(ev);
+            }
             Event::Audio { timestamp, payload } => {
                 self.ingest(MediaKind::Audio, timestamp, payload)
             }
@@ -411,6 +493,94 @@ impl ConnCtx {
         None
     }
 
+    /// Runs the authorization of a publish or play, then acts on it or refuses it.
+    async fn authorize(&mut self, ev: Event) -> Option<Exit> {
+        let (action, stream_id, name, query) = match &ev {
+            Event::Publish {
+                stream_id,
+                name,
+                query,
+            } => (Action::Publish, *stream_id, name, query),
+            Event::Play {
+                stream_id,
+                name,
+                query,
+                ..
+            } => (Action::Play, *stream_id, name, query),
+            _ => return self.on_event(ev),
+        };
+        let req = AuthRequest {
+            action,
+            app: self.session.app().to_string(),
+            name: name.clone(),
+            query: query.clone(),
+            connect_query: self.connect_query.clone(),
+            tc_url: self.tc_url.clone(),
+            peer: self.tag.peer,
+            conn_id: self.tag.id,
+        };
+        *self.tag.key.borrow_mut() = Some(self.stream_key(name));
+        let auth = self.state.shared.control.auth();
+        let reason = match auth.check(req).await {
+            Ok(()) => return self.on_authorized(ev),
+            Err(reason) => reason,
+        };
+        clog!(
+            warn,
+            self.tag,
+            action = action.label(),
+            reason = reason.label(),
+            "{} refused: unauthorized",
+            action.label()
+        );
+        metrics::counter!("rtmp_auth_denied_total", "action" => action.label(), "reason" => reason.label())
+            .increment(1);
+        match action {
+            Action::Publish => {
+                metrics::counter!("rtmp_publish_rejects_total", "reason" => "unauthorized")
+                    .increment(1);
+                self.session.reject_publish(
+                    stream_id,
+                    "NetStream.Publish.Unauthorized",
+                    "Not authorized to publish this stream.",
+                );
+            }
+            Action::Play => {
+                metrics::counter!("rtmp_play_rejects_total", "reason" => "unauthorized")
+                    .increment(1);
+                self.session.reject_play(
+                    stream_id,
+                    "NetStream.Play.Failed",
+                    "Not authorized to play this stream.",
+                );
+            }
+        }
+        self.flush();
+        self.closing = true;
+        None
+    }
+
+    /// A publish or play that passed authorization (or needed none).
+    fn on_authorized(&mut self, ev: Event) -> Option<Exit> {
+        match ev {
+            Event::Publish {
+                stream_id,
+                name,
+                query,
+            } => self.on_publish(stream_id, name, query),
+            Event::Play {
+                stream_id,
+                name,
+                reset,
+                ..
+            } => {
+                self.on_play(stream_id, name, reset);
+                None
+            }
+            other => self.on_event(other),
+        }
+    }
+
     fn on_publish(&mut self, stream_id: u32, name: String, query: Option<String>) -> Option<Exit> {
         if !valid_name(&name) || !matches!(self.role, Role::None) {
             clog!(
@@ -438,6 +608,7 @@ impl ConnCtx {
         match self.state.start_publish(&key, self.tag.id) {
             Ok(()) => {
                 clog!(info, self.tag, "publish started");
+                self.tag.role.set(ClientRole::Publisher);
                 metrics::counter!("rtmp_publishes_total").increment(1);
                 self.session.accept_publish(stream_id, &name);
                 self.role = Role::Publisher { key, stream_id };
@@ -469,6 +640,7 @@ impl ConnCtx {
                 name_len = name.len(),
                 "play refused: bad name or connection already in use"
             );
+            metrics::counter!("rtmp_play_rejects_total", "reason" => "bad_name").increment(1);
             self.session.reject_play(
                 stream_id,
                 "NetStream.Play.StreamNotFound",
@@ -478,6 +650,7 @@ impl ConnCtx {
         }
         let key = self.stream_key(&name);
         *self.tag.key.borrow_mut() = Some(key.clone());
+        self.queue.mark_play(Instant::now());
         self.session.accept_play(stream_id, &name, reset);
         // The play preamble must be queued before the media the mirror pushes next.
         self.flush();
@@ -493,6 +666,7 @@ impl ConnCtx {
         }
         let slot = self.state.add_viewer(&key, viewer);
         clog!(info, self.tag, "play started");
+        self.tag.role.set(ClientRole::Player);
         metrics::counter!("rtmp_plays_total").increment(1);
         self.role = Role::Player { key, slot };
     }
@@ -504,6 +678,7 @@ impl ConnCtx {
     }
 
     fn leave_role(&mut self) {
+        self.tag.role.set(ClientRole::Handshake);
         match std::mem::replace(&mut self.role, Role::None) {
             Role::Publisher { key, .. } => {
                 clog!(info, self.tag, "publish ended");

@@ -5,6 +5,7 @@
 pub mod conn;
 pub mod io;
 pub mod listener;
+pub mod query;
 pub mod state;
 pub mod stats;
 
@@ -34,6 +35,8 @@ pub struct Handoff {
     pub session: Box<ServerSession>,
     pub conn_id: u64,
     pub peer: SocketAddr,
+    /// When the connection was accepted.
+    pub since: std::time::Instant,
     pub stream_id: u32,
     pub name: String,
     pub query: Option<String>,
@@ -66,6 +69,8 @@ pub enum ShardMsg {
         key: StreamKey,
     },
     Adopt(Box<Handoff>),
+    /// From the control plane (HTTP API).
+    Query(query::Query),
 }
 
 /// What every shard can see.
@@ -102,6 +107,7 @@ pub fn start_with(
     let local_addr = listeners[0].local_addr()?;
     let (senders, receivers): (Vec<_>, Vec<_>) =
         (0..n).map(|_| mpsc::channel(INBOX_CAPACITY)).unzip();
+    control.attach_shards(senders.clone());
     let shared = Arc::new(Shared {
         cfg,
         senders,

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use slab::Slab;
@@ -76,6 +77,13 @@ pub trait StreamSink {
     fn is_done(&self) -> bool {
         false
     }
+    /// Its configuration went away (a push destination removed or disabled at runtime):
+    /// wind down and finish.
+    fn stop(&mut self) {}
+    /// What the HTTP API shows about it; None for sinks it does not list.
+    fn info(&self) -> Option<super::query::SinkInfo> {
+        None
+    }
 }
 
 /// Makes the sinks a stream gets when it starts publishing (called on the owner shard).
@@ -86,6 +94,11 @@ pub trait SinkFactory: Send + Sync {
         key: &StreamKey,
         existing: &[&str],
     ) -> Vec<Box<dyn StreamSink>>;
+    /// Whether a running sink this factory made should stay (its destination still exists
+    /// and is enabled); None when the sink is not this factory's.
+    fn keeps(&self, _key: &StreamKey, _sink_id: &str) -> Option<bool> {
+        None
+    }
 }
 
 #[derive(Default)]
@@ -95,6 +108,13 @@ struct Source {
     rebase: Rebase,
     subscribers: Vec<usize>,
     sinks: Vec<Box<dyn StreamSink>>,
+    /// What the API shows: when the publisher started, ingest volume and codecs.
+    since: Option<Instant>,
+    bytes_in: u64,
+    rate_mark: Option<(Instant, u64)>,
+    bitrate_bps: f64,
+    video: Option<String>,
+    audio: Option<String>,
 }
 
 impl Source {
@@ -114,8 +134,11 @@ struct Mirror {
 pub struct ShardState {
     pub id: usize,
     me: Weak<ShardState>,
-    /// Streams this shard is pulling from an origin (one upstream per stream).
-    pub pulls: RefCell<std::collections::HashSet<StreamKey>>,
+    /// Streams this shard is pulling from an origin (one upstream per stream), with the
+    /// origin currently tried.
+    pub pulls: RefCell<HashMap<StreamKey, String>>,
+    /// Every connection on this shard, for the API (list, kick) and the role gauges.
+    pub clients: RefCell<HashMap<u64, Rc<super::conn::Tag>>>,
     pub shared: Arc<Shared>,
     sources: RefCell<HashMap<StreamKey, Source>>,
     mirrors: RefCell<HashMap<StreamKey, Mirror>>,
@@ -131,6 +154,7 @@ impl ShardState {
             id,
             me,
             pulls: RefCell::default(),
+            clients: RefCell::default(),
             sources: RefCell::default(),
             mirrors: RefCell::default(),
             stats: ShardStats::default(),
@@ -178,6 +202,7 @@ impl ShardState {
             ShardMsg::Published { key } => self.mirror_published(&key),
             ShardMsg::Unpublished { key } => self.mirror_unpublished(&key),
             ShardMsg::Adopt(h) => super::conn::adopt(self.clone(), *h),
+            ShardMsg::Query(q) => self.answer(q),
         }
     }
 
@@ -272,7 +297,9 @@ impl ShardState {
                 ShardMsg::Unpublished { key } => self.mirror_unpublished(&key),
                 ShardMsg::Subscribe { key, shard } => self.subscribe(key, shard),
                 ShardMsg::Unsubscribe { key, shard } => self.unsubscribe(&key, shard),
-                ShardMsg::Adopt(_) => unreachable!("adopt is never routed locally"),
+                ShardMsg::Adopt(_) | ShardMsg::Query(_) => {
+                    unreachable!("hand-offs and queries are never routed locally")
+                }
             }
         } else {
             self.send(shard, msg);
@@ -288,21 +315,17 @@ impl ShardState {
         src.publisher = Some(conn_id);
         src.cache.clear();
         src.rebase.need_base = true;
+        src.since = Some(Instant::now());
+        src.bytes_in = 0;
+        src.rate_mark = None;
+        src.bitrate_bps = 0.0;
+        src.video = None;
+        src.audio = None;
         src.sinks.retain(|s| !s.is_done());
         for sink in &mut src.sinks {
             sink.on_publish();
         }
-        let existing: Vec<&str> = src.sinks.iter().map(|s| s.id()).collect();
-        let mut new: Vec<Box<dyn StreamSink>> = self
-            .shared
-            .sinks
-            .iter()
-            .flat_map(|f| f.sinks_for(self, key, &existing))
-            .collect();
-        for sink in &mut new {
-            sink.on_publish();
-        }
-        src.sinks.extend(new);
+        self.attach_new_sinks(key, src);
         let subs = src.subscribers.clone();
         drop(sources);
         for s in subs {
@@ -320,6 +343,7 @@ impl ShardState {
             return;
         }
         src.publisher = None;
+        src.since = None;
         src.cache.clear();
         src.sinks.retain_mut(|s| s.on_unpublish() && !s.is_done());
         let subs = src.subscribers.clone();
@@ -339,6 +363,19 @@ impl ShardState {
             return;
         };
         let ts = src.rebase.apply(timestamp);
+        src.bytes_in += payload.len() as u64;
+        stats::bump(&self.stats.ingested[kind as usize], 1);
+        match kind {
+            MediaKind::Video if src.video.is_none() => {
+                let info = crate::media::tag::inspect_video(&payload);
+                src.video = Some(crate::media::tag::video_codec_name(info.codec));
+            }
+            MediaKind::Audio if src.audio.is_none() => {
+                let info = crate::media::tag::inspect_audio(&payload);
+                src.audio = Some(crate::media::tag::audio_codec_name(info.codec));
+            }
+            _ => {}
+        }
         let frame: SharedFrame = Arc::new(Frame::new(kind, ts, payload, self.chunk_size()));
         src.cache.apply(&frame);
         for sink in &mut src.sinks {
@@ -441,15 +478,17 @@ impl ShardState {
         }
         m.cache.apply(frame);
         let now = std::time::Instant::now();
-        let (mut bytes, mut age, mut kicked) = (0, 0, 0);
+        let (mut bytes, mut age, mut kicked, mut queued) = (0, 0, 0, 0);
         for (_, v) in m.viewers.iter_mut() {
             match v.deliver(frame, now) {
                 Delivery::Dropped(DropReason::QueueBytes) => bytes += 1,
                 Delivery::Dropped(DropReason::QueueAge) => age += 1,
                 Delivery::Kicked => kicked += 1,
-                Delivery::Queued | Delivery::Skipped => {}
+                Delivery::Queued => queued += 1,
+                Delivery::Skipped => {}
             }
         }
+        stats::bump(&self.stats.relayed, queued);
         if bytes + age + kicked > 0 {
             stats::bump(&self.stats.drops_queue_bytes, bytes);
             stats::bump(&self.stats.drops_queue_age, age);
@@ -513,7 +552,177 @@ impl ShardState {
             .filter(|s| s.publisher.is_some())
             .count();
         metrics::gauge!("rtmp_viewers", "shard" => shard.clone()).set(viewers as f64);
-        metrics::gauge!("rtmp_streams", "shard" => shard).set(streams as f64);
+        metrics::gauge!("rtmp_streams", "shard" => shard.clone()).set(streams as f64);
+        let mut roles = [0usize; 3];
+        for t in self.clients.borrow().values() {
+            roles[t.role.get() as usize] += 1;
+        }
+        for (role, n) in super::conn::ClientRole::ALL.iter().zip(roles) {
+            metrics::gauge!("rtmp_connections", "shard" => shard.clone(), "role" => role.label())
+                .set(n as f64);
+        }
+        let now = Instant::now();
+        for src in self.sources.borrow_mut().values_mut() {
+            if src.publisher.is_none() {
+                continue;
+            }
+            if let Some((at, bytes)) = src.rate_mark {
+                let secs = now.duration_since(at).as_secs_f64();
+                if secs > 0.0 {
+                    let bps = (src.bytes_in - bytes) as f64 * 8.0 / secs;
+                    // Smoothed over a few seconds: a keyframe every 2 s would make the
+                    // per-second figure jump.
+                    src.bitrate_bps = if src.bitrate_bps == 0.0 {
+                        bps
+                    } else {
+                        0.7 * src.bitrate_bps + 0.3 * bps
+                    };
+                }
+            }
+            src.rate_mark = Some((now, src.bytes_in));
+        }
+    }
+
+    /// Starts the sinks a stream does not have yet (on publish, or when destinations
+    /// were added at runtime).
+    fn attach_new_sinks(&self, key: &StreamKey, src: &mut Source) {
+        let existing: Vec<&str> = src.sinks.iter().map(|s| s.id()).collect();
+        let mut new: Vec<Box<dyn StreamSink>> = self
+            .shared
+            .sinks
+            .iter()
+            .flat_map(|f| f.sinks_for(self, key, &existing))
+            .collect();
+        for sink in &mut new {
+            sink.on_publish();
+            // A stream already running: start the new sink from its cached preamble.
+            for f in src
+                .cache
+                .metadata()
+                .into_iter()
+                .chain(src.cache.config_frames())
+                .chain(src.cache.gop())
+            {
+                sink.on_frame(f);
+            }
+        }
+        src.sinks.extend(new);
+    }
+
+    /// Answers the control plane.
+    fn answer(&self, q: super::query::Query) {
+        use super::query::Query;
+        match q {
+            Query::Streams(tx) => {
+                let _ = tx.send(self.streams());
+            }
+            Query::Clients(tx) => {
+                let _ = tx.send(self.client_list());
+            }
+            Query::KickClient(id, tx) => {
+                let t = self.clients.borrow().get(&id).cloned();
+                if let Some(t) = &t {
+                    warn!(conn = id, peer = %t.peer, shard = self.id, "disconnected by the API");
+                    t.queue.kill();
+                }
+                let _ = tx.send(t.is_some());
+            }
+            Query::KickPublisher(key, tx) => {
+                let publisher = self
+                    .sources
+                    .borrow()
+                    .get(key.as_str())
+                    .and_then(|s| s.publisher);
+                let t = publisher.and_then(|id| self.clients.borrow().get(&id).cloned());
+                if let Some(t) = &t {
+                    warn!(conn = t.id, peer = %t.peer, shard = self.id, key = %key, "publisher disconnected by the API");
+                    t.queue.kill();
+                }
+                let _ = tx.send(t.is_some());
+            }
+            Query::ReconcileSinks => self.reconcile_sinks(),
+        }
+    }
+
+    /// Stops sinks whose destination went away and starts those of new destinations, on
+    /// every live stream; the others run on untouched.
+    fn reconcile_sinks(&self) {
+        let mut sources = self.sources.borrow_mut();
+        for (key, src) in sources.iter_mut() {
+            for sink in &mut src.sinks {
+                if self
+                    .shared
+                    .sinks
+                    .iter()
+                    .any(|f| f.keeps(key, sink.id()) == Some(false))
+                {
+                    sink.stop();
+                }
+            }
+            if src.publisher.is_some() {
+                self.attach_new_sinks(key, src);
+            }
+        }
+    }
+
+    fn streams(&self) -> super::query::ShardStreams {
+        use super::query::{CodecInfo, PublisherInfo, ShardStreams, StreamInfo};
+        let clients = self.clients.borrow();
+        let pulls = self.pulls.borrow();
+        let now = Instant::now();
+        let owned = self
+            .sources
+            .borrow()
+            .iter()
+            .filter(|(_, s)| s.publisher.is_some())
+            .map(|(key, s)| {
+                let (app, name) = key.split_once('/').unwrap_or(("", key));
+                let publisher =
+                    s.publisher
+                        .and_then(|id| clients.get(&id))
+                        .map(|t| PublisherInfo {
+                            id: t.id,
+                            peer: t.peer.to_string(),
+                        });
+                StreamInfo {
+                    key: key.to_string(),
+                    app: app.to_string(),
+                    name: name.to_string(),
+                    shard: self.id,
+                    publisher,
+                    origin: pulls.get(key).cloned(),
+                    video: s.video.clone().map(|codec| CodecInfo { codec }),
+                    audio: s.audio.clone().map(|codec| CodecInfo { codec }),
+                    ingress_bitrate_bps: s.bitrate_bps.round(),
+                    viewers: 0,
+                    uptime_secs: s.since.map_or(0.0, |t| now.duration_since(t).as_secs_f64()),
+                    push: s.sinks.iter().filter_map(|k| k.info()).collect(),
+                }
+            })
+            .collect();
+        let viewers = self
+            .mirrors
+            .borrow()
+            .iter()
+            .map(|(k, m)| (k.to_string(), m.viewers.len()))
+            .collect();
+        ShardStreams { owned, viewers }
+    }
+
+    fn client_list(&self) -> Vec<super::query::ClientInfo> {
+        let now = Instant::now();
+        self.clients
+            .borrow()
+            .values()
+            .map(|t| super::query::ClientInfo {
+                id: t.id,
+                peer: t.peer.to_string(),
+                shard: self.id,
+                role: t.role.get().label(),
+                stream: t.key.borrow().as_deref().map(str::to_string),
+                connected_secs: now.duration_since(t.since).as_secs_f64(),
+            })
+            .collect()
     }
 }
 

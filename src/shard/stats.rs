@@ -27,6 +27,17 @@ pub struct ShardStats {
     pub kicked_behind: Cell<u64>,
     pub write_stalls: Cell<u64>,
     pub cross_shard_drops: Cell<u64>,
+    /// Play request -> first audio/video handed to the player's socket.
+    pub first_frame: RefCell<Histogram<u64>>,
+    /// Bytes read from / written to every socket of the shard.
+    pub ingress_bytes: Cell<u64>,
+    pub egress_bytes: Cell<u64>,
+    /// Messages ingested from publishers on this shard, by kind (audio, video, metadata, data).
+    pub ingested: [Cell<u64>; 4],
+    /// Frames queued to viewers of this shard.
+    pub relayed: Cell<u64>,
+    /// Thread CPU time and wall time at the last export, for utilisation.
+    cpu_mark: Cell<Option<(Duration, std::time::Instant)>>,
 }
 
 impl Default for ShardStats {
@@ -41,6 +52,12 @@ impl Default for ShardStats {
             kicked_behind: Cell::default(),
             write_stalls: Cell::default(),
             cross_shard_drops: Cell::default(),
+            first_frame: RefCell::new(histogram()),
+            ingress_bytes: Cell::default(),
+            egress_bytes: Cell::default(),
+            ingested: Default::default(),
+            relayed: Cell::default(),
+            cpu_mark: Cell::default(),
         }
     }
 }
@@ -70,17 +87,35 @@ impl ShardStats {
     /// Hands the histograms recorded since the last call to the control plane and to the
     /// log window, and starts over.
     pub fn export(&self, control: &crate::control::Control, shard: usize) {
-        use crate::control::histograms::FAMILIES;
+        use crate::control::histograms::{CROSS_SHARD, FANOUT, FIRST_FRAME};
+        let s = shard.to_string();
         for (family, now, window) in [
-            (FAMILIES[0].0, &self.cross_shard, &self.window_cross),
-            (FAMILIES[1].0, &self.fanout, &self.window_fanout),
+            (CROSS_SHARD, &self.cross_shard, Some(&self.window_cross)),
+            (FANOUT, &self.fanout, Some(&self.window_fanout)),
+            (FIRST_FRAME, &self.first_frame, None),
         ] {
             let mut h = now.borrow_mut();
-            control.latency.merge(family, shard, &h);
-            let _ = window.borrow_mut().add(&*h);
+            control.latency.merge(family, &s, &h);
+            if let Some(window) = window {
+                let _ = window.borrow_mut().add(&*h);
+            }
             h.reset();
         }
-        let s = shard.to_string();
+        for (name, c) in [
+            ("rtmp_ingress_bytes_total", &self.ingress_bytes),
+            ("rtmp_egress_bytes_total", &self.egress_bytes),
+            ("rtmp_relayed_messages_total", &self.relayed),
+        ] {
+            metrics::counter!(name, "shard" => s.clone()).absolute(c.get());
+        }
+        for (kind, c) in ["audio", "video", "metadata", "data"]
+            .into_iter()
+            .zip(&self.ingested)
+        {
+            metrics::counter!("rtmp_ingest_messages_total", "shard" => s.clone(), "kind" => kind)
+                .absolute(c.get());
+        }
+        self.export_cpu(control, &s);
         for (name, reason, c) in [
             (
                 "rtmp_viewer_drops_total",
@@ -112,6 +147,25 @@ impl ShardStats {
         }
     }
 
+    /// The shard thread's CPU time: total, and the share of wall time since the last
+    /// export (how busy its event loop is; 1.0 = saturated).
+    fn export_cpu(&self, control: &crate::control::Control, shard: &str) {
+        let Some(cpu) = thread_cpu_time() else {
+            return;
+        };
+        let now = std::time::Instant::now();
+        if let Some((last_cpu, last_at)) = self.cpu_mark.get() {
+            let wall = now.duration_since(last_at).as_secs_f64();
+            if wall > 0.0 {
+                let busy = cpu.saturating_sub(last_cpu).as_secs_f64() / wall;
+                metrics::gauge!("rtmp_shard_utilization_ratio", "shard" => shard.to_string())
+                    .set(busy.min(1.0));
+            }
+        }
+        self.cpu_mark.set(Some((cpu, now)));
+        control.set_shard_cpu(shard, cpu.as_secs_f64());
+    }
+
     /// Logs the interval's percentiles and counts, then starts a new interval.
     pub fn log_and_reset(&self, shard: usize) {
         let (fwd_n, fwd_p50, fwd_p99, fwd_max) = quantiles(&self.window_cross.borrow());
@@ -138,6 +192,17 @@ impl ShardStats {
         self.window_cross.borrow_mut().reset();
         self.window_fanout.borrow_mut().reset();
     }
+}
+
+/// CPU time (user + system) the calling thread has used.
+fn thread_cpu_time() -> Option<Duration> {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes one timespec we own.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
 }
 
 #[cfg(test)]

@@ -1,0 +1,295 @@
+//! The JSON API under `/api/v1` (documented in deploy/openapi.yaml): streams, clients,
+//! kicks, and push destinations changed at runtime. Reads ask the shards; changes go to
+//! the push registry and then to the shards, which start or stop sessions of live streams.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query as UrlQuery, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use tracing::info;
+
+use super::Control;
+use crate::relay::push::{Destination, PushEntry, RegistryError};
+use crate::shard::query::{ClientInfo, Query, SinkInfo};
+
+type Shared = State<Arc<Control>>;
+
+pub fn routes(control: Arc<Control>) -> Router<Arc<Control>> {
+    Router::new()
+        .route("/streams", get(list_streams))
+        .route("/streams/{*key}", get(get_stream).delete(kick_publisher))
+        .route("/clients", get(list_clients))
+        .route("/clients/{id}", get(get_client).delete(kick_client))
+        .route("/push", get(list_push).post(add_push))
+        .route(
+            "/push/{id}",
+            get(get_push).patch(patch_push).delete(remove_push),
+        )
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API endpoint") })
+        .layer(middleware::from_fn_with_state(control, require_token))
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": msg.into() }))).into_response()
+}
+
+/// With `--api-token`, every API call carries `Authorization: Bearer <token>`.
+async fn require_token(State(c): Shared, req: Request, next: Next) -> Response {
+    if let Some(token) = &c.api_token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
+            let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+            return r;
+        }
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+// ---- streams ----
+
+async fn list_streams(State(c): Shared) -> Response {
+    Json(json!({ "streams": c.streams().await })).into_response()
+}
+
+async fn get_stream(State(c): Shared, Path(key): Path<String>) -> Response {
+    match c.streams().await.into_iter().find(|s| s.key == key) {
+        Some(s) => Json(s).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no stream {key}")),
+    }
+}
+
+async fn kick_publisher(State(c): Shared, Path(key): Path<String>) -> Response {
+    let k = key.clone();
+    let kicked = c
+        .ask(move |tx| Query::KickPublisher(k.clone(), tx))
+        .await
+        .into_iter()
+        .any(|b| b);
+    if kicked {
+        info!(key = %key, "publisher kicked through the API");
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, format!("no publisher on {key}"))
+    }
+}
+
+// ---- clients ----
+
+#[derive(Deserialize)]
+struct ClientFilter {
+    role: Option<String>,
+    stream: Option<String>,
+}
+
+async fn clients(c: &Control) -> Vec<ClientInfo> {
+    let mut all: Vec<ClientInfo> = c.ask(Query::Clients).await.into_iter().flatten().collect();
+    all.sort_by_key(|c| c.id);
+    all
+}
+
+async fn list_clients(State(c): Shared, UrlQuery(f): UrlQuery<ClientFilter>) -> Response {
+    let list: Vec<ClientInfo> = clients(&c)
+        .await
+        .into_iter()
+        .filter(|x| f.role.as_deref().is_none_or(|r| r == x.role))
+        .filter(|x| {
+            f.stream
+                .as_deref()
+                .is_none_or(|s| x.stream.as_deref() == Some(s))
+        })
+        .collect();
+    Json(json!({ "clients": list })).into_response()
+}
+
+async fn get_client(State(c): Shared, Path(id): Path<u64>) -> Response {
+    match clients(&c).await.into_iter().find(|x| x.id == id) {
+        Some(x) => Json(x).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no client {id}")),
+    }
+}
+
+async fn kick_client(State(c): Shared, Path(id): Path<u64>) -> Response {
+    let kicked = c
+        .ask(move |tx| Query::KickClient(id, tx))
+        .await
+        .into_iter()
+        .any(|b| b);
+    if kicked {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, format!("no client {id}"))
+    }
+}
+
+// ---- push destinations ----
+
+#[derive(Serialize)]
+struct PushView {
+    id: String,
+    /// Keys are credentials: shown as `<key>`.
+    url: String,
+    streams: Vec<String>,
+    enabled: bool,
+    source: &'static str,
+    sessions: Vec<SessionView>,
+}
+
+#[derive(Serialize)]
+struct SessionView {
+    stream: String,
+    #[serde(flatten)]
+    info: SinkInfo,
+}
+
+async fn push_view(c: &Control, entries: Vec<PushEntry>) -> Vec<PushView> {
+    let streams = c.streams().await;
+    entries
+        .into_iter()
+        .map(|e| PushView {
+            sessions: streams
+                .iter()
+                .flat_map(|s| s.push.iter().map(move |p| (s, p)))
+                .filter(|(_, p)| p.destination == e.id)
+                .map(|(s, p)| SessionView {
+                    stream: s.key.clone(),
+                    info: p.clone(),
+                })
+                .collect(),
+            url: e.dest.label(),
+            streams: e.dest.streams.clone(),
+            enabled: e.enabled,
+            source: e.origin.label(),
+            id: e.id,
+        })
+        .collect()
+}
+
+fn no_registry() -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, "push is not available")
+}
+
+async fn list_push(State(c): Shared) -> Response {
+    let Some(reg) = c.push_registry() else {
+        return no_registry();
+    };
+    let list = push_view(&c, reg.list()).await;
+    Json(json!({ "destinations": list })).into_response()
+}
+
+async fn get_push(State(c): Shared, Path(id): Path<String>) -> Response {
+    let Some(reg) = c.push_registry() else {
+        return no_registry();
+    };
+    match reg.get(&id) {
+        Some(e) => Json(push_view(&c, vec![e]).await.pop()).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no push destination {id}")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewPush {
+    id: Option<String>,
+    url: String,
+    key: Option<String>,
+    #[serde(default)]
+    streams: Vec<String>,
+    #[serde(default = "yes")]
+    enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn add_push(State(c): Shared, body: axum::body::Bytes) -> Response {
+    let Some(reg) = c.push_registry().cloned() else {
+        return no_registry();
+    };
+    let req: NewPush = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+    };
+    let mut dest = match Destination::from_flag(&req.url) {
+        Ok(d) => d,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+    };
+    dest.key = req.key;
+    dest.streams = req.streams;
+    match reg.add(req.id, dest, req.enabled) {
+        Ok(e) => {
+            c.reconcile_sinks().await;
+            let view = push_view(&c, vec![e]).await.pop();
+            (StatusCode::CREATED, Json(view)).into_response()
+        }
+        Err(e @ RegistryError::Exists(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchPush {
+    enabled: bool,
+}
+
+async fn patch_push(State(c): Shared, Path(id): Path<String>, body: axum::body::Bytes) -> Response {
+    let Some(reg) = c.push_registry().cloned() else {
+        return no_registry();
+    };
+    let req: PatchPush = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+    };
+    match reg.set_enabled(&id, req.enabled) {
+        Some(e) => {
+            c.reconcile_sinks().await;
+            Json(push_view(&c, vec![e]).await.pop()).into_response()
+        }
+        None => error(StatusCode::NOT_FOUND, format!("no push destination {id}")),
+    }
+}
+
+async fn remove_push(State(c): Shared, Path(id): Path<String>) -> Response {
+    let Some(reg) = c.push_registry().cloned() else {
+        return no_registry();
+    };
+    if reg.remove(&id) {
+        c.reconcile_sinks().await;
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, format!("no push destination {id}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(!constant_time_eq(b"", b"x"));
+    }
+}
