@@ -711,7 +711,7 @@ mod tests {
                 long.replace('-', "_")
             };
             let raw: Vec<String> = match &v {
-                toml::Value::Array(a) => a.iter().map(|v| scalar_text(v)).collect(),
+                toml::Value::Array(a) => a.iter().map(scalar_text).collect(),
                 v => vec![scalar_text(v)],
             };
             server.insert(key, v);

@@ -633,7 +633,8 @@ mod tests {
         server_err("shards = -1", "shards");
         server_err("listen = 1935", "listen");
         server_err("chunk_size = 10", "chunk_size");
-        server_err("log_format = 'xml'", "log_format");
+        let m = server_err("log_format = 'xml'", "log_format");
+        assert!(m.contains("possible values: text, json"), "{m}");
         server_err("player_nodelay = 'maybe'", "player_nodelay");
         server_err("listen = ['0.0.0.0:1935']", "listen");
         server_err("origin = [1.5]", "origin");

@@ -69,8 +69,6 @@ pub enum CallbackError {
     Http(#[from] hyper::Error),
     #[error("building the request: {0}")]
     Request(#[from] hyper::http::Error),
-    #[error("connection closed before an answer")]
-    Closed,
     #[error("no answer within {0:?}")]
     Timeout(Duration),
     #[error("callback worker unavailable")]
@@ -242,15 +240,17 @@ async fn exchange(target: &Target, body: Bytes) -> Result<u16, CallbackError> {
         .header(USER_AGENT, concat!("rtmp-edge/", env!("CARGO_PKG_VERSION")))
         .body(Full::new(body))?;
     // The connection future does the I/O; drive it alongside the request instead of
-    // spawning it, so a timeout drops (and closes) everything at once.
+    // spawning it, so a timeout drops (and closes) everything at once. It may finish (the
+    // server closing after its answer) in the same poll that delivers the response, so
+    // when it ends the request's own result is still awaited: that is the response, or
+    // hyper's error for a connection that closed without one.
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        resp = sender.send_request(req) => Ok(resp?.status().as_u16()),
-        done = &mut conn => match done {
-            Ok(()) => Err(CallbackError::Closed),
-            Err(e) => Err(CallbackError::Http(e)),
-        },
-    }
+    let mut send = std::pin::pin!(sender.send_request(req));
+    let resp = tokio::select! {
+        resp = &mut send => resp?,
+        _ = &mut conn => send.await?,
+    };
+    Ok(resp.status().as_u16())
 }
 
 async fn connect(target: &Target) -> Result<tokio::net::TcpStream, CallbackError> {
