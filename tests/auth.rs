@@ -20,7 +20,6 @@ use common::players::ffprobe;
 use common::rtmp_client::*;
 use common::*;
 use hmac::{Hmac, Mac};
-use rtmp_edge::protocol::message as msg;
 use sha2::Sha256;
 
 const PUBLISH_START: &str = "NetStream.Publish.Start";
@@ -144,7 +143,12 @@ fn publish_with_static_token() {
     wait_published(&server, "live/ff");
 
     // (b) A wrong token, a token of a rule for other streams, no token: refused, closed.
-    for name in ["cam2?token=wrong", "cam2?token=other-token", "cam2", "cam2?foo=bar"] {
+    for name in [
+        "cam2?token=wrong",
+        "cam2?token=other-token",
+        "cam2",
+        "cam2?foo=bar",
+    ] {
         let (mut c, code) = publish(addr, "live", name);
         assert_eq!(code, PUBLISH_UNAUTHORIZED, "publish {name}");
         assert_closed(&mut c, name);
@@ -241,14 +245,8 @@ fn play_with_signed_url() {
     assert!(server.count_log(&["play refused", "bad_signature"]) >= 1);
     assert!(server.count_log(&["play refused", "missing_credentials"]) >= 1);
 
-    // The player that was let in is still watching.
-    c_still_receives(&mut c_dummy_guard());
     assert_not_logged(&server, &[&sig, &old_sig, secret]);
 }
-
-// Keeps the helper names readable in the test above without a second server.
-fn c_dummy_guard() {}
-fn c_still_receives(_: &mut ()) {}
 
 /// What the test callback server saw.
 #[derive(Clone, Default)]
@@ -262,7 +260,12 @@ impl Seen {
     }
 
     fn last(&self) -> serde_json::Value {
-        self.bodies.lock().unwrap().last().cloned().expect("no callback request")
+        self.bodies
+            .lock()
+            .unwrap()
+            .last()
+            .cloned()
+            .expect("no callback request")
     }
 }
 
@@ -324,7 +327,8 @@ fn answer_one(mut s: TcpStream, answer: fn(&serde_json::Value) -> Option<u16>, s
     seen.bodies.lock().unwrap().push(body);
     match status {
         Some(code) => {
-            let resp = format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            let resp =
+                format!("HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             let _ = s.write_all(resp.as_bytes());
         }
         None => thread::sleep(Duration::from_secs(5)),
@@ -355,7 +359,7 @@ fn callback_allows_refuses_and_caches() {
     let addr = server.addr;
 
     // (e) Publish: allowed for "good", refused otherwise.
-    let (mut good, code) = publish(addr, "live", "good?token=abc");
+    let (good, code) = publish(addr, "live", "good?token=abc");
     assert_eq!(code, PUBLISH_START);
     let body = seen.last();
     assert_eq!(body["_request_line"], "post /publish http/1.1");
@@ -370,17 +374,16 @@ fn callback_allows_refuses_and_caches() {
     let port = good.stream.local_addr().unwrap().port();
     assert_eq!(body["client_port"], port);
     assert!(body["client_id"].is_u64(), "{body}");
-    assert!(body["tc_url"].as_str().unwrap_or("").starts_with("rtmp://127.0.0.1:"));
+    assert!(body["tc_url"]
+        .as_str()
+        .unwrap_or("")
+        .starts_with("rtmp://127.0.0.1:"));
 
     let (mut c, code) = publish(addr, "live", "bad");
     assert_eq!(code, PUBLISH_UNAUTHORIZED);
     assert_closed(&mut c, "refused publish");
     assert_eq!(seen.last()["name"], "bad");
     assert!(server.count_log(&["publish refused", "callback_refused"]) >= 1);
-
-    // Some media on the allowed stream so players have something to start on.
-    good.send_media(msg::VIDEO, 0, &[0x17, 0x00, 0, 0, 0, 1, 0x64, 0, 0x1f])
-        .unwrap();
 
     // Play: allowed and refused.
     let before = seen.count();
@@ -400,7 +403,11 @@ fn callback_allows_refuses_and_caches() {
         let (_p, code) = play(addr, "live", "good?k=cached");
         assert_eq!(code, PLAY_START);
     }
-    assert_eq!(seen.count(), before + 1, "second play should be a cache hit");
+    assert_eq!(
+        seen.count(),
+        before + 1,
+        "second play should be a cache hit"
+    );
     for _ in 0..2 {
         let (mut c, code) = play(addr, "live", "bad?k=cached");
         assert_eq!(code, PLAY_FAILED);
@@ -564,7 +571,10 @@ fn refused_publishers_do_not_disturb_a_running_stream() {
         "#,
     );
     let addr = server.addr;
-    let _ffmpeg = ffmpeg_publish(&test_media_locked(), &server.url("live/cam?token=good-token"));
+    let _ffmpeg = ffmpeg_publish(
+        &test_media_locked(),
+        &server.url("live/cam?token=good-token"),
+    );
     wait_published(&server, "live/cam");
     let player = Player::start(addr, "cam");
     assert!(
@@ -590,9 +600,15 @@ fn refused_publishers_do_not_disturb_a_running_stream() {
     let to = Instant::now();
 
     let gap = player.max_gap(from, to);
-    assert!(gap < Duration::from_millis(1000), "player stalled for {gap:?}");
+    assert!(
+        gap < Duration::from_millis(1000),
+        "player stalled for {gap:?}"
+    );
     let n = player.media().iter().filter(|&&t| t >= from).count();
-    assert!(n >= 30, "only {n} media messages while publishers were refused");
+    assert!(
+        n >= 30,
+        "only {n} media messages while publishers were refused"
+    );
     assert_eq!(
         server.count_log(&["publish started"]),
         1,
@@ -601,7 +617,9 @@ fn refused_publishers_do_not_disturb_a_running_stream() {
     let (codes, end) = player.finish();
     assert_eq!(end, None, "the player's connection ended");
     assert!(
-        codes.iter().all(|c| c == PLAY_START || c == "NetStream.Play.Reset"),
+        codes
+            .iter()
+            .all(|c| c == PLAY_START || c == "NetStream.Play.Reset"),
         "player saw {codes:?}"
     );
     assert!(server.count_log(&["publish refused", "unauthorized"]) >= 20);

@@ -73,6 +73,28 @@ fn scrape_under_load_passes_promtool_and_histograms_move() {
         "fan-out histogram did not move: {fanout_before} -> {fanout_after}"
     );
     assert!(metric_sum(&scrape, "rtmp_viewers{") >= 1.0);
+    // Every player's time to first frame was measured, and the egress counters moved
+    // with the bytes they received.
+    let ttff = metric_sum(&scrape, "rtmp_time_to_first_frame_seconds_count");
+    assert!(ttff >= 6.0, "time-to-first-frame count {ttff}");
+    let ttff_before = metric_sum(&before, "rtmp_time_to_first_frame_seconds_count");
+    assert!(ttff > ttff_before);
+    let egress = metric_sum(&scrape, "rtmp_egress_bytes_total{");
+    let egress_before = metric_sum(&before, "rtmp_egress_bytes_total{");
+    assert!(
+        egress - egress_before > 100_000.0,
+        "6 players for 2.5 s: {egress_before} -> {egress}"
+    );
+    let players_now: f64 = scrape
+        .lines()
+        .filter(|l| l.starts_with("rtmp_connections{") && l.contains("role=\"player\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        players_now >= 6.0,
+        "rtmp_connections by role: {players_now} players"
+    );
+    assert!(scrape.contains("rtmp_stream_viewers{stream=\"live/metrics\"}"));
 
     let mut promtool = Command::new("promtool")
         .args(["check", "metrics"])

@@ -264,6 +264,34 @@ fn only_live(s: &[(String, Vec<(String, String)>)], id: &str) -> bool {
     s.len() == 1 && s[0].0 == id && s[0].1 == [("live/hup".to_string(), "live".to_string())]
 }
 
+/// Seconds since midnight UTC of a log line's timestamp (`2026-01-02T09:30:14.474777Z ...`).
+fn log_secs(line: &str) -> Option<f64> {
+    let t = line
+        .split_whitespace()
+        .next()?
+        .split('T')
+        .nth(1)?
+        .trim_end_matches('Z');
+    let mut parts = t.split(':');
+    let (h, m, s) = (parts.next()?, parts.next()?, parts.next()?);
+    Some(h.parse::<f64>().ok()? * 3600.0 + m.parse::<f64>().ok()? * 60.0 + s.parse::<f64>().ok()?)
+}
+
+/// Seconds since midnight UTC now, on the clock the servers' log timestamps use.
+fn wall_secs() -> f64 {
+    let d = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    (d.as_secs() % 86_400) as f64 + f64::from(d.subsec_nanos()) / 1e9
+}
+
+/// Milliseconds from `since` (seconds of day) to a log line's timestamp.
+fn ms_after(since: f64, line: &str) -> f64 {
+    let d = log_secs(line).expect("log timestamp") - since;
+    // Across midnight.
+    (if d < -43_200.0 { d + 86_400.0 } else { d }) * 1000.0
+}
+
 fn log_tail(server: &Server, n: usize) -> String {
     let lines = server.log_lines();
     lines[lines.len().saturating_sub(n)..].join("\n")
@@ -302,24 +330,24 @@ fn sighup_reload_changes_auth_and_push_without_dropping_a_viewer() {
     ));
     let window_start = Instant::now();
     let hup = Instant::now();
+    let hup_wall = wall_secs();
     a.signal("HUP");
-    a.wait_log(&["config reloaded"], Duration::from_secs(5))
+    let reloaded_line = a
+        .wait_log(&["config reloaded"], Duration::from_secs(5))
         .unwrap_or_else(|| panic!("no `config reloaded`; A:\n{}", log_tail(&a, 30)));
     let reloaded_after = hup.elapsed();
 
     // 3. b1 stopped, b2 started, at B.
-    let ended = b
-        .wait_log(
-            &["publish ended", "key=\"live/hup\""],
-            Duration::from_secs(5),
-        )
-        .map(|_| hup.elapsed());
-    let b2_started = b
-        .wait_log(
-            &["publish started", "key=\"live/hup2\""],
-            Duration::from_secs(5),
-        )
-        .map(|_| hup.elapsed());
+    let ended_line = b.wait_log(
+        &["publish ended", "key=\"live/hup\""],
+        Duration::from_secs(5),
+    );
+    let ended = ended_line.as_ref().map(|_| hup.elapsed());
+    let b2_line = b.wait_log(
+        &["publish started", "key=\"live/hup2\""],
+        Duration::from_secs(5),
+    );
+    let b2_started = b2_line.as_ref().map(|_| hup.elapsed());
     assert!(
         ended.is_some(),
         "B never logged publish ended for live/hup (b1 not stopped); B:\n{}",
@@ -333,8 +361,15 @@ fn sighup_reload_changes_auth_and_push_without_dropping_a_viewer() {
     );
     let (ended, b2_started) = (ended.unwrap(), b2_started.unwrap());
     eprintln!(
-        "SIGHUP -> `config reloaded` {reloaded_after:?}, -> B publish ended live/hup {ended:?}, \
-         -> B publish started live/hup2 {b2_started:?}"
+        "SIGHUP -> (by log timestamps) A `config reloaded` {:.1} ms, B publish ended live/hup \
+         {:.1} ms, B publish started live/hup2 {:.1} ms",
+        ms_after(hup_wall, &reloaded_line),
+        ms_after(hup_wall, ended_line.as_deref().unwrap()),
+        ms_after(hup_wall, b2_line.as_deref().unwrap()),
+    );
+    eprintln!(
+        "SIGHUP -> (seen by the test, 50 ms polling) `config reloaded` {reloaded_after:?}, \
+         B publish ended live/hup {ended:?}, B publish started live/hup2 {b2_started:?}"
     );
     assert!(
         ended < Duration::from_secs(5) && b2_started < Duration::from_secs(5),
@@ -348,6 +383,9 @@ fn sighup_reload_changes_auth_and_push_without_dropping_a_viewer() {
         1,
         "b1 restarted at B"
     );
+    // b2's stream at B is real media, not just a publish.
+    let b_first = assert_play_admitted(b.addr, "hup2");
+    eprintln!("player on B live/hup2: first media after {b_first:?}");
 
     // New players need the token now; the first player keeps its seat.
     assert_play_refused(a.addr, "hup");
@@ -398,6 +436,8 @@ fn sighup_reload_changes_auth_and_push_without_dropping_a_viewer() {
     let window_end = Instant::now();
     assert!(player.alive(), "the first player was disconnected");
     let gap = player.max_gap(window_start, window_end);
+    let first_at = player.media()[0];
+    let whole_gap = player.max_gap(first_at, window_end);
     let received = player
         .media()
         .iter()
@@ -405,6 +445,10 @@ fn sighup_reload_changes_auth_and_push_without_dropping_a_viewer() {
         .count();
     let codes = player.codes();
     let end = player.finish();
+    eprintln!(
+        "first player over its whole playback ({:?}): worst gap {whole_gap:?}",
+        window_end - first_at
+    );
     eprintln!(
         "first player across the reloads ({:?}): {received} audio/video messages, worst gap \
          {gap:?}; codes {codes:?}",

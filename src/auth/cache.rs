@@ -12,18 +12,47 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::Action;
+use sha2::{Digest, Sha256};
+
+use super::{Action, AuthRequest};
 
 pub const MAX_ENTRIES: usize = 10_000;
 
+/// Who asked for what. The strings (attacker-controlled, as long as an RTMP command can
+/// be) are kept only as a SHA-256 digest, so a full cache stays a few hundred KiB.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
-    pub action: Action,
-    pub ip: IpAddr,
-    pub app: String,
-    pub name: String,
-    pub query: Option<String>,
-    pub connect_query: Option<String>,
+    action: Action,
+    ip: IpAddr,
+    digest: [u8; 32],
+}
+
+impl CacheKey {
+    pub fn new(req: &AuthRequest) -> Self {
+        let mut h = Sha256::new();
+        // Length-prefixed (and absent distinct from empty), so fields cannot run together.
+        let fields = [
+            Some(req.app.as_str()),
+            Some(req.name.as_str()),
+            req.query.as_deref(),
+            req.connect_query.as_deref(),
+        ];
+        for field in fields {
+            match field {
+                Some(s) => {
+                    h.update([1]);
+                    h.update((s.len() as u64).to_le_bytes());
+                    h.update(s.as_bytes());
+                }
+                None => h.update([0]),
+            }
+        }
+        Self {
+            action: req.action,
+            ip: req.peer.ip(),
+            digest: h.finalize().into(),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -76,14 +105,50 @@ impl AnswerCache {
 mod tests {
     use super::*;
 
-    fn key(name: &str) -> CacheKey {
-        CacheKey {
+    fn req(name: &str) -> AuthRequest {
+        AuthRequest {
             action: Action::Play,
-            ip: "10.0.0.1".parse().unwrap(),
             app: "live".into(),
             name: name.into(),
             query: Some("token=x".into()),
             connect_query: None,
+            tc_url: None,
+            peer: "10.0.0.1:1000".parse().unwrap(),
+            conn_id: 1,
+        }
+    }
+
+    fn key(name: &str) -> CacheKey {
+        CacheKey::new(&req(name))
+    }
+
+    #[test]
+    fn keys_cover_every_field_but_port_and_connection() {
+        let base = req("cam");
+        let k = CacheKey::new(&base);
+        let mut same = base.clone();
+        same.peer = "10.0.0.1:2000".parse().unwrap();
+        same.conn_id = 99;
+        same.tc_url = Some("rtmp://x/live".into());
+        assert_eq!(CacheKey::new(&same), k);
+        let variants: Vec<Box<dyn Fn(&mut AuthRequest)>> = vec![
+            Box::new(|r| r.action = Action::Publish),
+            Box::new(|r| r.peer = "10.0.0.2:1000".parse().unwrap()),
+            Box::new(|r| r.app = "live2".into()),
+            Box::new(|r| r.name = "cam2".into()),
+            Box::new(|r| r.query = None),
+            Box::new(|r| r.query = Some(String::new())),
+            Box::new(|r| r.connect_query = Some("token=x".into())),
+            // Moving text between fields is a different key.
+            Box::new(|r| {
+                r.app = "live/cam".into();
+                r.name = String::new();
+            }),
+        ];
+        for change in variants {
+            let mut r = base.clone();
+            change(&mut r);
+            assert_ne!(CacheKey::new(&r), k, "{r:?}");
         }
     }
 
@@ -96,12 +161,9 @@ mod tests {
         assert_eq!(c.get(&key("a"), t0 + Duration::from_secs(9)), Some(true));
         assert_eq!(c.get(&key("b"), t0), Some(false));
         assert_eq!(c.get(&key("a"), t0 + Duration::from_secs(10)), None);
-        let mut other_ip = key("a");
-        other_ip.ip = "10.0.0.2".parse().unwrap();
-        assert_eq!(c.get(&other_ip, t0), None);
-        let mut other_action = key("a");
-        other_action.action = Action::Publish;
-        assert_eq!(c.get(&other_action, t0), None);
+        let mut other = req("a");
+        other.peer = "10.0.0.2:1000".parse().unwrap();
+        assert_eq!(c.get(&CacheKey::new(&other), t0), None);
     }
 
     #[test]

@@ -142,6 +142,8 @@ pub enum AuthError {
     EmptyPattern { action: &'static str },
     #[error("auth.{action}.secret is empty")]
     EmptySecret { action: &'static str },
+    #[error("auth.{action}.secret is not usable as an HMAC key")]
+    UnusableSecret { action: &'static str },
     #[error("auth.{action}.callback {url:?}: {source}")]
     CallbackUrl {
         action: &'static str,
@@ -187,7 +189,7 @@ impl ActionRules {
         }
         let signer = match cfg.secret.as_deref() {
             Some("") => return Err(AuthError::EmptySecret { action: label }),
-            Some(s) => Some(Signer::new(s)),
+            Some(s) => Some(Signer::new(s).ok_or(AuthError::UnusableSecret { action: label })?),
             None => None,
         };
         let callback = match cfg.callback.as_deref() {
@@ -343,14 +345,7 @@ impl Auth {
 
     async fn ask_callback(&self, target: &Target, req: &AuthRequest) -> Result<(), DenyReason> {
         let action = req.action.label();
-        let key = CacheKey {
-            action: req.action,
-            ip: req.peer.ip(),
-            app: req.app.clone(),
-            name: req.name.clone(),
-            query: req.query.clone(),
-            connect_query: req.connect_query.clone(),
-        };
+        let key = CacheKey::new(req);
         if let Some(allowed) = self.cache.get(&key, Instant::now()) {
             count(action, "cached");
             return verdict(allowed);
@@ -364,7 +359,7 @@ impl Auth {
                 if !allowed {
                     tracing::debug!(
                         action,
-                        stream = %req.stream(),
+                        stream = %loggable_stream(req),
                         status,
                         "auth callback refused"
                     );
@@ -376,7 +371,7 @@ impl Auth {
                 count(action, "error");
                 tracing::warn!(
                     action,
-                    stream = %req.stream(),
+                    stream = %loggable_stream(req),
                     error = %e,
                     "auth callback failed"
                 );
@@ -384,6 +379,22 @@ impl Auth {
             }
         }
     }
+}
+
+/// `app/name` for a log line: names are attacker-controlled and only checked after
+/// authorization, so control characters are escaped and the length is capped.
+fn loggable_stream(req: &AuthRequest) -> String {
+    const MAX: usize = 256;
+    let mut s: String = req.stream().escape_debug().collect();
+    if s.len() > MAX {
+        let mut end = MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
 }
 
 fn verdict(allowed: bool) -> Result<(), DenyReason> {

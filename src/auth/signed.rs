@@ -30,10 +30,10 @@ pub enum SignError {
     Expired,
 }
 
-/// An HMAC key for one action.
+/// An HMAC key for one action, kept as the keyed MAC state (cloned per check).
 #[derive(Clone)]
 pub struct Signer {
-    secret: Vec<u8>,
+    keyed: HmacSha256,
 }
 
 impl std::fmt::Debug for Signer {
@@ -44,16 +44,14 @@ impl std::fmt::Debug for Signer {
 }
 
 impl Signer {
-    pub fn new(secret: &str) -> Self {
-        Self {
-            secret: secret.as_bytes().to_vec(),
-        }
+    /// `None` only if the MAC refused the key, which HMAC never does (any length works).
+    pub fn new(secret: &str) -> Option<Self> {
+        let keyed = <HmacSha256 as Mac>::new_from_slice(secret.as_bytes()).ok()?;
+        Some(Self { keyed })
     }
 
     fn mac(&self, stream: &str, expires: u64) -> HmacSha256 {
-        // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = <HmacSha256 as Mac>::new_from_slice(&self.secret)
-            .unwrap_or_else(|_| unreachable!("HMAC takes keys of any length"));
+        let mut mac = self.keyed.clone();
         mac.update(stream.as_bytes());
         mac.update(b":");
         mac.update(expires.to_string().as_bytes());
@@ -119,7 +117,7 @@ mod tests {
 
     #[test]
     fn matches_openssl_vector() {
-        let s = Signer::new("s3cret");
+        let s = Signer::new("s3cret").unwrap();
         assert_eq!(s.sign("live/cam1", 1_700_000_000), OPENSSL_SIG);
         assert_eq!(
             s.verify(
@@ -139,7 +137,7 @@ mod tests {
 
     #[test]
     fn rejects_wrong_expired_tampered_and_malformed() {
-        let s = Signer::new("s3cret");
+        let s = Signer::new("s3cret").unwrap();
         let now = 1_700_000_000;
         let exp = Some("1700000000");
         let sig = Some(OPENSSL_SIG);
@@ -156,7 +154,9 @@ mod tests {
             Err(SignError::Mismatch)
         );
         assert_eq!(
-            Signer::new("other").verify("live/cam1", exp, sig, now),
+            Signer::new("other")
+                .unwrap()
+                .verify("live/cam1", exp, sig, now),
             Err(SignError::Mismatch)
         );
         // A wrong signature on an old expiry is a bad signature, not "expired".

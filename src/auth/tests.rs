@@ -153,7 +153,7 @@ fn token_rules_scope_by_pattern() {
     let pb = |name, q| auth.check_credentials(&req(Action::Publish, name, q, None), NOW);
     assert_eq!(pb("public", None), Err(DenyReason::MissingCredentials));
     assert_eq!(pb("public", Some("token=p")), Err(DenyReason::BadToken));
-    let sig = Signer::new("k").sign("live/public", NOW);
+    let sig = Signer::new("k").unwrap().sign("live/public", NOW);
     let q = format!("expires={NOW}&sign={sig}");
     assert_eq!(pb("public", Some(&q)), Ok(()));
 }
@@ -396,7 +396,8 @@ fn serve_one(
         head.contains("\r\ncontent-type: application/json\r\n"),
         "{head}"
     );
-    assert!(head.contains("\r\nhost: 127.0.0.1:"), "{head}");
+    let host_ok = head.contains("\r\nhost: 127.0.0.1:") || head.contains("\r\nhost: localhost:");
+    assert!(host_ok, "{head}");
     let len: usize = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length:"))
@@ -607,4 +608,42 @@ fn callbacks_from_many_threads_and_runtimes() {
         t.join().unwrap();
     }
     assert_eq!(server.requests(), 20);
+}
+
+#[test]
+fn callback_by_host_name_and_closed_without_answer() {
+    let server = HttpServer::start(allow_good);
+    let port = server
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/auth");
+    let auth = callback_auth(&format!("http://localhost:{port}/auth"), 2000, 0);
+    let r = req(Action::Play, "good", None, None);
+    assert_eq!(block_on(auth.check(r)), Ok(()));
+
+    // A server that reads the request and hangs up without a status line.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/auth", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.read(&mut [0u8; 4096]);
+        }
+    });
+    let auth = callback_auth(&url, 2000, 30);
+    let t0 = Instant::now();
+    let r = req(Action::Play, "good", None, None);
+    assert_eq!(block_on(auth.check(r)), Err(DenyReason::CallbackFailed));
+    assert!(t0.elapsed() < Duration::from_secs(1), "{:?}", t0.elapsed());
+}
+
+#[test]
+fn logged_stream_names_are_escaped_and_capped() {
+    let mut r = req(Action::Play, "a\nb\u{1b}[31m", None, None);
+    assert_eq!(loggable_stream(&r), "live/a\\nb\\u{1b}[31m");
+    r.name = "é".repeat(1000);
+    let s = loggable_stream(&r);
+    assert!(s.len() <= 256 + '…'.len_utf8() && s.ends_with('…'), "{s}");
 }

@@ -236,16 +236,16 @@ impl Control {
         }
         let _ = writeln!(
             out,
-            "# HELP rtmp_stream_ingress_bits_per_second Ingest bitrate of a stream (the same streams)."
+            "# HELP rtmp_stream_ingress_bytes_per_second Ingest rate of a stream (the same streams), smoothed over a few seconds."
         );
-        let _ = writeln!(out, "# TYPE rtmp_stream_ingress_bits_per_second gauge");
+        let _ = writeln!(out, "# TYPE rtmp_stream_ingress_bytes_per_second gauge");
         for (key, _) in &top {
             if let Some(s) = streams.iter().find(|s| &&s.key == key) {
                 let _ = writeln!(
                     out,
-                    "rtmp_stream_ingress_bits_per_second{{stream=\"{}\"}} {}",
+                    "rtmp_stream_ingress_bytes_per_second{{stream=\"{}\"}} {}",
                     escape(key),
-                    s.ingress_bitrate_bps
+                    (s.ingress_bitrate_bps / 8.0).round()
                 );
             }
         }
