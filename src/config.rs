@@ -213,6 +213,8 @@ pub enum ConfigError {
     Push(#[from] crate::relay::push::PushConfigError),
     #[error(transparent)]
     Record(#[from] crate::record::RecordError),
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 /// [`load_from`] on this process's arguments.
@@ -325,8 +327,8 @@ where
 }
 
 /// `--check-config`: validates what `main` would otherwise find wrong only while starting
-/// (log filter, control address, push URLs, recording settings) and returns a one-line
-/// summary of the effective configuration.
+/// (log filter, control address, push URLs, recording settings, auth rules) and returns a
+/// one-line summary of the effective configuration.
 pub fn check(cfg: &Config, file: &FileConfig) -> Result<String, ConfigError> {
     tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
         .map_err(|e| ConfigError::LogLevel(cfg.log_level.clone(), e.to_string()))?;
@@ -342,13 +344,8 @@ pub fn check(cfg: &Config, file: &FileConfig) -> Result<String, ConfigError> {
     crate::record::RecordPolicy::from_config(cfg, file)?;
     let push = cfg.push.len() + file.push.iter().filter(|d| d.enabled).count();
     let disabled = file.push.iter().filter(|d| !d.enabled).count();
-    let on = |a: &crate::auth::config::ActionAuth| {
-        if !a.tokens.is_empty() || a.secret.is_some() || a.callback.is_some() {
-            "on"
-        } else {
-            "off"
-        }
-    };
+    let auth = crate::auth::Auth::from_config(&file.auth)?;
+    let on = |a: crate::auth::Action| if auth.is_open(a) { "off" } else { "on" };
     let source = match &cfg.config {
         Some(p) => format!(" ({})", p.display()),
         None => String::new(),
@@ -360,8 +357,8 @@ pub fn check(cfg: &Config, file: &FileConfig) -> Result<String, ConfigError> {
         cfg.shard_count(),
         if cfg.shards == 0 { " (auto)" } else { "" },
         if disabled > 0 { format!(" (+{disabled} disabled)") } else { String::new() },
-        on(&file.auth.publish),
-        on(&file.auth.play),
+        on(crate::auth::Action::Publish),
+        on(crate::auth::Action::Play),
         if cfg.api_token.is_some() { "set" } else { "unset" },
     ))
 }
@@ -790,5 +787,8 @@ mod tests {
             let (c, file) = load_args(bad).unwrap();
             assert!(check(&c, &file).is_err(), "{bad:?}");
         }
+        let f = TempFile::new("check_auth", "[auth.publish]\nsecret = ''\n");
+        let (c, file) = load_args(&["--config", &f.arg()]).unwrap();
+        assert!(matches!(check(&c, &file), Err(ConfigError::Auth(_))));
     }
 }

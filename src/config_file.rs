@@ -72,7 +72,7 @@ pub struct RecordOverride {
 #[serde(deny_unknown_fields)]
 pub struct PushDestination {
     /// Stable name for the HTTP API and metrics labels: 1-64 of `[A-Za-z0-9_.-]`, unique in
-    /// the file.
+    /// the file; `config-N` and `flag-N` are reserved for destinations without one.
     #[serde(default)]
     pub id: Option<String>,
     /// `rtmp://host[:port]/app[/key]`.
@@ -271,6 +271,16 @@ impl FileConfig {
                 return Err(err(format!(
                     "id {id:?} must be 1-64 characters of A-Z, a-z, 0-9, '_', '.', '-'"
                 )));
+            }
+            if let Some((prefix, n)) = id.split_once('-') {
+                if matches!(prefix, "config" | "flag")
+                    && !n.is_empty()
+                    && n.bytes().all(|b| b.is_ascii_digit())
+                {
+                    return Err(err(format!(
+                        "id {id:?} is reserved (config-N and flag-N name destinations without an id)"
+                    )));
+                }
             }
             if !ids.insert(id.as_str()) {
                 return Err(err(format!("id {id:?} is used by another destination")));
@@ -556,7 +566,15 @@ mod tests {
         assert!(
             FileConfig::parse(&format!("[[push]]\nid = '{long}'\nurl = 'rtmp://a/b'\n")).is_ok()
         );
-        for bad in ["", "has space", "slash/", "ünï", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "has space",
+            "slash/",
+            "ünï",
+            &"x".repeat(65),
+            "config-1",
+            "flag-12",
+        ] {
             let e = FileConfig::parse(&format!("[[push]]\nid = '{bad}'\nurl = 'rtmp://a/b'\n"))
                 .unwrap_err();
             assert!(matches!(e, FileError::Push { index: 1, .. }), "{bad}: {e}");

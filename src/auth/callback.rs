@@ -145,7 +145,7 @@ pub async fn post(target: &Target, body: Bytes, timeout: Duration) -> Result<u16
         .send(job)
         .map_err(|_| CallbackError::WorkerUnavailable)?;
     // The worker answers within `timeout`; the margin only matters if it is stuck or gone.
-    match tokio::time::timeout(timeout + WORKER_GRACE, answer).await {
+    match tokio::time::timeout(timeout.saturating_add(WORKER_GRACE), answer).await {
         Ok(Ok(result)) => result,
         Ok(Err(_)) => Err(CallbackError::WorkerUnavailable),
         Err(_) => Err(CallbackError::Timeout(timeout)),

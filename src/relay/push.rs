@@ -58,6 +58,8 @@ impl Default for PushPolicy {
 pub enum PushConfigError {
     #[error("push destination {0}: {1}")]
     Url(String, crate::protocol::url::UrlError),
+    #[error("[[push]] #{0} (id {1}): {2}")]
+    Entry(usize, String, Box<PushConfigError>),
 }
 
 /// One configured destination.
@@ -231,7 +233,9 @@ impl PushRegistry {
         let mut fresh = Vec::new();
         for (i, d) in file.push.iter().enumerate() {
             let id = d.id.clone().unwrap_or_else(|| format!("config-{}", i + 1));
-            fresh.push((id, Destination::from_config(d)?, d.enabled));
+            let dest = Destination::from_config(d)
+                .map_err(|e| PushConfigError::Entry(i + 1, id.clone(), Box::new(e)))?;
+            fresh.push((id, dest, d.enabled));
         }
         let mut entries = self.write();
         let old: Vec<PushEntry> = entries
@@ -561,7 +565,7 @@ impl Link {
 
     fn set_state(&self, s: PushState, dest: &str, stream: &str) {
         if self.state.get() != s {
-            info!(stream, dest, state = s.label(), "push destination state");
+            info!(id = %self.dest_id, stream, dest, state = s.label(), "push destination state");
             self.state.set(s);
         }
     }
@@ -574,6 +578,7 @@ impl Link {
             (h.value_at_quantile(0.5), h.value_at_quantile(0.99))
         };
         info!(
+            id = %self.dest_id,
             stream,
             dest,
             state = self.state.get().label(),
