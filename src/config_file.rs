@@ -566,6 +566,10 @@ mod tests {
         assert!(
             FileConfig::parse(&format!("[[push]]\nid = '{long}'\nurl = 'rtmp://a/b'\n")).is_ok()
         );
+        for fine in ["config", "config-x", "flag-", "configs-1", "my-flag-1"] {
+            let t = format!("[[push]]\nid = '{fine}'\nurl = 'rtmp://a/b'\n");
+            assert!(FileConfig::parse(&t).is_ok(), "{fine}");
+        }
         for bad in [
             "",
             "has space",

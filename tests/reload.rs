@@ -216,7 +216,11 @@ fn push_list(server: &Server) -> serde_json::Value {
 }
 
 /// (id, [(stream, state)]) of every destination.
-fn push_summary(list: &serde_json::Value) -> Vec<(String, Vec<(String, String)>)> {
+/// (destination id, [(stream, state)]) per destination.
+type DestSessions = (String, Vec<(String, String)>);
+type PushSummary = Vec<DestSessions>;
+
+fn push_summary(list: &serde_json::Value) -> PushSummary {
     list["destinations"]
         .as_array()
         .expect("destinations array")
@@ -244,8 +248,8 @@ fn push_summary(list: &serde_json::Value) -> Vec<(String, Vec<(String, String)>)
 fn wait_push(
     server: &Server,
     timeout: Duration,
-    pred: impl Fn(&[(String, Vec<(String, String)>)]) -> bool,
-) -> (bool, Vec<(String, Vec<(String, String)>)>) {
+    pred: impl Fn(&[DestSessions]) -> bool,
+) -> (bool, PushSummary) {
     let end = Instant::now() + timeout;
     loop {
         let s = push_summary(&push_list(server));
@@ -260,7 +264,7 @@ fn wait_push(
 }
 
 /// Only `id`, with one session, on live/hup, live.
-fn only_live(s: &[(String, Vec<(String, String)>)], id: &str) -> bool {
+fn only_live(s: &[DestSessions], id: &str) -> bool {
     s.len() == 1 && s[0].0 == id && s[0].1 == [("live/hup".to_string(), "live".to_string())]
 }
 

@@ -131,19 +131,19 @@ mod tests {
         same.conn_id = 99;
         same.tc_url = Some("rtmp://x/live".into());
         assert_eq!(CacheKey::new(&same), k);
-        let variants: Vec<Box<dyn Fn(&mut AuthRequest)>> = vec![
-            Box::new(|r| r.action = Action::Publish),
-            Box::new(|r| r.peer = "10.0.0.2:1000".parse().unwrap()),
-            Box::new(|r| r.app = "live2".into()),
-            Box::new(|r| r.name = "cam2".into()),
-            Box::new(|r| r.query = None),
-            Box::new(|r| r.query = Some(String::new())),
-            Box::new(|r| r.connect_query = Some("token=x".into())),
+        let variants: [fn(&mut AuthRequest); 8] = [
+            |r| r.action = Action::Publish,
+            |r| r.peer = "10.0.0.2:1000".parse().unwrap(),
+            |r| r.app = "live2".into(),
+            |r| r.name = "cam2".into(),
+            |r| r.query = None,
+            |r| r.query = Some(String::new()),
+            |r| r.connect_query = Some("token=x".into()),
             // Moving text between fields is a different key.
-            Box::new(|r| {
+            |r| {
                 r.app = "live/cam".into();
                 r.name = String::new();
-            }),
+            },
         ];
         for change in variants {
             let mut r = base.clone();

@@ -39,7 +39,10 @@
 //! Any 2xx answer allows; any other status refuses (`callback_refused`); a connection error
 //! or no answer within `callback_timeout_ms` denies too (`callback_failed`: fail closed).
 //! Allow and refuse answers (not failures) are cached for `callback_cache_secs` per client
-//! IP, action, stream and both queries (at most 10,000 answers). Metrics:
+//! IP, action, stream and both queries (at most 10,000 answers). Requests run on one
+//! worker thread, at most 4096 at once process-wide (beyond that: `callback_failed`). Each
+//! failure is logged at warn (`action`, `stream`, `error`). `expires` is decimal digits
+//! only, and the signed text uses its canonical form (no leading zeros). Metrics:
 //! `rtmp_auth_callback_requests_total{action, result="allow"|"refuse"|"error"|"cached"}`.
 
 mod cache;

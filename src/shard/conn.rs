@@ -290,6 +290,8 @@ async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
             if let Some(exit) = ctx.authorize(ev).await {
                 return exit;
             }
+            // A refusal after authorization (e.g. BadName) must reach the client.
+            ctx.flush();
             if ctx.closing {
                 break;
             }

@@ -115,16 +115,13 @@ pub fn start_with(
         sinks,
         control,
     });
-    let cores = std::thread::available_parallelism()
-        .map(|c| c.get())
-        .unwrap_or(1);
     let mut threads = Vec::with_capacity(n);
     for (id, (listener, rx)) in listeners.into_iter().zip(receivers).enumerate() {
         let shared = shared.clone();
         let t = std::thread::Builder::new()
             .name(format!("shard-{id}"))
             .spawn(move || {
-                pin_to_core(id % cores);
+                pin_to_core(id);
                 tokio_uring::start(run_shard(id, listener, rx, shared));
             })?;
         threads.push(t);
@@ -136,9 +133,22 @@ pub fn start_with(
     })
 }
 
-fn pin_to_core(core: usize) {
-    // SAFETY: plain libc calls on a zeroed cpu_set_t for the current thread.
+/// Pins the calling thread to the `n`-th CPU this process may run on (modulo their
+/// count). Not simply CPU `n`: in a container limited to a cpuset, or next to other
+/// pinned processes, CPUs 0..n may be someone else's.
+fn pin_to_core(n: usize) {
+    // SAFETY: plain libc calls on zeroed cpu_set_t values owned by this function.
     unsafe {
+        let mut allowed: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut allowed) != 0 {
+            return;
+        }
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            .filter(|&c| libc::CPU_ISSET(c, &allowed))
+            .collect();
+        let Some(&core) = cpus.get(n % cpus.len().max(1)) else {
+            return;
+        };
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(core, &mut set);
         libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
