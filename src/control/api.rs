@@ -39,8 +39,22 @@ fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(json!({ "error": msg.into() }))).into_response()
 }
 
-/// With `--api-token`, every API call carries `Authorization: Bearer <token>`.
+/// With `--api-token`, every API call carries `Authorization: Bearer <token>`. Without
+/// one, only loopback clients may use the API: it can disconnect publishers and send
+/// streams elsewhere, and `--http` listens on every interface by default (for scrapes).
 async fn require_token(State(c): Shared, req: Request, next: Next) -> Response {
+    if c.api_token.is_none() {
+        let peer = req
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|ci| ci.0.ip());
+        if !peer.is_some_and(|ip| ip.is_loopback()) {
+            return error(
+                StatusCode::FORBIDDEN,
+                "the API answers loopback clients only unless --api-token is set",
+            );
+        }
+    }
     if let Some(token) = &c.api_token {
         let given = req
             .headers()
@@ -284,6 +298,51 @@ async fn remove_push(State(c): Shared, Path(id): Path<String>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use tower::ServiceExt;
+
+    /// Status of GET /streams from `peer`, with an optional bearer token, on a control
+    /// plane without shards (the list is empty, the guard is what is tested).
+    fn status(api_token: Option<&str>, peer: &str, bearer: Option<&str>) -> StatusCode {
+        let mut control = Control::detached(1);
+        control.api_token = api_token.map(str::to_string);
+        let control = Arc::new(control);
+        let app = routes(control.clone()).with_state(control);
+        let mut req = Request::builder().uri("/streams");
+        if let Some(b) = bearer {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {b}"));
+        }
+        let mut req = req.body(Body::empty()).unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(peer.parse::<std::net::SocketAddr>().unwrap()));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(app.oneshot(req)).unwrap().status()
+    }
+
+    #[test]
+    fn api_guard() {
+        // No token: loopback only.
+        assert_eq!(status(None, "127.0.0.1:5000", None), StatusCode::OK);
+        assert_eq!(status(None, "[::1]:5000", None), StatusCode::OK);
+        assert_eq!(status(None, "10.1.2.3:5000", None), StatusCode::FORBIDDEN);
+        // Token: required from everywhere, enough from anywhere.
+        assert_eq!(
+            status(Some("t"), "127.0.0.1:5000", None),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status(Some("t"), "10.1.2.3:5000", Some("x")),
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            status(Some("t"), "10.1.2.3:5000", Some("t")),
+            StatusCode::OK
+        );
+    }
 
     #[test]
     fn token_comparison() {
