@@ -262,12 +262,7 @@ impl FileConfig {
                 index: i + 1,
                 message,
             };
-            if id.is_empty()
-                || id.len() > 64
-                || !id
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
-            {
+            if !crate::relay::push::valid_id(id) {
                 return Err(err(format!(
                     "id {id:?} must be 1-64 characters of A-Z, a-z, 0-9, '_', '.', '-'"
                 )));

@@ -452,8 +452,8 @@ pub fn serve(control: Arc<Control>, addr: SocketAddr) -> Result<SocketAddr, Cont
                         return;
                     }
                 };
-                let app = router(control)
-                    .into_make_service_with_connect_info::<std::net::SocketAddr>();
+                let app =
+                    router(control).into_make_service_with_connect_info::<std::net::SocketAddr>();
                 if let Err(e) = axum::serve(listener, app).await {
                     error!(error = %e, "control HTTP server stopped");
                 }

@@ -166,6 +166,7 @@ pub struct PushRegistry {
     generation: AtomicU64,
 }
 
+/// A destination id: 1-64 characters of A-Z a-z 0-9 `_` `.` `-` (URL path and label safe).
 pub fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id
@@ -285,14 +286,16 @@ impl PushRegistry {
         dest: Destination,
         enabled: bool,
     ) -> Result<PushEntry, RegistryError> {
+        let taken = |id: &str| self.read().iter().any(|e| e.id == id);
         let id = match id {
             Some(id) if !valid_id(&id) => return Err(RegistryError::BadId(id)),
+            Some(id) if taken(&id) => return Err(RegistryError::Exists(id)),
             Some(id) => id,
-            None => format!("api-{}", self.generation.load(Ordering::Relaxed)),
+            None => (1..)
+                .map(|n| format!("api-{n}"))
+                .find(|id| !taken(id))
+                .expect("a free id"),
         };
-        if self.read().iter().any(|e| e.id == id) {
-            return Err(RegistryError::Exists(id));
-        }
         Ok(self.insert(id, dest, enabled, Origin::Api))
     }
 
@@ -891,6 +894,87 @@ mod tests {
         assert!(!d.label().contains("sekr1t"));
         assert!(!redact("rtmp://x/app/abc?token=zz").contains("abc"));
         assert!(!redact("garbage sekr1t").contains("sekr1t"));
+    }
+
+    fn file(toml_text: &str) -> crate::config_file::FileConfig {
+        toml::from_str(toml_text).unwrap()
+    }
+
+    #[test]
+    fn registry_changes_and_reloads() {
+        let reg = PushRegistry::new(PushPolicy::default());
+        reg.replace_config(&file(
+            r#"
+            [[push]]
+            id = "yt"
+            url = "rtmp://a.example/live2"
+            [[push]]
+            url = "rtmp://b.example/app"
+            streams = ["live/cam*"]
+            "#,
+        ))
+        .unwrap();
+        let ids: Vec<String> = reg.list().into_iter().map(|e| e.id).collect();
+        assert_eq!(ids, ["yt", "config-2"]);
+        let yt = reg.get("yt").unwrap().sink_id();
+        let key: StreamKey = "live/main".into();
+        assert_eq!(reg.keeps(&key, &yt), Some(true));
+        assert_eq!(reg.keeps(&key, "record"), None, "not a push sink");
+        // config-2 only pushes live/cam*.
+        let c2 = reg.get("config-2").unwrap().sink_id();
+        assert_eq!(reg.keeps(&key, &c2), Some(false));
+        assert_eq!(reg.keeps(&"live/cam1".into(), &c2), Some(true));
+
+        // API: generated ids skip taken ones; duplicates and bad ids refused.
+        let d = Destination::from_flag("rtmp://c.example/app").unwrap();
+        assert_eq!(
+            reg.add(Some("api-1".into()), d.clone(), true).unwrap().id,
+            "api-1"
+        );
+        assert_eq!(reg.add(None, d.clone(), true).unwrap().id, "api-2");
+        assert_eq!(
+            reg.add(Some("yt".into()), d.clone(), true).unwrap_err(),
+            RegistryError::Exists("yt".into())
+        );
+        assert!(matches!(
+            reg.add(Some("a b".into()), d, true),
+            Err(RegistryError::BadId(_))
+        ));
+
+        // Disabling changes the sink id (running sessions stop); unknown ids are None.
+        let e = reg.set_enabled("yt", false).unwrap();
+        assert!(!e.enabled);
+        assert_eq!(reg.keeps(&key, &yt), Some(false));
+        assert!(reg.set_enabled("nope", true).is_none());
+        reg.set_enabled("yt", true).unwrap();
+        let yt2 = reg.get("yt").unwrap().sink_id();
+        assert_ne!(yt, yt2);
+
+        // Reload: unchanged entries keep their sessions, changed ones restart, removed
+        // ones go; API entries stay.
+        reg.replace_config(&file(
+            r#"
+            [[push]]
+            id = "yt"
+            url = "rtmp://a.example/live2"
+            [[push]]
+            url = "rtmp://b.example/other"
+            "#,
+        ))
+        .unwrap();
+        assert_eq!(reg.get("yt").unwrap().sink_id(), yt2);
+        assert_ne!(reg.get("config-2").unwrap().sink_id(), c2);
+        assert_eq!(reg.keeps(&"live/cam1".into(), &c2), Some(false));
+        assert!(reg.get("api-1").is_some() && reg.get("api-2").is_some());
+        assert!(reg.remove("api-1"));
+        assert!(!reg.remove("api-1"));
+        // A bad file changes nothing.
+        let before: Vec<String> = reg.list().into_iter().map(|e| e.sink_id()).collect();
+        assert!(reg
+            .replace_config(&file("[[push]]\nurl = \"not a url\""))
+            .is_err());
+        let after: Vec<String> = reg.list().into_iter().map(|e| e.sink_id()).collect();
+        assert_eq!(before, after);
     }
 
     #[test]

@@ -103,7 +103,7 @@ struct ConnCtx {
     closing: bool,
     /// A publish or play waiting for authorization (the rest of the session's events wait
     /// behind it).
-    pending: Option<Event>,
+    pending: Option<Box<Event>>,
     /// From `connect`, for authorization.
     connect_query: Option<String>,
     tc_url: Option<String>,
@@ -191,14 +191,32 @@ fn seed_from_clock() -> u64 {
         .unwrap_or(0)
 }
 
-async fn run(ctx: ConnCtx, first: Option<Event>) {
-    let (state, id) = (ctx.state.clone(), ctx.tag.id);
-    state.clients.borrow_mut().insert(id, ctx.tag.clone());
-    run_registered(ctx, first).await;
-    state.clients.borrow_mut().remove(&id);
+/// Keeps a connection in its shard's client table (API, role gauges) while it runs.
+struct Registered {
+    state: Rc<ShardState>,
+    id: u64,
 }
 
-async fn run_registered(mut ctx: ConnCtx, first: Option<Event>) {
+impl Registered {
+    fn new(state: &Rc<ShardState>, tag: &Rc<Tag>) -> Self {
+        state.clients.borrow_mut().insert(tag.id, tag.clone());
+        Self {
+            state: state.clone(),
+            id: tag.id,
+        }
+    }
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.state.clients.borrow_mut().remove(&self.id);
+    }
+}
+
+async fn run(mut ctx: ConnCtx, first: Option<Event>) {
+    // Not a wrapper future around the rest: that would hold a second ConnCtx in every
+    // connection's future (~1.4 KB each at 10,000 viewers).
+    let _registered = Registered::new(&ctx.state, &ctx.tag);
     let writer = tokio_uring::spawn(write_loop(
         ctx.state.clone(),
         ctx.conn.clone(),
@@ -286,8 +304,10 @@ async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
     let mut buf = vec![0u8; READ_BUF_SMALL];
     loop {
         // A publish or play waits for its authorization; events behind it wait too.
-        while let Some(ev) = ctx.pending.take() {
-            if let Some(exit) = ctx.authorize(ev).await {
+        while let Some(ev) = ctx.pending.take().map(|b| *b) {
+            // Boxed: the authorization future (callback, cache) is large and rare; inline it
+            // would grow every connection's future, players included, for their whole life.
+            if let Some(exit) = Box::pin(ctx.authorize(ev)).await {
                 return exit;
             }
             // A refusal after authorization (e.g. BadName) must reach the client.
@@ -457,7 +477,7 @@ impl ConnCtx {
                 if self.state.shared.control.auth().is_open(action) {
                     return self.on_authorized(ev);
                 }
-                self.pending = Some(ev);
+                self.pending = Some(Box::new(ev));
             }
             Event::Audio { timestamp, payload } => {
                 self.ingest(MediaKind::Audio, timestamp, payload)
