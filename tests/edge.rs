@@ -552,3 +552,36 @@ fn idle_upstream_closes_after_last_player_leaves() {
     assert_eq!(origin.count_log(&["play started", &key_field("idle")]), 2);
     assert_eq!(edge.count_log(&["pulling from origin", "live/idle"]), 2);
 }
+
+/// An origin that requires a play token: the edge presents it from its `--origin` URL's
+/// query (connect-level `?token=`), never logs it, and an edge without it is refused.
+#[test]
+fn edge_pulls_from_an_origin_that_requires_a_token() {
+    let cfg = std::env::temp_dir().join(format!("edge-auth-{}.toml", std::process::id()));
+    std::fs::write(
+        &cfg,
+        "[auth.play]\ntokens = [{ match = \"live/*\", token = \"edge-t0k\" }]\n",
+    )
+    .unwrap();
+    let origin = Server::start(&["--config", cfg.to_str().unwrap()]);
+    let _publisher = ffmpeg_publish(&test_media_locked(), &origin.url("live/tok"));
+    wait_published(&origin, "live/tok");
+
+    let with = format!("{}?token=edge-t0k", origin.url("live"));
+    let edge = Server::start(&["--origin", &with, "--shards", "1"]);
+    let probe = ffprobe(&edge.url("live/tok"), 3, false, &[]);
+    eprintln!("edge with token: {} video frames", probe.count("video"));
+    assert!(probe.count("video") >= 30, "{probe:?}");
+    assert!(
+        edge.log_lines().iter().all(|l| !l.contains("edge-t0k")),
+        "the token leaked into the edge's log"
+    );
+
+    let without = Server::start(&["--origin", &origin.url("live"), "--shards", "1"]);
+    let refused = ffprobe(&without.url("live/tok"), 2, false, &[]);
+    assert_eq!(refused.count("video"), 0, "{refused:?}");
+    assert!(origin
+        .wait_log(&["play refused: unauthorized"], Duration::from_secs(3))
+        .is_some());
+    let _ = std::fs::remove_file(&cfg);
+}

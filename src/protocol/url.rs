@@ -54,6 +54,13 @@ impl RtmpUrl {
         format!("rtmp://{}:{}/{}", self.host, self.port, self.app)
     }
 
+    /// The tcUrl for logs and the API: without a query on the app (`live?token=x`),
+    /// which carries credentials.
+    pub fn public(&self) -> String {
+        let app = self.app.split('?').next().unwrap_or("");
+        format!("rtmp://{}:{}/{}", self.host, self.port, app)
+    }
+
     pub fn authority(&self) -> String {
         if self.host.contains(':') {
             format!("[{}]:{}", self.host, self.port)
@@ -76,6 +83,13 @@ impl fmt::Display for RtmpUrl {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_form_hides_app_query() {
+        let u = RtmpUrl::parse("rtmp://o.example/live?token=sekr1t").unwrap();
+        assert_eq!(u.tc_url(), "rtmp://o.example:1935/live?token=sekr1t");
+        assert_eq!(u.public(), "rtmp://o.example:1935/live");
+    }
 
     #[test]
     fn parses_common_forms() {

@@ -87,15 +87,15 @@ async fn run(state: Rc<ShardState>, key: StreamKey, origins: Vec<RtmpUrl>) {
             break;
         }
         let origin = &origins[next % origins.len()];
-        info!(stream = &*p.key, origin = %origin.tc_url(), "pulling from origin");
+        info!(stream = &*p.key, origin = %origin.public(), "pulling from origin");
         p.state
             .pulls
             .borrow_mut()
-            .insert(p.key.clone(), origin.tc_url());
+            .insert(p.key.clone(), origin.public());
         match p.once(origin).await {
             Ok(End::Idle) | Ok(End::Taken) => break,
             Err(e) => {
-                warn!(stream = &*p.key, origin = %origin.tc_url(), error = %e, "origin pull failed");
+                warn!(stream = &*p.key, origin = %origin.public(), error = %e, "origin pull failed");
                 next += 1;
                 failures += 1;
                 let delay = backoff(

@@ -101,14 +101,14 @@ impl Destination {
 
     /// The URL for logs: stream keys are credentials, so never printed.
     pub fn label(&self) -> String {
-        format!("{}/<key>", self.url.tc_url())
+        format!("{}/<key>", self.url.public())
     }
 }
 
 /// Stream keys are credentials: a URL for logs keeps scheme, host and app only.
 pub fn redact(url: &str) -> String {
     match RtmpUrl::parse(url) {
-        Ok(u) => format!("{}/<key>", u.tc_url()),
+        Ok(u) => format!("{}/<key>", u.public()),
         Err(_) => "<unparsable push url>".to_string(),
     }
 }
