@@ -136,6 +136,9 @@ fn streams_clients_and_kicks() {
         api(&server, "GET", "/api/v1/streams/live/nope", None).0,
         404
     );
+    // Generated clients encode the slash in the key.
+    let (st, encoded) = api(&server, "GET", "/api/v1/streams/live%2Fapi1", None);
+    assert_eq!((st, &encoded["key"]), (200, &Value::from("live/api1")));
 
     // Clients: one publisher, three players, filterable.
     let (_, clients) = api(&server, "GET", "/api/v1/clients?stream=live/api1", None);
@@ -297,8 +300,16 @@ fn push_destinations_change_live() {
         || (target.count_log(&["publish started", "live/pushed"]) >= 2).then_some(()),
     );
 
+    // Its latency histogram is exported per destination...
+    let series = "rtmp_push_latency_seconds_count{destination=\"b\"}";
+    wait_for("the push latency series", Duration::from_secs(5), || {
+        server.http_get("/metrics").1.contains(series).then_some(())
+    });
+
     // Remove: gone from the list, the session ends, a second delete is a 404.
     assert_eq!(api(&server, "DELETE", "/api/v1/push/b", None).0, 204);
+    // ...and leaves the scrape with the destination.
+    assert!(!server.http_get("/metrics").1.contains(series));
     wait_for("the second publish to end", Duration::from_secs(5), || {
         (target.count_log(&["publish ended", "live/pushed"]) >= 2).then_some(())
     });

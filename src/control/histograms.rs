@@ -86,6 +86,13 @@ impl LatencyExport {
         let _ = s.window.add(delta);
     }
 
+    /// Keeps only the series of `family` whose label passes `keep`: a removed push
+    /// destination's series leaves the scrape with it.
+    pub fn retain(&self, family: &'static str, keep: impl Fn(&str) -> bool) {
+        let mut map = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|(f, label), _| *f != family || keep(label));
+    }
+
     pub fn render(&self, out: &mut String) {
         let map = self.series.lock().unwrap_or_else(|e| e.into_inner());
         for (family, help, key) in FAMILIES {

@@ -184,6 +184,11 @@ impl Control {
             .as_ref()
             .map(PrometheusHandle::render)
             .unwrap_or_default();
+        if let Some(reg) = self.push.get() {
+            let ids: Vec<String> = reg.list().into_iter().map(|e| e.id).collect();
+            self.latency
+                .retain(histograms::PUSH, |label| ids.iter().any(|id| id == label));
+        }
         self.latency.render(&mut out);
         self.render_cpu(&mut out);
         let answers = self.ask(Query::Streams).await;
