@@ -161,6 +161,12 @@ fn streams_clients_and_kicks() {
     let (st, one) = api(&server, "GET", &format!("/api/v1/clients/{victim}"), None);
     assert_eq!(st, 200);
     assert_eq!(one["stream"], "live/api1");
+    // ffmpeg's publisher says who it is.
+    let publisher = clients.iter().find(|c| c["role"] == "publisher").unwrap();
+    assert!(
+        publisher["agent"].as_str().is_some_and(|a| !a.is_empty()),
+        "{publisher}"
+    );
 
     // Kick one player: it is disconnected, the others keep playing.
     let t0 = Instant::now();

@@ -33,6 +33,8 @@ pub struct Tag {
     pub key: std::cell::RefCell<Option<StreamKey>>,
     pub role: std::cell::Cell<ClientRole>,
     pub since: Instant,
+    /// flashVer from connect (the API shows it).
+    pub agent: std::cell::RefCell<Option<Box<str>>>,
     /// The connection's output; killing it closes the connection (API kicks).
     pub queue: Rc<OutQueue>,
 }
@@ -127,6 +129,7 @@ pub fn accept(state: Rc<ShardState>, stream: TcpStream, peer: SocketAddr) {
         key: Default::default(),
         role: std::cell::Cell::new(ClientRole::Handshake),
         since: Instant::now(),
+        agent: Default::default(),
         queue: queue.clone(),
     });
     clog!(debug, tag, "accepted");
@@ -155,6 +158,7 @@ pub fn adopt(state: Rc<ShardState>, h: Handoff) {
         key: Default::default(),
         role: std::cell::Cell::new(ClientRole::Handshake),
         since: h.since,
+        agent: std::cell::RefCell::new(h.agent),
         queue: queue.clone(),
     });
     clog!(debug, tag, "adopted publisher");
@@ -260,6 +264,7 @@ async fn run(mut ctx: ConnCtx, first: Option<Event>) {
                 conn_id: tag.id,
                 peer: tag.peer,
                 since: tag.since,
+                agent: tag.agent.borrow_mut().take(),
                 stream_id,
                 name,
                 query,
@@ -468,6 +473,9 @@ impl ConnCtx {
                         .map(|(_, q)| q.to_string())
                 });
                 self.tc_url = tc_url;
+                // Bounded: it is client input kept for the connection's life.
+                *self.tag.agent.borrow_mut() =
+                    flash_ver.map(|v| v.chars().take(128).collect::<String>().into_boxed_str());
             }
             Event::Publish { .. } | Event::Play { .. } => {
                 let action = match ev {

@@ -37,6 +37,7 @@ pub struct Handoff {
     pub peer: SocketAddr,
     /// When the connection was accepted.
     pub since: std::time::Instant,
+    pub agent: Option<Box<str>>,
     pub stream_id: u32,
     pub name: String,
     pub query: Option<String>,

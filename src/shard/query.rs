@@ -70,4 +70,6 @@ pub struct ClientInfo {
     pub role: &'static str,
     pub stream: Option<String>,
     pub connected_secs: f64,
+    /// flashVer from connect: which encoder or player this is.
+    pub agent: Option<String>,
 }

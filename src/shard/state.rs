@@ -721,6 +721,7 @@ impl ShardState {
                 role: t.role.get().label(),
                 stream: t.key.borrow().as_deref().map(str::to_string),
                 connected_secs: now.duration_since(t.since).as_secs_f64(),
+                agent: t.agent.borrow().as_deref().map(str::to_string),
             })
             .collect()
     }
