@@ -647,3 +647,37 @@ fn logged_stream_names_are_escaped_and_capped() {
     let s = loggable_stream(&r);
     assert!(s.len() <= 256 + '…'.len_utf8() && s.ends_with('…'), "{s}");
 }
+
+/// Attacker-controlled queries: random bytes drawn from the characters that matter to the
+/// parser (`%`, `=`, `&`, `?`, hex digits, multi-byte UTF-8) never panic and never pass.
+#[test]
+fn fuzzed_queries_never_panic_or_pass() {
+    let auth = with_publish(ActionAuth {
+        tokens: vec![rule("live/*", "the-token")],
+        secret: Some("k3y".into()),
+        callback: None,
+    });
+    let alphabet: Vec<char> = "%=&?+tokenexpiressign0123456789abcdefABCDEF-_.é\u{0}\u{7f}"
+        .chars()
+        .collect();
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    for i in 0..20_000 {
+        let len = (next() % 200) as usize + if i % 100 == 0 { 5000 } else { 0 };
+        let q: String = (0..len)
+            .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+            .collect();
+        let (sq, cq) = if i % 2 == 0 {
+            (Some(q.as_str()), None)
+        } else {
+            (None, Some(q.as_str()))
+        };
+        let r = auth.check_credentials(&req(Action::Publish, "cam", sq, cq), NOW);
+        assert!(r.is_err(), "random query {q:?} passed");
+    }
+}
