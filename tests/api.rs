@@ -117,6 +117,12 @@ fn streams_clients_and_kicks() {
     assert_eq!(stream["app"], "live");
     assert_eq!(stream["name"], "api1");
     assert_eq!(stream["video"]["codec"], "h264");
+    // From onMetaData, as ffprobe sees the test media.
+    let probe = players::ffprobe(&server.url("live/api1"), 1, false, &[]);
+    for dim in ["width", "height"] {
+        let want: u64 = probe.field("video", dim).unwrap().parse().unwrap();
+        assert_eq!(stream["video"][dim].as_u64(), Some(want), "{dim}");
+    }
     assert_eq!(stream["audio"]["codec"], "aac");
     assert!(stream["uptime_secs"].as_f64().unwrap() > 0.0);
     assert!(stream["shard"].as_u64().unwrap() < 2);

@@ -46,9 +46,16 @@ pub struct PublisherInfo {
     pub peer: String,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct CodecInfo {
     pub codec: String,
+    /// From the publisher's onMetaData, when it says.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub width: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub framerate: Option<f64>,
 }
 
 /// One push session (a stream at a destination).

@@ -115,6 +115,8 @@ struct Source {
     bitrate_bps: f64,
     video: Option<String>,
     audio: Option<String>,
+    /// width, height, framerate from onMetaData.
+    picture: (Option<u32>, Option<u32>, Option<f64>),
 }
 
 impl Source {
@@ -321,6 +323,7 @@ impl ShardState {
         src.bitrate_bps = 0.0;
         src.video = None;
         src.audio = None;
+        src.picture = Default::default();
         src.sinks.retain(|s| !s.is_done());
         for sink in &mut src.sinks {
             sink.on_publish();
@@ -374,6 +377,7 @@ impl ShardState {
                 let info = crate::media::tag::inspect_audio(&payload);
                 src.audio = Some(crate::media::tag::audio_codec_name(info.codec));
             }
+            MediaKind::Metadata => src.picture = picture_of(&payload),
             _ => {}
         }
         let frame: SharedFrame = Arc::new(Frame::new(kind, ts, payload, self.chunk_size()));
@@ -691,8 +695,16 @@ impl ShardState {
                     shard: self.id,
                     publisher,
                     origin: pulls.get(key).cloned(),
-                    video: s.video.clone().map(|codec| CodecInfo { codec }),
-                    audio: s.audio.clone().map(|codec| CodecInfo { codec }),
+                    video: s.video.clone().map(|codec| CodecInfo {
+                        codec,
+                        width: s.picture.0,
+                        height: s.picture.1,
+                        framerate: s.picture.2,
+                    }),
+                    audio: s.audio.clone().map(|codec| CodecInfo {
+                        codec,
+                        ..Default::default()
+                    }),
                     ingress_bitrate_bps: s.bitrate_bps.round(),
                     viewers: 0,
                     uptime_secs: s.since.map_or(0.0, |t| now.duration_since(t).as_secs_f64()),
@@ -725,6 +737,27 @@ impl ShardState {
             })
             .collect()
     }
+}
+
+/// Width, height and frame rate from an onMetaData body (what encoders announce; the API
+/// shows it). Anything unparsable gives nothing.
+fn picture_of(payload: &[u8]) -> (Option<u32>, Option<u32>, Option<f64>) {
+    let Ok(values) = crate::protocol::amf::decode_all(payload) else {
+        return Default::default();
+    };
+    let Some(meta) = values.iter().find(|v| v.properties().is_some()) else {
+        return Default::default();
+    };
+    let num = |k: &str| meta.get(k).and_then(|v| v.as_number());
+    let dim = |k: &str| {
+        num(k)
+            .filter(|n| (1.0..=65535.0).contains(n))
+            .map(|n| n as u32)
+    };
+    let fps = num("framerate")
+        .or_else(|| num("fps"))
+        .filter(|f| f.is_finite() && *f > 0.0 && *f < 1000.0);
+    (dim("width"), dim("height"), fps)
 }
 
 #[cfg(test)]
