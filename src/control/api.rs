@@ -48,7 +48,8 @@ async fn require_token(State(c): Shared, req: Request, next: Next) -> Response {
             .extensions()
             .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
             .map(|ci| ci.0.ip());
-        if !peer.is_some_and(|ip| ip.is_loopback()) {
+        // Canonical: a dual-stack listener sees 127.0.0.1 as ::ffff:127.0.0.1.
+        if !peer.is_some_and(|ip| ip.to_canonical().is_loopback()) {
             return error(
                 StatusCode::FORBIDDEN,
                 "the API answers loopback clients only unless --api-token is set",
@@ -60,8 +61,9 @@ async fn require_token(State(c): Shared, req: Request, next: Next) -> Response {
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map_or("", |(_, t)| t.trim());
         if !constant_time_eq(given.as_bytes(), token.as_bytes()) {
             let mut r = error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
             r.headers_mut().insert(
@@ -74,8 +76,14 @@ async fn require_token(State(c): Shared, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// Compares digests, so neither the content nor the length of the token leaks by timing.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    use sha2::{Digest, Sha256};
+    let (x, y) = (Sha256::digest(a), Sha256::digest(b));
+    x.iter()
+        .zip(y.iter())
+        .fold(0u8, |acc, (p, q)| acc | (p ^ q))
+        == 0
 }
 
 // ---- streams ----
@@ -340,6 +348,10 @@ mod tests {
         );
         assert_eq!(
             status(Some("t"), "10.1.2.3:5000", Some("t")),
+            StatusCode::OK
+        );
+        assert_eq!(
+            status(None, "[::ffff:127.0.0.1]:5000", None),
             StatusCode::OK
         );
     }

@@ -45,6 +45,8 @@ pub struct Control {
     pub top_streams: usize,
     /// Publish/play authorization; replaced whole on reload (SIGHUP).
     auth: RwLock<Arc<Auth>>,
+    /// The last scrape's shard answers (see `scrape_streams`).
+    scrape_cache: tokio::sync::Mutex<Option<(std::time::Instant, Vec<ShardStreams>)>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -72,6 +74,7 @@ impl Control {
             api_token: None,
             top_streams: 20,
             auth: RwLock::new(Arc::new(Auth::disabled())),
+            scrape_cache: tokio::sync::Mutex::new(None),
         }
     }
 
@@ -111,10 +114,17 @@ impl Control {
     }
 
     /// `reconcile_sinks` for a thread outside any runtime (the signal thread).
+    /// Sends from a short-lived thread: the signal thread must stay free for SIGTERM even
+    /// if a shard's inbox is full.
     pub fn reconcile_sinks_blocking(&self) {
-        for tx in self.senders.get().into_iter().flatten() {
-            let _ = tx.blocking_send(ShardMsg::Query(Query::ReconcileSinks));
-        }
+        let senders = self.senders.get().cloned().unwrap_or_default();
+        let _ = std::thread::Builder::new()
+            .name("reconcile".into())
+            .spawn(move || {
+                for tx in senders {
+                    let _ = tx.blocking_send(ShardMsg::Query(Query::ReconcileSinks));
+                }
+            });
     }
 
     /// A shard's listener is accepting.
@@ -162,12 +172,10 @@ impl Control {
         let Some(senders) = self.senders.get() else {
             return;
         };
+        // No timeout: a busy shard must still learn about the change, and waiting here
+        // only holds the control thread.
         for tx in senders {
-            let _ = tokio::time::timeout(
-                SHARD_ANSWER_TIMEOUT,
-                tx.send(ShardMsg::Query(Query::ReconcileSinks)),
-            )
-            .await;
+            let _ = tx.send(ShardMsg::Query(Query::ReconcileSinks)).await;
         }
     }
 
@@ -191,13 +199,27 @@ impl Control {
         }
         self.latency.render(&mut out);
         self.render_cpu(&mut out);
-        let answers = self.ask(Query::Streams).await;
+        let answers = self.scrape_streams().await;
         let viewers = viewer_totals(&answers);
         let streams = merge_streams(answers);
         self.render_streams(&mut out, &streams, &viewers);
         self.render_push(&mut out, &streams);
         render_process(&mut out);
         out
+    }
+
+    /// The shards' stream answers for a scrape: one query at a time, reused for a second,
+    /// so a flood of scrapes costs the shards at most one question per second.
+    async fn scrape_streams(&self) -> Vec<ShardStreams> {
+        let mut cached = self.scrape_cache.lock().await;
+        if let Some((at, answers)) = &*cached {
+            if at.elapsed() < Duration::from_secs(1) {
+                return answers.clone();
+            }
+        }
+        let answers = self.ask(Query::Streams).await;
+        *cached = Some((std::time::Instant::now(), answers.clone()));
+        answers
     }
 
     fn render_cpu(&self, out: &mut String) {

@@ -143,6 +143,12 @@ impl OutQueue {
         self.media_queued.set(false);
     }
 
+    /// Stops the time-to-first-frame clock without a measurement: the stream is not live,
+    /// so the wait is the publisher's absence, not our latency.
+    pub fn clear_play(&self) {
+        self.play_at.set(None);
+    }
+
     /// Audio or video for the player is in the queue.
     pub fn mark_media(&self) {
         self.media_queued.set(true);
@@ -230,6 +236,22 @@ mod tests {
         assert_eq!(b.bufs.len(), 2);
         assert_eq!(q.age(later), std::time::Duration::ZERO);
         assert_eq!(q.take_batch().oldest_ingest, None);
+    }
+
+    #[test]
+    fn time_to_first_frame_clock() {
+        let q = OutQueue::new();
+        let t = Instant::now();
+        q.mark_play(t);
+        assert_eq!(q.take_play_start(), None, "no media yet");
+        q.mark_media();
+        assert_eq!(q.take_play_start(), Some(t));
+        assert_eq!(q.take_play_start(), None, "measured once");
+        // A stream that is not live: the wait for its publisher is not measured.
+        q.mark_play(t);
+        q.clear_play();
+        q.mark_media();
+        assert_eq!(q.take_play_start(), None);
     }
 
     #[test]

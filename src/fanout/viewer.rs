@@ -174,6 +174,7 @@ impl Viewer {
 
     /// The publisher left: tell the player, and restart from a keyframe when one returns.
     pub fn unpublished(&mut self) {
+        self.queue.clear_play();
         self.queue.push(session::unpublish_notice(
             self.chunk_size,
             self.stream_id,

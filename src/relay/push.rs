@@ -647,8 +647,13 @@ async fn run(
                 // While waiting, frames keep arriving: keep only what a reconnect resumes
                 // from. A removed destination stops waiting at once.
                 let until = Instant::now() + delay;
-                while !link.stopped.get() && Instant::now() < until {
-                    let _ = tokio::time::timeout_at(until.into(), link.notify.notified()).await;
+                while Instant::now() < until && !link.grace_over(policy.grace) {
+                    // Wake at the end of a grace period that runs out mid-wait, too.
+                    let wake = link
+                        .unpublished_at
+                        .get()
+                        .map_or(until, |t| (t + policy.grace).min(until));
+                    let _ = tokio::time::timeout_at(wake.into(), link.notify.notified()).await;
                 }
                 drain_to_keyframe(&link);
             }

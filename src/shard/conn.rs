@@ -441,12 +441,12 @@ impl ConnCtx {
 
     fn drain_events(&mut self) -> Option<Exit> {
         self.flush();
-        while let Some(ev) = self.session.poll_event() {
+        while !self.closing && self.pending.is_none() {
+            let Some(ev) = self.session.poll_event() else {
+                break;
+            };
             if let Some(exit) = self.on_event(ev) {
                 return Some(exit);
-            }
-            if self.closing || self.pending.is_some() {
-                break;
             }
         }
         self.flush();
@@ -466,18 +466,26 @@ impl ConnCtx {
                 query,
             } => {
                 clog!(debug, self.tag, %app, tc_url = tc_url.as_deref().unwrap_or("").split('?').next().unwrap_or(""), flash_ver = flash_ver.as_deref().unwrap_or(""), "connect");
-                self.connect_query = query.or_else(|| {
-                    tc_url
-                        .as_deref()
-                        .and_then(|u| u.split_once('?'))
-                        .map(|(_, q)| q.to_string())
-                });
-                self.tc_url = tc_url;
+                // Client input kept for the connection's life: bounded. Longer queries
+                // carry no credentials auth would read (it ignores them past 4 KiB).
+                self.connect_query = query
+                    .or_else(|| {
+                        tc_url
+                            .as_deref()
+                            .and_then(|u| u.split_once('?'))
+                            .map(|(_, q)| q.to_string())
+                    })
+                    .filter(|q| q.len() <= 4096);
+                self.tc_url = tc_url.filter(|u| u.len() <= 1024);
                 // Bounded: it is client input kept for the connection's life.
                 *self.tag.agent.borrow_mut() =
                     flash_ver.map(|v| v.chars().take(128).collect::<String>().into_boxed_str());
             }
             Event::Publish { .. } | Event::Play { .. } => {
+                if matches!(ev, Event::Play { .. }) && matches!(self.role, Role::None) {
+                    // Time to first frame counts from the request, authorization included.
+                    self.queue.mark_play(Instant::now());
+                }
                 let action = match ev {
                     Event::Publish { .. } => Action::Publish,
                     _ => Action::Play,
@@ -549,12 +557,15 @@ impl ConnCtx {
             peer: self.tag.peer,
             conn_id: self.tag.id,
         };
-        *self.tag.key.borrow_mut() = Some(self.stream_key(name));
+        let key = self.stream_key(name);
         let auth = self.state.shared.control.auth();
         let reason = match auth.check(req).await {
             Ok(()) => return self.on_authorized(ev),
             Err(reason) => reason,
         };
+        // Only now: an allowed request sets the key when it starts (it may still be refused,
+        // e.g. a second play on a connection that already plays another stream).
+        *self.tag.key.borrow_mut() = Some(key);
         clog!(
             warn,
             self.tag,
@@ -680,7 +691,6 @@ impl ConnCtx {
         }
         let key = self.stream_key(&name);
         *self.tag.key.borrow_mut() = Some(key.clone());
-        self.queue.mark_play(Instant::now());
         self.session.accept_play(stream_id, &name, reset);
         // The play preamble must be queued before the media the mirror pushes next.
         self.flush();

@@ -16,7 +16,7 @@ pub enum Query {
     ReconcileSinks,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ShardStreams {
     pub owned: Vec<StreamInfo>,
     /// (stream key, players on this shard)

@@ -412,6 +412,9 @@ impl ShardState {
         });
         if m.synced {
             viewer.start(&m.cache);
+            if !m.live {
+                viewer.queue.clear_play();
+            }
         }
         let slot = m.viewers.insert(viewer);
         drop(mirrors);
@@ -469,6 +472,9 @@ impl ShardState {
         m.live = live;
         for (_, v) in m.viewers.iter_mut() {
             v.start(&m.cache);
+            if !live {
+                v.queue.clear_play();
+            }
         }
     }
 
