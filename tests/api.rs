@@ -312,6 +312,42 @@ fn push_destinations_change_live() {
         || (target.count_log(&["publish started", "live/pushed"]) >= 2).then_some(()),
     );
 
+    // A quick off/on: the new session waits for the old one to unpublish, so the target
+    // never sees the key published twice (it would refuse the second with BadName).
+    let before = target.count_log(&["publish started", "live/pushed"]);
+    api(
+        &server,
+        "PATCH",
+        "/api/v1/push/b",
+        Some(r#"{"enabled":false}"#),
+    );
+    api(
+        &server,
+        "PATCH",
+        "/api/v1/push/b",
+        Some(r#"{"enabled":true}"#),
+    );
+    wait_for(
+        "the toggled session at the target",
+        Duration::from_secs(5),
+        || (target.count_log(&["publish started", "live/pushed"]) > before).then_some(()),
+    );
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        target.count_log(&["publish refused"]),
+        0,
+        "overlapping sessions"
+    );
+    wait_for(
+        "one live session after the toggle",
+        Duration::from_secs(5),
+        || {
+            let (_, d) = api(&server, "GET", "/api/v1/push/b", None);
+            let sessions = d["sessions"].as_array()?.clone();
+            (sessions.len() == 1 && sessions[0]["state"] == "live").then_some(())
+        },
+    );
+
     // Its latency histogram is exported per destination...
     let series = "rtmp_push_latency_seconds_count{destination=\"b\"}";
     wait_for("the push latency series", Duration::from_secs(5), || {
@@ -319,11 +355,12 @@ fn push_destinations_change_live() {
     });
 
     // Remove: gone from the list, the session ends, a second delete is a 404.
+    let ended = target.count_log(&["publish ended", "live/pushed"]);
     assert_eq!(api(&server, "DELETE", "/api/v1/push/b", None).0, 204);
     // ...and leaves the scrape with the destination.
     assert!(!server.http_get("/metrics").1.contains(series));
-    wait_for("the second publish to end", Duration::from_secs(5), || {
-        (target.count_log(&["publish ended", "live/pushed"]) >= 2).then_some(())
+    wait_for("the last publish to end", Duration::from_secs(5), || {
+        (target.count_log(&["publish ended", "live/pushed"]) > ended).then_some(())
     });
     assert_eq!(api(&server, "DELETE", "/api/v1/push/b", None).0, 404);
     assert_eq!(api(&server, "GET", "/api/v1/push/b", None).0, 404);

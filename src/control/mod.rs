@@ -245,12 +245,12 @@ impl Control {
         streams: &[StreamInfo],
         viewers: &HashMap<String, usize>,
     ) {
-        let mut top: Vec<(&String, usize)> = viewers.iter().map(|(k, n)| (k, *n)).collect();
-        for s in streams {
-            if !viewers.contains_key(&s.key) {
-                top.push((&s.key, 0));
-            }
-        }
+        // Live streams only: players of names nobody publishes must not push real
+        // streams out of the top N.
+        let mut top: Vec<(&String, usize)> = streams
+            .iter()
+            .map(|s| (&s.key, viewers.get(&s.key).copied().unwrap_or(0)))
+            .collect();
         top.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
         top.truncate(self.top_streams);
         let _ = writeln!(
@@ -410,11 +410,11 @@ fn describe() {
     );
     describe_counter!(
         "rtmp_ingress_bytes_total",
-        "Bytes read from client and upstream sockets, per shard."
+        "Bytes read from client sockets (publishers, players), per shard."
     );
     describe_counter!(
         "rtmp_egress_bytes_total",
-        "Bytes written to player sockets, per shard."
+        "Bytes written to client sockets (media to players, replies), per shard."
     );
     describe_counter!(
         "rtmp_ingest_messages_total",

@@ -335,7 +335,11 @@ impl SinkFactory for PushRegistry {
             .filter(|e| e.enabled && e.dest.matches(key))
             .filter_map(|e| {
                 let id = e.sink_id();
-                if existing.contains(&id.as_str()) {
+                // An older session to the same destination (disabled and re-enabled, or
+                // changed by a reload) is still unpublishing: start once it is gone, or
+                // the destination would see the same key published twice.
+                let prefix = format!("push:{}#", e.id);
+                if existing.iter().any(|x| x.starts_with(&prefix)) {
                     return None;
                 }
                 let d = &e.dest;

@@ -247,6 +247,11 @@ impl ShardState {
             return;
         };
         src.sinks.retain(|s| !s.is_done());
+        if src.publisher.is_some() {
+            // A sink that waited for its predecessor (same destination) to finish.
+            let key: StreamKey = Arc::from(key);
+            self.attach_new_sinks(&key, src);
+        }
         if src.is_unused() {
             sources.remove(key);
         }
