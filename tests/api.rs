@@ -5,13 +5,12 @@
 mod common;
 
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::players::spawn_quiet;
 use common::rtmp_client::*;
+use common::watcher::Watcher;
 use common::*;
 use serde_json::Value;
 
@@ -24,45 +23,20 @@ fn api(server: &Server, method: &str, path: &str, body: Option<&str>) -> (u16, V
     (status, json)
 }
 
-/// A raw player that counts audio/video messages until stopped; reports (messages, worst
-/// gap between two, whether the server closed it).
-struct Player {
-    stop: Arc<AtomicBool>,
-    handle: JoinHandle<(usize, Duration, bool)>,
+/// A player on `live/<name>`.
+fn player(server: &Server, name: &str) -> Watcher {
+    Watcher::start(server.addr, "live", name)
 }
 
-fn player(server: &Server, name: &str) -> Player {
-    let stop = Arc::new(AtomicBool::new(false));
-    let (addr, name, flag) = (server.addr, name.to_string(), stop.clone());
-    let handle = thread::spawn(move || {
-        let mut c = RtmpClient::connect(addr, "live").expect("connect");
-        c.create_stream().expect("createStream");
-        c.play(&name).expect("play");
-        let (mut n, mut worst, mut last) = (0usize, Duration::ZERO, None::<Instant>);
-        while !flag.load(Ordering::Relaxed) {
-            match c.recv(Instant::now() + Duration::from_millis(200)) {
-                Ok(m) if is_av(&m) => {
-                    let now = Instant::now();
-                    if let Some(l) = last {
-                        worst = worst.max(now - l);
-                    }
-                    last = Some(now);
-                    n += 1;
-                }
-                Ok(_) | Err(RecvEnd::Timeout) => {}
-                Err(RecvEnd::Closed) => return (n, worst, true),
-            }
-        }
-        (n, worst, false)
-    });
-    Player { stop, handle }
-}
-
-impl Player {
-    fn finish(self) -> (usize, Duration, bool) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap()
-    }
+/// (audio/video messages, worst gap between two, whether the server closed it).
+fn finish(w: Watcher) -> (usize, Duration, bool) {
+    let media = w.media();
+    let worst = match (media.first(), media.last()) {
+        (Some(&a), Some(&b)) => w.max_gap(a, b),
+        _ => Duration::ZERO,
+    };
+    let (_, end) = w.finish();
+    (media.len(), worst, end == Some(RecvEnd::Closed))
 }
 
 fn looping_publisher(url: &str) -> Proc {
@@ -105,7 +79,7 @@ fn streams_clients_and_kicks() {
 
     let _publisher = looping_publisher(&server.url("live/api1"));
     wait_published(&server, "live/api1");
-    let players: Vec<Player> = (0..3).map(|_| player(&server, "api1")).collect();
+    let players: Vec<Watcher> = (0..3).map(|_| player(&server, "api1")).collect();
 
     // Streams: codecs, viewers across both shards, bitrate and uptime.
     let stream = wait_for("3 viewers and a bitrate", Duration::from_secs(8), || {
@@ -197,7 +171,7 @@ fn streams_clients_and_kicks() {
         404
     );
     thread::sleep(Duration::from_millis(500));
-    let results: Vec<(usize, Duration, bool)> = players.into_iter().map(Player::finish).collect();
+    let results: Vec<(usize, Duration, bool)> = players.into_iter().map(finish).collect();
     let closed = results.iter().filter(|r| r.2).count();
     assert_eq!(
         closed, 1,
@@ -376,7 +350,7 @@ fn push_destinations_change_live() {
     );
 
     // The local player never noticed.
-    let (n, worst, closed) = watcher.finish();
+    let (n, worst, closed) = finish(watcher);
     eprintln!("local player: {n} messages, worst gap {worst:?}");
     assert!(!closed);
     assert!(worst < Duration::from_millis(700), "worst gap {worst:?}");

@@ -11,13 +11,14 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::players::ffprobe;
 use common::rtmp_client::*;
+use common::watcher::Watcher;
 use common::*;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -476,91 +477,6 @@ fn callback_that_never_answers_refuses_in_time() {
     assert_closed(&mut c, "callback down");
 }
 
-/// Our RTMP client playing in a thread, recording when each audio/video message arrived
-/// and every onStatus code, until stopped (or 60 s).
-struct Player {
-    media: Arc<Mutex<Vec<Instant>>>,
-    codes: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Option<RecvEnd>>>,
-}
-
-impl Player {
-    fn start(addr: SocketAddr, name: &str) -> Player {
-        let mut c = RtmpClient::connect(addr, "live").expect("player connect");
-        c.create_stream().expect("player createStream");
-        c.play(name).expect("play");
-        let media = Arc::new(Mutex::new(Vec::new()));
-        let codes = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (m, k, s) = (media.clone(), codes.clone(), stop.clone());
-        let thread = thread::spawn(move || {
-            let limit = Instant::now() + Duration::from_secs(60);
-            while !s.load(Ordering::Relaxed) && Instant::now() < limit {
-                match c.recv(Instant::now() + Duration::from_millis(100)) {
-                    Ok(x) if is_av(&x) => m.lock().unwrap().push(Instant::now()),
-                    Ok(x) => {
-                        if let Some((_, code)) = status(&x) {
-                            k.lock().unwrap().push(code);
-                        }
-                    }
-                    Err(RecvEnd::Timeout) => {}
-                    Err(end) => return Some(end),
-                }
-            }
-            None
-        });
-        Player {
-            media,
-            codes,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn media(&self) -> Vec<Instant> {
-        self.media.lock().unwrap().clone()
-    }
-
-    fn wait_media(&self, n: usize, timeout: Duration) -> bool {
-        let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            if self.media().len() >= n {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    /// Longest time without audio/video in `[from, to]`, counting both ends.
-    fn max_gap(&self, from: Instant, to: Instant) -> Duration {
-        let mut points = vec![from];
-        points.extend(self.media().into_iter().filter(|&t| t >= from && t <= to));
-        points.push(to);
-        points
-            .windows(2)
-            .map(|p| p[1] - p[0])
-            .max()
-            .unwrap_or_default()
-    }
-
-    fn finish(mut self) -> (Vec<String>, Option<RecvEnd>) {
-        self.stop.store(true, Ordering::Relaxed);
-        let end = self.thread.take().and_then(|t| t.join().ok()).flatten();
-        (self.codes.lock().unwrap().clone(), end)
-    }
-}
-
-impl Drop for Player {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
 #[test]
 fn refused_publishers_do_not_disturb_a_running_stream() {
     let (server, _cfg) = start(
@@ -576,9 +492,9 @@ fn refused_publishers_do_not_disturb_a_running_stream() {
         &server.url("live/cam?token=good-token"),
     );
     wait_published(&server, "live/cam");
-    let player = Player::start(addr, "cam");
+    let player = Watcher::start(addr, "live", "cam");
     assert!(
-        player.wait_media(30, Duration::from_secs(10)),
+        player.wait_media(player.started, 30, Duration::from_secs(10)),
         "player got no media"
     );
 

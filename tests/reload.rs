@@ -9,110 +9,13 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::rtmp_client::*;
+use common::watcher::Watcher;
 use common::*;
 use rtmp_edge::protocol::message as msg;
-
-/// Our RTMP client playing a stream in a thread, recording the arrival time of every
-/// audio/video message and every onStatus code until stopped (or 50 s).
-struct Player {
-    media: Arc<Mutex<Vec<Instant>>>,
-    codes: Arc<Mutex<Vec<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Option<RecvEnd>>>,
-}
-
-impl Player {
-    fn start(addr: SocketAddr, name: &str) -> Player {
-        let mut c = RtmpClient::connect(addr, "live").expect("player connect");
-        c.create_stream().expect("player createStream");
-        c.play(name).expect("play");
-        let media = Arc::new(Mutex::new(Vec::new()));
-        let codes = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (m, k, s) = (media.clone(), codes.clone(), stop.clone());
-        let thread = thread::spawn(move || {
-            let limit = Instant::now() + Duration::from_secs(50);
-            while !s.load(Ordering::Relaxed) && Instant::now() < limit {
-                match c.recv(Instant::now() + Duration::from_millis(100)) {
-                    Ok(x) if x.type_id == msg::AUDIO || x.type_id == msg::VIDEO => {
-                        m.lock().unwrap().push(Instant::now())
-                    }
-                    Ok(x) => {
-                        if let Some((_, code)) = status(&x) {
-                            k.lock().unwrap().push(code);
-                        }
-                    }
-                    Err(RecvEnd::Timeout) => {}
-                    Err(end) => return Some(end),
-                }
-            }
-            None
-        });
-        Player {
-            media,
-            codes,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn media(&self) -> Vec<Instant> {
-        self.media.lock().unwrap().clone()
-    }
-
-    fn codes(&self) -> Vec<String> {
-        self.codes.lock().unwrap().clone()
-    }
-
-    fn alive(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
-    }
-
-    /// Waits until at least `n` media messages arrived after `since`.
-    fn wait_media(&self, since: Instant, n: usize, timeout: Duration) -> bool {
-        let end = Instant::now() + timeout;
-        while Instant::now() < end {
-            if self.media().iter().filter(|&&t| t >= since).count() >= n {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
-        false
-    }
-
-    /// Longest time without audio/video in `[from, to]`, counting both ends.
-    fn max_gap(&self, from: Instant, to: Instant) -> Duration {
-        let mut points = vec![from];
-        points.extend(self.media().into_iter().filter(|&t| t >= from && t <= to));
-        points.push(to);
-        points
-            .windows(2)
-            .map(|p| p[1] - p[0])
-            .max()
-            .unwrap_or_default()
-    }
-
-    /// Stops the player; how its connection ended if the server closed it.
-    fn finish(mut self) -> Option<RecvEnd> {
-        self.stop.store(true, Ordering::Relaxed);
-        self.thread.take().and_then(|t| t.join().ok()).flatten()
-    }
-}
-
-impl Drop for Player {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// A config file in the target's temp dir, unique per process, removed on drop.
 struct ConfigFile(PathBuf);
@@ -313,7 +216,7 @@ fn sighup_reload_changes_auth_and_push_without_dropping_a_viewer() {
     // 1. Publisher (looping, real time) and the long-lived player, admitted with no auth.
     let _publisher = ffmpeg_publish(&test_media_locked(), &a.url("live/hup"));
     wait_published(&a, "live/hup");
-    let player = Player::start(a.addr, "hup");
+    let player = Watcher::start(a.addr, "live", "hup");
     assert!(
         player.wait_media(started, 20, Duration::from_secs(5)),
         "the first player got no media; codes {:?}",
@@ -396,7 +299,7 @@ fn sighup_reload_changes_auth_and_push_without_dropping_a_viewer() {
     let first_media = assert_play_admitted(a.addr, "hup?token=letmein");
     eprintln!("player with ?token=letmein: first media after {first_media:?}");
     assert!(
-        player.alive(),
+        player.is_running(),
         "the first player was disconnected by the reload"
     );
 
@@ -438,7 +341,7 @@ fn sighup_reload_changes_auth_and_push_without_dropping_a_viewer() {
     // 5. The first player: never disconnected, never stalled across both reloads.
     thread::sleep(Duration::from_secs(1));
     let window_end = Instant::now();
-    assert!(player.alive(), "the first player was disconnected");
+    assert!(player.is_running(), "the first player was disconnected");
     let gap = player.max_gap(window_start, window_end);
     let first_at = player.media()[0];
     let whole_gap = player.max_gap(first_at, window_end);
@@ -448,7 +351,7 @@ fn sighup_reload_changes_auth_and_push_without_dropping_a_viewer() {
         .filter(|&&t| t >= window_start && t <= window_end)
         .count();
     let codes = player.codes();
-    let end = player.finish();
+    let (_, end) = player.finish();
     eprintln!(
         "first player over its whole playback ({:?}): worst gap {whole_gap:?}",
         window_end - first_at

@@ -254,6 +254,7 @@ pub fn test_media_locked() -> PathBuf {
 }
 
 pub mod players;
+pub mod watcher;
 
 impl Server {
     /// Like `start`, but listening on `listen` (e.g. a port a killed server used, to

@@ -1,0 +1,109 @@
+//! A long-lived player for tests: our RTMP client playing a stream in a thread, recording
+//! when each audio/video message arrived and every onStatus code, until stopped (or 60 s).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use super::rtmp_client::{is_av, status, RecvEnd, RtmpClient};
+
+pub struct Watcher {
+    /// When the play was sent.
+    pub started: Instant,
+    media: Arc<Mutex<Vec<Instant>>>,
+    codes: Arc<Mutex<Vec<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<Option<RecvEnd>>>,
+}
+
+impl Watcher {
+    /// Connects to `app` and plays `name` (which may carry a `?query`).
+    pub fn start(addr: SocketAddr, app: &str, name: &str) -> Watcher {
+        let mut c = RtmpClient::connect(addr, app).expect("player connect");
+        c.create_stream().expect("player createStream");
+        let started = c.play(name).expect("play");
+        let media = Arc::new(Mutex::new(Vec::new()));
+        let codes = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (m, k, s) = (media.clone(), codes.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            let limit = Instant::now() + Duration::from_secs(60);
+            while !s.load(Ordering::Relaxed) && Instant::now() < limit {
+                match c.recv(Instant::now() + Duration::from_millis(100)) {
+                    Ok(x) if is_av(&x) => m.lock().unwrap().push(Instant::now()),
+                    Ok(x) => {
+                        if let Some((_, code)) = status(&x) {
+                            k.lock().unwrap().push(code);
+                        }
+                    }
+                    Err(RecvEnd::Timeout) => {}
+                    Err(end) => return Some(end),
+                }
+            }
+            None
+        });
+        Watcher {
+            started,
+            media,
+            codes,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Arrival times of audio/video messages so far.
+    pub fn media(&self) -> Vec<Instant> {
+        self.media.lock().unwrap().clone()
+    }
+
+    pub fn codes(&self) -> Vec<String> {
+        self.codes.lock().unwrap().clone()
+    }
+
+    /// Whether the connection is still being read (not closed by the server).
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+
+    /// Waits until at least `n` media messages arrived after `since`.
+    pub fn wait_media(&self, since: Instant, n: usize, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self.media().iter().filter(|&&t| t >= since).count() >= n {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Longest time without audio/video in `[from, to]`, counting both ends.
+    pub fn max_gap(&self, from: Instant, to: Instant) -> Duration {
+        let mut points = vec![from];
+        points.extend(self.media().into_iter().filter(|&t| t >= from && t <= to));
+        points.push(to);
+        points
+            .windows(2)
+            .map(|p| p[1] - p[0])
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Stops; the status codes seen and how the connection ended if the server closed it.
+    pub fn finish(mut self) -> (Vec<String>, Option<RecvEnd>) {
+        self.stop.store(true, Ordering::Relaxed);
+        let end = self.thread.take().and_then(|t| t.join().ok()).flatten();
+        (self.codes(), end)
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
