@@ -1,12 +1,13 @@
-//! rtmp-edge: an RTMP edge relay.
-//!
-//! Layers, top to bottom: `protocol` (sans-IO RTMP), `media` (FLV tag model, GOP cache),
-//! `fanout` (shared encoded frames and bounded viewer queues), `shard` (thread-per-core
-//! io_uring data plane), `config` (CLI).
+//! rtmp-edge: an RTMP edge relay. Layers, bottom up (each imports only those below it;
+//! tests/architecture.rs keeps it so, docs/ARCHITECTURE.md tells the whole picture):
+//! `util` (small shared helpers) → `protocol` (sans-IO RTMP) → `media` (FLV tag model,
+//! GOP cache, shared frames) → `fanout` (queues, admission, viewers) → `shard` (the
+//! thread-per-core io_uring data plane; states the traits it needs) → features `auth`,
+//! `record`, `relay` (implement them) → `control` (metrics, health, API) → `config`
+//! (parses and assembles) → the binaries.
 
 pub mod auth;
 pub mod config;
-pub mod config_file;
 pub mod control;
 pub mod fanout;
 pub mod media;
@@ -14,3 +15,4 @@ pub mod protocol;
 pub mod record;
 pub mod relay;
 pub mod shard;
+pub mod util;

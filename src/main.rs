@@ -1,27 +1,97 @@
-//! The rtmp-edge binary: load the configuration, set up logging, start the control plane
-//! and the shards, and handle signals (SIGTERM/SIGINT finalize and exit, SIGHUP reloads).
+//! The rtmp-edge binary: load the configuration, set up logging, build the features and
+//! hand them to the shards as traits, start the control plane, and handle signals
+//! (SIGTERM/SIGINT drain and exit 0, a second one exits at once; SIGHUP reloads).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::EnvFilter;
 
-use rtmp_edge::auth::Auth;
-use rtmp_edge::config::LogFormat;
+use rtmp_edge::auth::{Auth, SharedAuth};
+use rtmp_edge::config::{LogFormat, Settings};
 use rtmp_edge::control::Control;
+use rtmp_edge::record::Recorder;
+use rtmp_edge::relay::pull::OriginPull;
 use rtmp_edge::relay::push::PushRegistry;
+use rtmp_edge::shard::hooks::{Hooks, SinkFactory, UpstreamFactory};
+use rtmp_edge::shard::transmission::ShardLink;
+use rtmp_edge::shard::{self, Server};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How long finalizing recordings may take once the shards stopped.
+const RECORDINGS_DEADLINE: Duration = Duration::from_secs(5);
+
 fn main() -> anyhow::Result<()> {
     let (cfg, file) = rtmp_edge::config::load_or_exit();
-    let filter = EnvFilter::try_new(&cfg.log_level)
-        .map_err(|e| anyhow::anyhow!("bad --log-level {:?}: {e}", cfg.log_level))?;
+    let settings = Settings::assemble(&cfg, &file)?;
+    init_logging(&settings)?;
+    let auth = Arc::new(SharedAuth::new(Auth::from_config(&settings.auth)?));
+    // Push destinations: always a registry, so the API can add some at runtime.
+    let push = Arc::new(PushRegistry::configured(
+        settings.push_policy,
+        &settings.push_flags,
+        &settings.push_entries,
+    )?);
+    let mut sinks: Vec<Arc<dyn SinkFactory>> = vec![push.clone()];
+    // Recording: one recorder thread owns every file; the shutdown finalizes them.
+    let recorder = Recorder::from_config(&settings.record)?;
+    if let Some(r) = &recorder {
+        sinks.push(r.clone());
+    }
+    // Control plane (metrics, health, API) on its own thread, installed before the shards.
+    let control = Control::new(settings.shard.shards, &settings.control)?;
+    control.attach_push(push.clone());
+    let control = Arc::new(control);
+    if let Some(addr) = settings.control.http {
+        rtmp_edge::control::serve(control.clone(), addr)?;
+    }
+    let upstream = settings
+        .origin
+        .clone()
+        .map(|o| Arc::new(OriginPull::new(o)) as Arc<dyn UpstreamFactory>);
+    let hooks = Hooks {
+        auth: auth.clone(),
+        sinks,
+        upstream,
+        telemetry: control.clone(),
+    };
+    let server = shard::start(settings.shard.clone(), hooks)?;
+    control.attach_shards(server.links.clone());
+    let stopping: Arc<OnceLock<Instant>> = Arc::default();
+    spawn_signal_thread(
+        server.links.clone(),
+        stopping.clone(),
+        Reloadable {
+            auth,
+            push,
+            control,
+            path: settings.config_path.clone(),
+        },
+    )?;
+    wait_for_shards(
+        &server,
+        settings.shard.shards,
+        &stopping,
+        settings.shard.shutdown_grace,
+    )?;
+    if let Some(r) = recorder {
+        let files = r.shutdown(RECORDINGS_DEADLINE)?;
+        tracing::info!(files, "recordings finalized");
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logging(settings: &Settings) -> anyhow::Result<()> {
+    let filter = EnvFilter::try_new(&settings.log_level)
+        .map_err(|e| anyhow::anyhow!("bad --log-level {:?}: {e}", settings.log_level))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false)
         .with_writer(std::io::stderr);
-    match cfg.log_format {
+    match settings.log_format {
         LogFormat::Text => builder.with_ansi(false).init(),
         LogFormat::Json => builder
             .json()
@@ -29,48 +99,55 @@ fn main() -> anyhow::Result<()> {
             .with_span_list(false)
             .init(),
     }
-    let auth = Auth::from_config(&file.auth)?;
-    // Push destinations: always a registry, so the API can add some at runtime.
-    let push = Arc::new(PushRegistry::from_config(&cfg, &file)?);
-    let mut sinks: Vec<Arc<dyn rtmp_edge::shard::state::SinkFactory>> = vec![push.clone()];
-    // Recording: one recorder thread owns every file; SIGTERM/SIGINT finalize them and exit.
-    let recorder = rtmp_edge::record::Recorder::from_config(&cfg, &file)?;
-    if let Some(r) = &recorder {
-        sinks.push(r.clone());
-    }
-    // Control plane (metrics, health, API) on its own thread, installed before the shards.
-    let shards = cfg.shard_count();
-    let http = cfg.http_addr()?;
-    let mut control = match http {
-        Some(_) => Control::with_prometheus(shards)?,
-        None => Control::detached(shards),
-    };
-    control.api_token = cfg.api_token.clone();
-    control.top_streams = cfg.metrics_top_streams;
-    control.set_auth(auth);
-    control.attach_push(push);
-    let control = Arc::new(control);
-    if let Some(addr) = http {
-        rtmp_edge::control::serve(control.clone(), addr)?;
-    }
-    spawn_signal_thread(recorder, control.clone(), cfg.config.clone())?;
-    let server = rtmp_edge::shard::start_with(cfg, sinks, control)?;
-    for t in server.threads {
-        if t.join().is_err() {
-            anyhow::bail!("a shard thread panicked");
+    Ok(())
+}
+
+/// Until every shard thread ended. A shard that ends (panics) before any shutdown is an
+/// error; after the shutdown began, shards get their grace period plus a margin.
+fn wait_for_shards(
+    server: &Server,
+    shards: usize,
+    stopping: &OnceLock<Instant>,
+    grace: Duration,
+) -> anyhow::Result<()> {
+    let margin = Duration::from_secs(3);
+    let mut ended = 0;
+    while ended < shards {
+        match server.exits.recv_timeout(Duration::from_millis(200)) {
+            Ok(exit) => {
+                if exit.panicked || stopping.get().is_none() {
+                    anyhow::bail!("shard {} stopped unexpectedly", exit.shard);
+                }
+                ended += 1;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if stopping.get().is_some_and(|t| t.elapsed() > grace + margin) {
+                    tracing::warn!(left = shards - ended, "shards did not stop in time");
+                    break;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
     Ok(())
 }
 
-/// SIGTERM or SIGINT: finalize open recordings (bounded), then exit 0 (1 if they could not
-/// all be finalized in time). SIGHUP: reload auth and push destinations from the config
-/// file; streams, players and unchanged push sessions keep running. Until a signal comes
-/// the thread only waits, so the shards run untouched.
-fn spawn_signal_thread(
-    recorder: Option<Arc<rtmp_edge::record::Recorder>>,
+/// What SIGHUP reloads from the config file.
+struct Reloadable {
+    auth: Arc<SharedAuth>,
+    push: Arc<PushRegistry>,
     control: Arc<Control>,
-    config: Option<std::path::PathBuf>,
+    path: Option<std::path::PathBuf>,
+}
+
+/// SIGTERM or SIGINT: every shard drains (see `ShardState::begin_shutdown`) and `main`
+/// finalizes recordings and exits 0; a second one exits at once. SIGHUP: reload auth and
+/// push destinations from the config file; streams, players and unchanged push sessions
+/// keep running. Until a signal comes the thread only waits, so the shards run untouched.
+fn spawn_signal_thread(
+    links: Vec<ShardLink>,
+    stopping: Arc<OnceLock<Instant>>,
+    reload: Reloadable,
 ) -> anyhow::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
@@ -79,55 +156,45 @@ fn spawn_signal_thread(
         .spawn(move || {
             for sig in signals.forever() {
                 if sig == SIGHUP {
-                    reload(&control, config.as_deref());
+                    reload.run();
                     continue;
                 }
-                tracing::info!(signal = sig, "shutting down");
-                let code = match recorder.map(|r| r.shutdown(std::time::Duration::from_secs(5))) {
-                    None => 0,
-                    Some(Ok(files)) => {
-                        tracing::info!(files, "recordings finalized");
-                        0
-                    }
-                    Some(Err(e)) => {
-                        tracing::error!(error = %e, "recordings not finalized");
-                        1
-                    }
-                };
-                std::process::exit(code);
+                if stopping.get().is_some() {
+                    tracing::warn!(signal = sig, "second signal, exiting now");
+                    std::process::exit(1);
+                }
+                tracing::info!(signal = sig, "shutting down (again to exit at once)");
+                let _ = stopping.set(Instant::now());
+                Server::shutdown(&links);
             }
         })?;
     Ok(())
 }
 
-/// Re-reads the config file's `[auth]` and `[[push]]`. A file that does not load or
-/// validate changes nothing: the running configuration stays and the error is logged.
-fn reload(control: &Control, path: Option<&std::path::Path>) {
-    let Some(path) = path else {
-        tracing::warn!("SIGHUP: no --config file to reload");
-        return;
-    };
-    let file = match rtmp_edge::config_file::FileConfig::load(path) {
-        Ok(f) => f,
-        Err(e) => {
-            tracing::error!(error = %e, "config reload failed, keeping the running configuration");
+impl Reloadable {
+    /// Re-reads the config file's `[auth]` and `[[push]]`. A file that does not load or
+    /// validate changes nothing: the running configuration stays and the error is logged.
+    fn run(&self) {
+        let Some(path) = self.path.as_deref() else {
+            tracing::warn!("SIGHUP: no --config file to reload");
             return;
-        }
-    };
-    let auth = match Auth::from_config(&file.auth) {
-        Ok(a) => a,
-        Err(e) => {
+        };
+        let fail = |e: &dyn std::fmt::Display| {
             tracing::error!(error = %e, "config reload failed, keeping the running configuration");
-            return;
+        };
+        let file = match rtmp_edge::config::FileConfig::load(path) {
+            Ok(f) => f,
+            Err(e) => return fail(&e),
+        };
+        let auth = match Auth::from_config(&file.auth) {
+            Ok(a) => a,
+            Err(e) => return fail(&e),
+        };
+        if let Err(e) = self.push.replace_config(&file.push) {
+            return fail(&e);
         }
-    };
-    if let Some(push) = control.push_registry() {
-        if let Err(e) = push.replace_config(&file) {
-            tracing::error!(error = %e, "config reload failed, keeping the running configuration");
-            return;
-        }
+        self.auth.replace(auth);
+        self.control.reconcile_sinks();
+        tracing::info!(path = %path.display(), "config reloaded");
     }
-    control.set_auth(auth);
-    control.reconcile_sinks_blocking();
-    tracing::info!(path = %path.display(), "config reloaded");
 }

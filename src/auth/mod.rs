@@ -51,11 +51,12 @@ pub mod config;
 mod params;
 mod signed;
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
+use crate::shard::hooks::{AuthFuture, Authorize, Denied};
 
 pub use callback::{CallbackError, UrlError};
 pub use config::AuthConfig;
@@ -66,43 +67,7 @@ use config::ActionAuth;
 use params::RequestParams;
 use signed::{SignError, Signer};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Action {
-    Publish,
-    Play,
-}
-
-impl Action {
-    pub fn label(self) -> &'static str {
-        match self {
-            Action::Publish => "publish",
-            Action::Play => "play",
-        }
-    }
-}
-
-/// What a client asked for, as the connection code saw it.
-#[derive(Debug, Clone)]
-pub struct AuthRequest {
-    pub action: Action,
-    pub app: String,
-    /// Stream name without its query.
-    pub name: String,
-    /// Query of the stream name (`cam1?token=x` -> `token=x`).
-    pub query: Option<String>,
-    /// Query from connect's app or tcUrl (`rtmp://h/live?token=x` -> `token=x`).
-    pub connect_query: Option<String>,
-    pub tc_url: Option<String>,
-    pub peer: SocketAddr,
-    pub conn_id: u64,
-}
-
-impl AuthRequest {
-    /// `app/name`: what token patterns match and signatures cover.
-    pub fn stream(&self) -> String {
-        format!("{}/{}", self.app, self.name)
-    }
-}
+pub use crate::shard::hooks::{Action, AuthRequest};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DenyReason {
@@ -115,6 +80,16 @@ pub enum DenyReason {
 }
 
 impl DenyReason {
+    /// Every reason, for counters exported at 0 before the first denial.
+    pub const ALL: [DenyReason; 6] = [
+        DenyReason::MissingCredentials,
+        DenyReason::BadToken,
+        DenyReason::BadSignature,
+        DenyReason::Expired,
+        DenyReason::CallbackRefused,
+        DenyReason::CallbackFailed,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             DenyReason::MissingCredentials => "missing_credentials",
@@ -298,7 +273,7 @@ impl Auth {
         let matching: Vec<&TokenRule> = rules
             .tokens
             .iter()
-            .filter(|r| crate::config_file::glob_match(&r.pattern, &stream))
+            .filter(|r| crate::util::glob_match(&r.pattern, &stream))
             .collect();
         if matching.is_empty() && rules.signer.is_none() {
             return Ok(());
@@ -381,6 +356,38 @@ impl Auth {
                 Err(DenyReason::CallbackFailed)
             }
         }
+    }
+}
+
+/// Every `rtmp_auth_callback_requests_total` result.
+pub const CALLBACK_RESULTS: [&str; 4] = ["allow", "refuse", "error", "cached"];
+
+/// The rules in force, replaced whole on reload (SIGHUP); what the shards ask.
+pub struct SharedAuth(RwLock<Arc<Auth>>);
+
+impl SharedAuth {
+    pub fn new(auth: Auth) -> Self {
+        Self(RwLock::new(Arc::new(auth)))
+    }
+
+    /// The rules in force (cheap: an Arc clone per publish/play).
+    pub fn current(&self) -> Arc<Auth> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, auth: Auth) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
+    }
+}
+
+impl Authorize for SharedAuth {
+    fn is_open(&self, action: Action) -> bool {
+        self.current().is_open(action)
+    }
+
+    fn check(&self, req: AuthRequest) -> AuthFuture {
+        let auth = self.current();
+        Box::pin(async move { auth.check(req).await.map_err(|r| Denied(r.label())) })
     }
 }
 

@@ -259,7 +259,7 @@ async fn add_push(State(c): Shared, body: axum::body::Bytes) -> Response {
     dest.streams = req.streams;
     match reg.add(req.id, dest, req.enabled) {
         Ok(e) => {
-            c.reconcile_sinks().await;
+            c.reconcile_sinks();
             let view = push_view(&c, vec![e]).await.pop();
             (StatusCode::CREATED, Json(view)).into_response()
         }
@@ -284,7 +284,7 @@ async fn patch_push(State(c): Shared, Path(id): Path<String>, body: axum::body::
     };
     match reg.set_enabled(&id, req.enabled) {
         Some(e) => {
-            c.reconcile_sinks().await;
+            c.reconcile_sinks();
             Json(push_view(&c, vec![e]).await.pop()).into_response()
         }
         None => error(StatusCode::NOT_FOUND, format!("no push destination {id}")),
@@ -296,7 +296,7 @@ async fn remove_push(State(c): Shared, Path(id): Path<String>) -> Response {
         return no_registry();
     };
     if reg.remove(&id) {
-        c.reconcile_sinks().await;
+        c.reconcile_sinks();
         StatusCode::NO_CONTENT.into_response()
     } else {
         error(StatusCode::NOT_FOUND, format!("no push destination {id}"))

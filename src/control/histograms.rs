@@ -16,10 +16,8 @@ const BUCKETS: [f64; 16] = [
 ];
 const WINDOW: Duration = Duration::from_secs(10);
 
-pub const CROSS_SHARD: &str = "rtmp_cross_shard_latency_seconds";
-pub const FANOUT: &str = "rtmp_fanout_latency_seconds";
-pub const PUSH: &str = "rtmp_push_latency_seconds";
-pub const FIRST_FRAME: &str = "rtmp_time_to_first_frame_seconds";
+pub use crate::relay::push::LATENCY_FAMILY as PUSH;
+pub use crate::shard::hooks::latency::{CROSS_SHARD, FANOUT, FIRST_FRAME};
 
 /// Name, help and label of the exported latency families.
 pub const FAMILIES: [(&str, &str, &str); 4] = [
@@ -52,9 +50,7 @@ struct Series {
     window_start: Instant,
 }
 
-fn new_hist() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
-}
+use crate::util::histogram::latency_histogram as new_hist;
 
 #[derive(Default)]
 pub struct LatencyExport {

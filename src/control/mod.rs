@@ -4,30 +4,53 @@
 //! second; live state (streams, clients) is asked from the shards over their inboxes.
 
 pub mod api;
+mod catalog;
 pub mod histograms;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::Router;
+use hdrhistogram::Histogram;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tracing::{error, info};
 
-use crate::auth::Auth;
 use crate::relay::push::PushRegistry;
+use crate::shard::hooks::Telemetry;
 use crate::shard::query::{Query, ShardStreams, StreamInfo};
-use crate::shard::ShardMsg;
+use crate::shard::transmission::{ControlMsg, ShardLink};
 use histograms::{escape, LatencyExport};
 
 /// How long the API waits for a shard's answer.
 const SHARD_ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The control plane's settings.
+#[derive(Debug, Clone)]
+pub struct ControlConfig {
+    /// Where `/metrics`, health and the API listen; None: nowhere (`--http off`).
+    pub http: Option<SocketAddr>,
+    /// Bearer token the API requires (`--api-token`).
+    pub api_token: Option<String>,
+    /// Streams with per-stream series in /metrics (by viewers).
+    pub top_streams: usize,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            http: None,
+            api_token: None,
+            top_streams: 20,
+        }
+    }
+}
 
 /// What the shards report to the control plane, and how to reach them.
 pub struct Control {
@@ -37,14 +60,12 @@ pub struct Control {
     prometheus: Option<PrometheusHandle>,
     /// Thread CPU seconds per shard (a float counter; the `metrics` crate's are integers).
     shard_cpu: Mutex<BTreeMap<String, f64>>,
-    senders: OnceLock<Vec<mpsc::Sender<ShardMsg>>>,
+    links: OnceLock<Vec<ShardLink>>,
     push: OnceLock<Arc<PushRegistry>>,
     /// Bearer token the API requires (`--api-token`).
     pub api_token: Option<String>,
     /// Streams with per-stream series in /metrics (by viewers).
     pub top_streams: usize,
-    /// Publish/play authorization; replaced whole on reload (SIGHUP).
-    auth: RwLock<Arc<Auth>>,
     /// The last scrape's shard answers (see `scrape_streams`).
     scrape_cache: tokio::sync::Mutex<Option<(std::time::Instant, Vec<ShardStreams>)>>,
 }
@@ -69,30 +90,33 @@ impl Control {
             latency: LatencyExport::default(),
             prometheus: None,
             shard_cpu: Mutex::default(),
-            senders: OnceLock::new(),
+            links: OnceLock::new(),
             push: OnceLock::new(),
             api_token: None,
             top_streams: 20,
-            auth: RwLock::new(Arc::new(Auth::disabled())),
             scrape_cache: tokio::sync::Mutex::new(None),
         }
     }
 
-    /// Installs the global metrics recorder; call once, before the shards start.
-    pub fn with_prometheus(shards: usize) -> Result<Self, ControlError> {
-        let handle = PrometheusBuilder::new()
-            .install_recorder()
-            .map_err(|e| ControlError::Recorder(e.to_string()))?;
-        describe();
-        Ok(Self {
-            prometheus: Some(handle),
-            ..Self::detached(shards)
-        })
+    /// With `cfg.http` set, installs the global metrics recorder (call once, before the
+    /// shards start) and registers every metric's help text and known label values.
+    pub fn new(shards: usize, cfg: &ControlConfig) -> Result<Self, ControlError> {
+        let mut c = Self::detached(shards);
+        c.api_token = cfg.api_token.clone();
+        c.top_streams = cfg.top_streams;
+        if cfg.http.is_some() {
+            let handle = PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| ControlError::Recorder(e.to_string()))?;
+            catalog::describe();
+            c.prometheus = Some(handle);
+        }
+        Ok(c)
     }
 
-    /// The shards' inboxes (set once when the data plane starts).
-    pub fn attach_shards(&self, senders: Vec<mpsc::Sender<ShardMsg>>) {
-        let _ = self.senders.set(senders);
+    /// The shards' lanes (set once when the data plane starts).
+    pub fn attach_shards(&self, links: Vec<ShardLink>) {
+        let _ = self.links.set(links);
     }
 
     /// The push destinations the API lists and changes.
@@ -104,59 +128,28 @@ impl Control {
         self.push.get()
     }
 
-    /// The authorization rules in force (cheap: an Arc clone per publish/play).
-    pub fn auth(&self) -> Arc<Auth> {
-        self.auth.read().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-
-    pub fn set_auth(&self, auth: Auth) {
-        *self.auth.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(auth);
-    }
-
-    /// `reconcile_sinks` for a thread outside any runtime (the signal thread).
-    /// Sends from a short-lived thread: the signal thread must stay free for SIGTERM even
-    /// if a shard's inbox is full.
-    pub fn reconcile_sinks_blocking(&self) {
-        let senders = self.senders.get().cloned().unwrap_or_default();
-        let _ = std::thread::Builder::new()
-            .name("reconcile".into())
-            .spawn(move || {
-                for tx in senders {
-                    let _ = tx.blocking_send(ShardMsg::Query(Query::ReconcileSinks));
-                }
-            });
-    }
-
-    /// A shard's listener is accepting.
-    pub fn shard_ready(&self) {
-        self.ready.fetch_add(1, Ordering::Relaxed);
+    /// Tells every shard that push destinations changed. The control lane never blocks:
+    /// callable from any thread, the signal thread included.
+    pub fn reconcile_sinks(&self) {
+        for l in self.links.get().into_iter().flatten() {
+            l.send_control(ControlMsg::Query(Query::ReconcileSinks));
+        }
     }
 
     pub fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed) >= self.shards
     }
 
-    pub fn set_shard_cpu(&self, shard: &str, seconds: f64) {
-        self.shard_cpu
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(shard.to_string(), seconds);
-    }
-
     /// Asks every shard; answers that do not come within the timeout are left out.
     pub async fn ask<T>(&self, make: impl Fn(oneshot::Sender<T>) -> Query) -> Vec<T> {
-        let Some(senders) = self.senders.get() else {
+        let Some(links) = self.links.get() else {
             return Vec::new();
         };
-        let mut pending = Vec::with_capacity(senders.len());
-        for tx in senders {
+        let mut pending = Vec::with_capacity(links.len());
+        for l in links {
             let (otx, orx) = oneshot::channel();
-            let sent =
-                tokio::time::timeout(SHARD_ANSWER_TIMEOUT, tx.send(ShardMsg::Query(make(otx))))
-                    .await;
-            if matches!(sent, Ok(Ok(()))) {
-                pending.push(orx);
-            }
+            l.send_control(ControlMsg::Query(make(otx)));
+            pending.push(orx);
         }
         let mut out = Vec::with_capacity(pending.len());
         for rx in pending {
@@ -165,18 +158,6 @@ impl Control {
             }
         }
         out
-    }
-
-    /// Tells every shard that push destinations changed.
-    pub async fn reconcile_sinks(&self) {
-        let Some(senders) = self.senders.get() else {
-            return;
-        };
-        // No timeout: a busy shard must still learn about the change, and waiting here
-        // only holds the control thread.
-        for tx in senders {
-            let _ = tx.send(ShardMsg::Query(Query::ReconcileSinks)).await;
-        }
     }
 
     /// Every live stream, with viewers summed over the shards, sorted by key.
@@ -306,6 +287,23 @@ impl Control {
     }
 }
 
+impl Telemetry for Control {
+    fn shard_ready(&self, _shard: usize) {
+        self.ready.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn merge_latency(&self, family: &'static str, label: &str, delta: &Histogram<u64>) {
+        self.latency.merge(family, label, delta);
+    }
+
+    fn shard_cpu(&self, shard: usize, seconds: f64) {
+        self.shard_cpu
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(shard.to_string(), seconds);
+    }
+}
+
 fn viewer_totals(answers: &[ShardStreams]) -> HashMap<String, usize> {
     let mut viewers: HashMap<String, usize> = HashMap::new();
     for a in answers {
@@ -356,96 +354,6 @@ fn render_process(out: &mut String) {
         "rtmp_build_info{{version=\"{}\"}} 1",
         env!("CARGO_PKG_VERSION")
     );
-}
-
-/// Help text for every metric the data plane records (scrapers and promtool want it).
-fn describe() {
-    use metrics::{describe_counter, describe_gauge};
-    describe_counter!(
-        "rtmp_connections_accepted_total",
-        "TCP connections accepted."
-    );
-    describe_counter!("rtmp_publishes_total", "Publishes accepted.");
-    describe_counter!(
-        "rtmp_publish_rejects_total",
-        "Publishes refused, by reason."
-    );
-    describe_counter!("rtmp_plays_total", "Plays started.");
-    describe_counter!(
-        "rtmp_protocol_errors_total",
-        "Connections closed for bad input, by kind."
-    );
-    describe_counter!(
-        "rtmp_timeouts_total",
-        "Connections closed by a timeout, by kind."
-    );
-    describe_counter!(
-        "rtmp_viewer_drops_total",
-        "Frames not sent to a lagging viewer, by reason."
-    );
-    describe_counter!(
-        "rtmp_viewer_disconnects_total",
-        "Viewers disconnected for lagging, by reason."
-    );
-    describe_counter!(
-        "rtmp_cross_shard_drops_total",
-        "Frames dropped between shards."
-    );
-    describe_counter!(
-        "rtmp_record_errors_total",
-        "Recordings stopped by an I/O error."
-    );
-    describe_counter!(
-        "rtmp_record_dropped_frames_total",
-        "Frames a recording could not queue."
-    );
-    describe_counter!("rtmp_play_rejects_total", "Plays refused, by reason.");
-    describe_counter!(
-        "rtmp_auth_denied_total",
-        "Publishes and plays refused by authorization, by action and reason."
-    );
-    describe_counter!(
-        "rtmp_auth_callback_requests_total",
-        "Authorization callback decisions, by action and result."
-    );
-    describe_counter!(
-        "rtmp_ingress_bytes_total",
-        "Bytes read from client sockets (publishers, players), per shard."
-    );
-    describe_counter!(
-        "rtmp_egress_bytes_total",
-        "Bytes written to client sockets (media to players, replies), per shard."
-    );
-    describe_counter!(
-        "rtmp_ingest_messages_total",
-        "Messages ingested from publishers, per shard and kind."
-    );
-    describe_counter!(
-        "rtmp_relayed_messages_total",
-        "Frames queued to players, per shard."
-    );
-    describe_counter!(
-        "rtmp_push_bytes_total",
-        "Media payload bytes sent to a push destination."
-    );
-    describe_counter!(
-        "rtmp_push_reconnects_total",
-        "Push sessions that failed and reconnect, per destination."
-    );
-    describe_counter!(
-        "rtmp_push_dropped_frames_total",
-        "Frames a push destination could not queue (too far behind)."
-    );
-    describe_gauge!(
-        "rtmp_connections",
-        "Open connections, per shard and role (handshake, publisher, player)."
-    );
-    describe_gauge!(
-        "rtmp_shard_utilization_ratio",
-        "Share of the last second a shard thread was busy on CPU (1 = saturated)."
-    );
-    describe_gauge!("rtmp_viewers", "Players connected, per shard.");
-    describe_gauge!("rtmp_streams", "Streams with a publisher, per owner shard.");
 }
 
 /// Serves the control endpoints on their own thread; returns the bound address.

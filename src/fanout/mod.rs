@@ -1,5 +1,7 @@
-//! Fan-out of shared frames to many subscribers: bounded per-connection output queues and
-//! the per-viewer delivery policy (late-join preamble, keyframe gating, slow-viewer drops).
+//! Fan-out of shared frames to many subscribers: bounded per-connection output queues, the
+//! one frame-admission policy (keyframe gating, slow-subscriber drops) and the per-viewer
+//! delivery (late-join preamble, RTMP stream ids).
 
+pub mod admission;
 pub mod queue;
 pub mod viewer;

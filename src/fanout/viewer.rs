@@ -4,8 +4,9 @@
 //! disconnected if it stays behind. Never grows past its budget, never blocks anyone.
 
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use super::admission::{queue_len, Admission, AdmissionPolicy, Verdict};
 use super::queue::OutQueue;
 use crate::media::cache::StreamCache;
 use crate::media::frame::{MediaKind, SharedFrame, SHARED_STREAM_ID};
@@ -13,12 +14,8 @@ use crate::protocol::session;
 
 #[derive(Debug, Clone, Copy)]
 pub struct ViewerPolicy {
-    /// Bytes a viewer may have queued; past it, frames are dropped.
-    pub max_queue_bytes: usize,
-    /// How long the oldest queued byte may wait; past it, inter frames are dropped.
-    pub max_queue_age: Duration,
-    /// A viewer dropping frames for longer than this is disconnected.
-    pub max_behind: Duration,
+    /// Queue budget and how long a viewer may stay behind.
+    pub admission: AdmissionPolicy,
     /// Hold live frames for the shard's coalescing tick instead of waking the writer.
     pub coalesce: bool,
     /// Wake the writer anyway once this many bytes wait (bounds a tick's burst).
@@ -28,38 +25,11 @@ pub struct ViewerPolicy {
 impl Default for ViewerPolicy {
     fn default() -> Self {
         Self {
-            max_queue_bytes: 4 << 20,
-            max_queue_age: Duration::from_secs(5),
-            max_behind: Duration::from_secs(10),
+            admission: AdmissionPolicy::default(),
             coalesce: false,
             flush_bytes: 64 << 10,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    QueueBytes,
-    QueueAge,
-}
-
-impl DropReason {
-    pub fn label(self) -> &'static str {
-        match self {
-            Self::QueueBytes => "queue_bytes",
-            Self::QueueAge => "queue_age",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Delivery {
-    Queued,
-    /// Waiting for a keyframe (join without GOP, after a drop, after a republish).
-    Skipped,
-    Dropped(DropReason),
-    /// Behind for too long: the connection is being closed.
-    Kicked,
 }
 
 pub struct Viewer {
@@ -68,9 +38,7 @@ pub struct Viewer {
     pub name: String,
     chunk_size: u32,
     policy: ViewerPolicy,
-    waiting_key: bool,
-    /// Since when this viewer has been dropping frames.
-    behind_since: Option<Instant>,
+    admission: Admission,
     pub receive_audio: bool,
     pub receive_video: bool,
 }
@@ -88,9 +56,8 @@ impl Viewer {
             stream_id,
             name,
             chunk_size,
+            admission: Admission::new(policy.admission),
             policy,
-            waiting_key: true,
-            behind_since: None,
             receive_audio: true,
             receive_video: true,
         }
@@ -103,73 +70,44 @@ impl Viewer {
         if has_gop {
             self.queue.mark_media();
         }
-        self.waiting_key = !has_gop;
+        self.admission.set_waiting_for_keyframe(!has_gop);
     }
 
     pub fn is_waiting_for_keyframe(&self) -> bool {
-        self.waiting_key
+        self.admission.is_waiting_for_keyframe()
     }
 
-    pub fn deliver(&mut self, f: &SharedFrame, now: Instant) -> Delivery {
+    pub fn deliver(&mut self, f: &SharedFrame, now: Instant) -> Verdict {
         if self.queue.is_closed() {
-            return Delivery::Skipped;
+            return Verdict::Skip;
         }
         let config = f.is_config() || f.kind == MediaKind::Metadata;
-        let inter_video = f.kind == MediaKind::Video && !config;
         match f.kind {
-            MediaKind::Video if !self.receive_video && !config => return Delivery::Skipped,
-            MediaKind::Audio if !self.receive_audio && !config => return Delivery::Skipped,
+            MediaKind::Video if !self.receive_video && !config => return Verdict::Skip,
+            MediaKind::Audio if !self.receive_audio && !config => return Verdict::Skip,
             _ => {}
         }
-        if inter_video && self.waiting_key && !f.is_video_keyframe() {
-            return Delivery::Skipped;
-        }
-        let len = f.wire.len();
         let queued = self.queue.queued_bytes();
-        let over_bytes = queued + len > self.policy.max_queue_bytes;
-        let over_age = self.queue.age(now) > self.policy.max_queue_age;
-        if over_bytes || over_age {
-            let since = *self.behind_since.get_or_insert(now);
-            if now.saturating_duration_since(since) > self.policy.max_behind {
+        let verdict = self.admission.admit(f, queued, self.queue.age(now), now);
+        match verdict {
+            Verdict::Admit => {}
+            Verdict::Kick => {
                 self.queue.kill();
-                return Delivery::Kicked;
+                return verdict;
             }
-            let reason = if over_bytes {
-                DropReason::QueueBytes
-            } else {
-                DropReason::QueueAge
-            };
-            // Video goes first; audio and decoder config stay while the bytes allow, so
-            // the player keeps sound and can decode the keyframe it resumes at.
-            let keep = match f.kind {
-                MediaKind::Video if !config => false,
-                _ if config => queued + len <= self.policy.max_queue_bytes * 2,
-                _ => !over_bytes,
-            };
-            if !keep {
-                if inter_video {
-                    self.waiting_key = true;
-                }
-                return Delivery::Dropped(reason);
-            }
-        } else if inter_video && self.waiting_key {
-            // Resuming at a keyframe with a healthy queue: caught up.
-            self.behind_since = None;
-        }
-        if inter_video {
-            self.waiting_key = false;
+            Verdict::Skip | Verdict::Drop(_) => return verdict,
         }
         let wire = if self.stream_id == SHARED_STREAM_ID {
             f.wire.clone()
         } else {
             f.encode_as(f.timestamp, self.stream_id, self.chunk_size)
         };
-        let wake = !self.policy.coalesce || queued + len >= self.policy.flush_bytes;
+        let wake = !self.policy.coalesce || queued + queue_len(f) >= self.policy.flush_bytes;
         self.queue.push_media(wire, f.ingest, now, wake);
         if matches!(f.kind, MediaKind::Audio | MediaKind::Video) {
             self.queue.mark_media();
         }
-        Delivery::Queued
+        Verdict::Admit
     }
 
     /// The publisher left: tell the player, and restart from a keyframe when one returns.
@@ -180,7 +118,7 @@ impl Viewer {
             self.stream_id,
             &self.name,
         ));
-        self.waiting_key = true;
+        self.admission.wait_for_keyframe();
     }
 
     pub fn published(&mut self) {
@@ -189,7 +127,7 @@ impl Viewer {
             self.stream_id,
             &self.name,
         ));
-        self.waiting_key = true;
+        self.admission.wait_for_keyframe();
     }
 }
 
@@ -200,6 +138,9 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
+    use std::time::Duration;
+
+    use crate::fanout::admission::DropReason;
     use crate::media::frame::Frame;
 
     fn frame(kind: MediaKind, ts: u32, p: &'static [u8], pad: usize) -> SharedFrame {
@@ -219,17 +160,20 @@ mod tests {
         let inter = frame(MediaKind::Video, 0, &[0x27, 1], 10);
         let key = frame(MediaKind::Video, 33, &[0x17, 1], 10);
         let audio = frame(MediaKind::Audio, 10, &[0xAF, 1], 10);
-        assert_eq!(v.deliver(&inter, now), Delivery::Skipped);
-        assert_eq!(v.deliver(&audio, now), Delivery::Queued);
-        assert_eq!(v.deliver(&key, now), Delivery::Queued);
-        assert_eq!(v.deliver(&inter, now), Delivery::Queued);
+        assert_eq!(v.deliver(&inter, now), Verdict::Skip);
+        assert_eq!(v.deliver(&audio, now), Verdict::Admit);
+        assert_eq!(v.deliver(&key, now), Verdict::Admit);
+        assert_eq!(v.deliver(&inter, now), Verdict::Admit);
     }
 
     #[test]
     fn slow_viewer_drops_video_keeps_audio_resumes_at_key_then_is_kicked() {
         let policy = ViewerPolicy {
-            max_queue_bytes: 10_000,
-            max_behind: Duration::from_secs(2),
+            admission: AdmissionPolicy {
+                max_queue_bytes: 10_000,
+                max_behind: Duration::from_secs(2),
+                ..AdmissionPolicy::default()
+            },
             ..ViewerPolicy::default()
         };
         let mut v = viewer(policy);
@@ -237,44 +181,41 @@ mod tests {
         let key = frame(MediaKind::Video, 0, &[0x17, 1], 4000);
         let inter = frame(MediaKind::Video, 33, &[0x27, 1], 4000);
         let audio = frame(MediaKind::Audio, 40, &[0xAF, 1], 100);
-        assert_eq!(v.deliver(&key, t0), Delivery::Queued);
-        assert_eq!(v.deliver(&inter, t0), Delivery::Queued);
+        assert_eq!(v.deliver(&key, t0), Verdict::Admit);
+        assert_eq!(v.deliver(&inter, t0), Verdict::Admit);
         // 8 KB queued: the next inter frame would pass the budget.
-        assert_eq!(
-            v.deliver(&inter, t0),
-            Delivery::Dropped(DropReason::QueueBytes)
-        );
+        assert_eq!(v.deliver(&inter, t0), Verdict::Drop(DropReason::QueueBytes));
         assert!(v.is_waiting_for_keyframe());
-        assert_eq!(v.deliver(&audio, t0), Delivery::Queued);
-        assert_eq!(v.deliver(&inter, t0), Delivery::Skipped);
+        assert_eq!(v.deliver(&audio, t0), Verdict::Admit);
+        assert_eq!(v.deliver(&inter, t0), Verdict::Skip);
         // The reader catches up: the queue drains, and video resumes at a keyframe.
         v.queue.take_batch();
-        assert_eq!(v.deliver(&inter, t0), Delivery::Skipped);
-        assert_eq!(v.deliver(&key, t0), Delivery::Queued);
-        assert_eq!(v.deliver(&inter, t0), Delivery::Queued);
+        assert_eq!(v.deliver(&inter, t0), Verdict::Skip);
+        assert_eq!(v.deliver(&key, t0), Verdict::Admit);
+        assert_eq!(v.deliver(&inter, t0), Verdict::Admit);
         // Falls behind again and stays behind: kicked after max_behind.
-        assert!(matches!(v.deliver(&key, t0), Delivery::Dropped(_)));
+        assert!(matches!(v.deliver(&key, t0), Verdict::Drop(_)));
         let later = t0 + Duration::from_secs(3);
-        assert_eq!(v.deliver(&key, later), Delivery::Kicked);
+        assert_eq!(v.deliver(&key, later), Verdict::Kick);
         assert!(v.queue.is_killed());
-        assert_eq!(v.deliver(&audio, later), Delivery::Skipped);
+        assert_eq!(v.deliver(&audio, later), Verdict::Skip);
     }
 
     #[test]
     fn old_queue_drops_by_age() {
         let mut v = viewer(ViewerPolicy {
-            max_queue_age: Duration::from_millis(500),
+            admission: AdmissionPolicy {
+                max_queue_age: Duration::from_millis(500),
+                ..AdmissionPolicy::default()
+            },
             ..ViewerPolicy::default()
         });
         let t0 = Instant::now();
         let key = frame(MediaKind::Video, 0, &[0x17, 1], 10);
         let inter = frame(MediaKind::Video, 33, &[0x27, 1], 10);
-        assert_eq!(v.deliver(&key, t0), Delivery::Queued);
+        assert_eq!(v.deliver(&key, t0), Verdict::Admit);
         let t1 = t0 + Duration::from_secs(1);
-        assert_eq!(
-            v.deliver(&inter, t1),
-            Delivery::Dropped(DropReason::QueueAge)
-        );
+        assert_eq!(v.deliver(&inter, t1), Verdict::Drop(DropReason::QueueAge));
     }
 
     #[test]
@@ -294,9 +235,9 @@ mod tests {
             rt.block_on(async { tokio::time::timeout(Duration::from_millis(5), q.wait()).await })
                 .is_ok()
         };
-        assert_eq!(v.deliver(&key, t0), Delivery::Queued);
+        assert_eq!(v.deliver(&key, t0), Verdict::Admit);
         assert!(!woke(&v.queue), "one small frame waits for the tick");
-        assert_eq!(v.deliver(&key, t0), Delivery::Queued);
+        assert_eq!(v.deliver(&key, t0), Verdict::Admit);
         assert!(woke(&v.queue), "past flush_bytes the writer is woken");
         v.queue.flush();
         assert!(woke(&v.queue), "the tick wakes a non-empty queue");

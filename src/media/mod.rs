@@ -5,4 +5,5 @@
 pub mod cache;
 pub mod flv;
 pub mod frame;
+pub mod metadata;
 pub mod tag;

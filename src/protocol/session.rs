@@ -51,6 +51,16 @@ pub enum SessionError {
 }
 
 impl SessionError {
+    /// Every `kind()` label, so counters can exist at 0 before the first error.
+    pub const KINDS: [&'static str; 6] = [
+        "handshake",
+        "message_too_large",
+        "invalid_chunk_size",
+        "chunk",
+        "message",
+        "violation",
+    ];
+
     /// Short stable label for counters.
     pub fn kind(&self) -> &'static str {
         match self {

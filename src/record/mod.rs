@@ -18,12 +18,13 @@ use std::sync::mpsc::{self, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use serde::Deserialize;
 use tracing::error;
 
-use crate::config::{Config, RecordMode};
-use crate::config_file::{glob_match, FileConfig, RecordOverride};
 use crate::media::frame::SharedFrame;
-use crate::shard::state::{ShardState, SinkFactory, StreamKey, StreamSink};
+use crate::shard::hooks::{SinkContext, SinkFactory, StreamSink};
+use crate::shard::state::StreamKey;
+use crate::util::glob_match;
 pub use name::{base_name, sanitize, Civil};
 use worker::{Cmd, Handle};
 pub use writer::{meta_body, publisher_props, Finished, FlvWriter, MetaBody};
@@ -31,6 +32,9 @@ pub use writer::{meta_body, publisher_props, Finished, FlvWriter, MetaBody};
 /// Frames (and open/close commands) that may wait for the recorder thread: a few seconds
 /// of a handful of streams, so a disk hiccup is absorbed before anything is stopped.
 pub const QUEUE_CAPACITY: usize = 4096;
+
+/// Every `rtmp_record_errors_total` reason: the queue, and the file stages of `worker`.
+pub const ERROR_REASONS: [&str; 4] = ["queue_full", "open", "write", "finalize"];
 
 /// The sink's id in a stream's sink list.
 const SINK_ID: &str = "record";
@@ -49,6 +53,29 @@ pub enum RecordError {
     Gone,
 }
 
+/// The `[record]` table of the config file; the `--record-dir` and `--record` flags are
+/// applied on top of it (by `config`) before it is used.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RecordConfig {
+    /// Directory for recordings.
+    pub dir: Option<PathBuf>,
+    /// "all" or "none".
+    pub mode: Option<String>,
+    /// Per-stream overrides, first match wins.
+    #[serde(default)]
+    pub streams: Vec<RecordOverride>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RecordOverride {
+    /// `app/name`, exact or with `*` / `?` wildcards.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub record: bool,
+}
+
 /// Which streams are recorded, and where.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RecordPolicy {
@@ -60,24 +87,19 @@ pub struct RecordPolicy {
 }
 
 impl RecordPolicy {
-    /// Flags win over the file's `dir` and `mode`; the file's per-stream overrides apply on
-    /// top of either. None when no stream could ever be recorded.
-    pub fn from_config(cfg: &Config, file: &FileConfig) -> Result<Option<Self>, RecordError> {
-        let all = match (cfg.record, file.record.mode.as_deref()) {
-            (Some(mode), _) => mode == RecordMode::All,
-            (None, None | Some("none")) => false,
-            (None, Some("all")) => true,
-            (None, Some(other)) => return Err(RecordError::BadMode(other.to_string())),
+    /// The per-stream overrides apply on top of the mode. None when no stream could ever
+    /// be recorded.
+    pub fn from_config(c: &RecordConfig) -> Result<Option<Self>, RecordError> {
+        let all = match c.mode.as_deref() {
+            None | Some("none") => false,
+            Some("all") => true,
+            Some(other) => return Err(RecordError::BadMode(other.to_string())),
         };
-        let overrides = file.record.streams.clone();
+        let overrides = c.streams.clone();
         if !all && !overrides.iter().any(|o| o.record) {
             return Ok(None);
         }
-        let dir = cfg
-            .record_dir
-            .clone()
-            .or_else(|| file.record.dir.clone())
-            .ok_or(RecordError::NoDir)?;
+        let dir = c.dir.clone().ok_or(RecordError::NoDir)?;
         Ok(Some(Self {
             dir,
             all,
@@ -116,11 +138,9 @@ impl Recorder {
         }))
     }
 
-    /// The recorder the flags and config file ask for, if any stream may be recorded.
-    pub fn from_config(cfg: &Config, file: &FileConfig) -> Result<Option<Arc<Self>>, RecordError> {
-        RecordPolicy::from_config(cfg, file)?
-            .map(Self::start)
-            .transpose()
+    /// The recorder the configuration asks for, if any stream may be recorded.
+    pub fn from_config(c: &RecordConfig) -> Result<Option<Arc<Self>>, RecordError> {
+        RecordPolicy::from_config(c)?.map(Self::start).transpose()
     }
 
     pub fn policy(&self) -> &RecordPolicy {
@@ -159,7 +179,7 @@ impl Recorder {
 impl SinkFactory for Recorder {
     fn sinks_for(
         &self,
-        _shard: &ShardState,
+        _ctx: &SinkContext,
         key: &StreamKey,
         existing: &[&str],
     ) -> Vec<Box<dyn StreamSink>> {
@@ -262,7 +282,6 @@ mod tests {
     use crate::media::frame::{Frame, MediaKind};
     use crate::protocol::amf::{self, Amf0Value};
     use bytes::Bytes;
-    use clap::Parser;
     use std::path::Path;
 
     fn frame(kind: MediaKind, ts: u32, payload: &'static [u8]) -> SharedFrame {
@@ -329,54 +348,36 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
-    fn policy(args: &[&str], toml: &str) -> Result<Option<RecordPolicy>, RecordError> {
-        let cfg = Config::parse_from(std::iter::once("rtmp-edge").chain(args.iter().copied()));
-        let file: FileConfig = toml::from_str(toml).unwrap();
-        RecordPolicy::from_config(&cfg, &file)
+    fn policy(toml: &str) -> Result<Option<RecordPolicy>, RecordError> {
+        let c: RecordConfig = toml::from_str(toml).unwrap();
+        RecordPolicy::from_config(&c)
     }
 
     #[test]
-    fn flags_win_and_overrides_apply_in_order() {
-        assert_eq!(policy(&[], "").unwrap(), None, "default: record nothing");
-        let p = policy(&["--record", "all", "--record-dir", "/r"], "")
-            .unwrap()
-            .unwrap();
-        assert!(p.records("live/x") && p.dir == Path::new("/r"));
-
+    fn overrides_apply_in_order() {
+        assert_eq!(policy("").unwrap(), None, "default: record nothing");
         let file = r#"
-            [record]
             dir = "/from-file"
             mode = "all"
-            [[record.streams]]
+            [[streams]]
             match = "live/private-*"
             record = false
-            [[record.streams]]
+            [[streams]]
             match = "live/*"
             record = true
         "#;
-        let p = policy(&[], file).unwrap().unwrap();
+        let p = policy(file).unwrap().unwrap();
         assert_eq!(p.dir, Path::new("/from-file"));
         assert!(!p.records("live/private-1"), "first match wins");
         assert!(p.records("live/public") && p.records("other/x"));
-        // --record none beats the file's mode, overrides still apply; --record-dir wins.
-        let p = policy(&["--record", "none", "--record-dir", "/cli"], file)
-            .unwrap()
-            .unwrap();
-        assert_eq!(p.dir, Path::new("/cli"));
-        assert!(!p.records("other/x") && p.records("live/public"));
-        assert!(!p.records("live/private-1"));
-
+        assert!(matches!(policy("mode = \"all\""), Err(RecordError::NoDir)));
         assert!(matches!(
-            policy(&["--record", "all"], ""),
-            Err(RecordError::NoDir)
-        ));
-        assert!(matches!(
-            policy(&[], "[record]\nmode = \"some\""),
+            policy("mode = \"some\""),
             Err(RecordError::BadMode(_))
         ));
         // Only "don't record" overrides and no mode: nothing to record, no dir needed.
         assert_eq!(
-            policy(&[], "[[record.streams]]\nmatch = \"*\"\nrecord = false").unwrap(),
+            policy("[[streams]]\nmatch = \"*\"\nrecord = false").unwrap(),
             None
         );
     }

@@ -1,16 +1,58 @@
 //! Moving streams between servers: pushing published streams to other RTMP servers
-//! (platforms, other relays), and pulling streams from an origin as an edge.
+//! (platforms, other relays), and pulling streams from an origin as an edge. Both are
+//! outbound RTMP clients on the stream's owner shard; they implement the shard's
+//! `SinkFactory` (push) and `UpstreamFactory` (pull).
 
 pub mod pull;
 pub mod push;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 
+use crate::protocol::session::SessionError;
 use crate::protocol::url::RtmpUrl;
+
+/// Why an outbound session (push or pull) ended; shown as `last_error` and logged.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("resolve: {0}")]
+    Resolve(std::io::Error),
+    #[error("resolve: no address")]
+    NoAddress,
+    #[error("resolver thread died")]
+    ResolverGone,
+    #[error("connect timeout")]
+    ConnectTimeout,
+    #[error("connect: {0}")]
+    Connect(std::io::Error),
+    #[error("read: {0}")]
+    Read(std::io::Error),
+    #[error("write: {0}")]
+    Write(std::io::Error),
+    #[error("write stalled for {0} s")]
+    WriteStalled(u64),
+    #[error("{0}")]
+    Protocol(#[from] SessionError),
+    #[error("publish start timeout")]
+    StartTimeout,
+    #[error("closed by destination before Publish.Start")]
+    ClosedBeforeStart,
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("closed by destination")]
+    ClosedByDestination,
+    #[error("origin refused: {0}")]
+    OriginRefused(String),
+    #[error("origin closed the connection")]
+    OriginClosed,
+    #[error("no media from origin")]
+    NoMedia,
+    #[error("origin stalled")]
+    OriginStalled,
+}
 
 /// Resolves a peer's host off the shard thread: getaddrinfo blocks, and a shard is an
 /// event loop serving thousands of sockets.
-pub async fn resolve(url: &RtmpUrl) -> Result<SocketAddr, String> {
+pub async fn resolve(url: &RtmpUrl) -> Result<SocketAddr, RelayError> {
     let authority = url.authority();
     if let Ok(addr) = authority.parse() {
         return Ok(addr); // a literal address needs no lookup (and no thread)
@@ -19,9 +61,22 @@ pub async fn resolve(url: &RtmpUrl) -> Result<SocketAddr, String> {
     std::thread::spawn(move || {
         let r = authority
             .to_socket_addrs()
-            .map_err(|e| format!("resolve: {e}"))
-            .and_then(|mut a| a.next().ok_or_else(|| "resolve: no address".to_string()));
+            .map_err(RelayError::Resolve)
+            .and_then(|mut a| a.next().ok_or(RelayError::NoAddress));
         let _ = tx.send(r);
     });
-    rx.await.map_err(|_| "resolver thread died".to_string())?
+    rx.await.map_err(|_| RelayError::ResolverGone)?
+}
+
+/// Connects to `url` within `timeout` (resolving off the shard) on the shard's runtime.
+pub async fn connect(
+    url: &RtmpUrl,
+    timeout: std::time::Duration,
+) -> Result<crate::shard::io::Conn, RelayError> {
+    let addr = resolve(url).await?;
+    let tcp = tokio::time::timeout(timeout, tokio_uring::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| RelayError::ConnectTimeout)?
+        .map_err(RelayError::Connect)?;
+    Ok(crate::shard::io::Conn::new(tcp))
 }

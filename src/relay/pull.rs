@@ -12,12 +12,14 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tracing::{info, warn};
 
+use super::RelayError;
 use crate::media::frame::MediaKind;
 use crate::protocol::client::{ClientConfig, ClientEvent, ClientSession};
 use crate::protocol::url::RtmpUrl;
-use crate::relay::push::backoff;
+use crate::shard::hooks::UpstreamFactory;
 use crate::shard::io::Conn;
 use crate::shard::state::{ShardState, StreamKey};
+use crate::util::backoff;
 
 /// How long an origin may take to start sending media before we try the next one (an origin
 /// without the stream usually just waits, like nginx-rtmp and we do).
@@ -26,29 +28,56 @@ const FIRST_MEDIA_TIMEOUT: Duration = Duration::from_secs(5);
 const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Starts pulling `key` unless this shard already does.
-pub fn ensure(state: &Rc<ShardState>, key: &StreamKey) {
-    if state.pulls.borrow().contains_key(key) {
-        return;
+/// Edge mode: the origins to pull from, in order (`--origin`), and how long an upstream
+/// stays open without players (`--origin-idle-secs`).
+#[derive(Debug, Clone)]
+pub struct OriginConfig {
+    pub origins: Vec<RtmpUrl>,
+    pub idle: Duration,
+}
+
+impl OriginConfig {
+    /// From the flags' URLs; an unparsable one is logged and skipped. None without any.
+    pub fn from_urls(urls: &[String], idle: Duration) -> Option<Self> {
+        let origins: Vec<RtmpUrl> = urls
+            .iter()
+            .filter_map(|u| match RtmpUrl::parse(u) {
+                Ok(url) => Some(url),
+                Err(e) => {
+                    warn!(error = %e, "ignoring bad --origin");
+                    None
+                }
+            })
+            .collect();
+        (!origins.is_empty()).then_some(Self { origins, idle })
     }
-    let origins: Vec<RtmpUrl> = state
-        .shared
-        .cfg
-        .origin
-        .iter()
-        .filter_map(|u| match RtmpUrl::parse(u) {
-            Ok(url) => Some(url),
-            Err(e) => {
-                warn!(error = %e, "ignoring bad --origin");
-                None
-            }
-        })
-        .collect();
-    if origins.is_empty() {
-        return;
+}
+
+/// The shard's upstream factory: one pull per stream, on the stream's owner shard.
+pub struct OriginPull {
+    config: OriginConfig,
+}
+
+impl OriginPull {
+    pub fn new(config: OriginConfig) -> Self {
+        Self { config }
     }
-    state.pulls.borrow_mut().insert(key.clone(), String::new());
-    tokio_uring::spawn(run(state.clone(), key.clone(), origins));
+}
+
+impl UpstreamFactory for OriginPull {
+    /// Starts pulling `key` unless this shard already does.
+    fn open(&self, state: &Rc<ShardState>, key: &StreamKey) {
+        if state.upstreams.borrow().contains_key(key) || state.tasks.is_stopping() {
+            return;
+        }
+        state
+            .upstreams
+            .borrow_mut()
+            .insert(key.clone(), String::new());
+        state
+            .tasks
+            .spawn(run(state.clone(), key.clone(), self.config.clone()));
+    }
 }
 
 enum End {
@@ -69,11 +98,12 @@ struct Pull {
     idle_since: Option<Instant>,
 }
 
-async fn run(state: Rc<ShardState>, key: StreamKey, origins: Vec<RtmpUrl>) {
+async fn run(state: Rc<ShardState>, key: StreamKey, config: OriginConfig) {
+    let origins = config.origins;
     let name = key.split_once('/').map_or(&*key, |(_, n)| n).to_string();
     let mut p = Pull {
         id: state.shared.next_conn_id.fetch_add(1, Ordering::Relaxed),
-        idle: Duration::from_secs(state.shared.cfg.origin_idle_secs),
+        idle: config.idle,
         state,
         key,
         name,
@@ -89,7 +119,7 @@ async fn run(state: Rc<ShardState>, key: StreamKey, origins: Vec<RtmpUrl>) {
         let origin = &origins[next % origins.len()];
         info!(stream = &*p.key, origin = %origin.public(), "pulling from origin");
         p.state
-            .pulls
+            .upstreams
             .borrow_mut()
             .insert(p.key.clone(), origin.public());
         match p.once(origin).await {
@@ -112,11 +142,14 @@ async fn run(state: Rc<ShardState>, key: StreamKey, origins: Vec<RtmpUrl>) {
         p.state.end_publish(&p.key, p.id);
     }
     info!(stream = &*p.key, "origin pull closed");
-    p.state.pulls.borrow_mut().remove(&p.key);
+    p.state.upstreams.borrow_mut().remove(&p.key);
 }
 
 impl Pull {
     fn idle_over(&mut self) -> bool {
+        if self.state.tasks.is_stopping() {
+            return true;
+        }
         if self.state.subscriber_count(&self.key) > 0 {
             self.idle_since = None;
             return false;
@@ -124,20 +157,15 @@ impl Pull {
         self.idle_since.get_or_insert_with(Instant::now).elapsed() >= self.idle
     }
 
-    async fn once(&mut self, origin: &RtmpUrl) -> Result<End, String> {
-        let addr = super::resolve(origin).await?;
-        let tcp = tokio::time::timeout(CONNECT_TIMEOUT, tokio_uring::net::TcpStream::connect(addr))
-            .await
-            .map_err(|_| "connect timeout".to_string())?
-            .map_err(|e| format!("connect: {e}"))?;
-        let conn = Rc::new(Conn::new(tcp));
+    async fn once(&mut self, origin: &RtmpUrl) -> Result<End, RelayError> {
+        let conn = Rc::new(super::connect(origin, CONNECT_TIMEOUT).await?);
         let mut s = ClientSession::new(ClientConfig::new(&origin.app, &origin.tc_url()));
         s.play(&self.name);
         // Reads carry no timeout (a dropped io_uring read stays in flight); a watchdog
         // decides when to give up and shuts the socket, which ends the read.
         let verdict: Rc<Cell<Option<Verdict>>> = Rc::default();
         let last_media: Rc<Cell<Option<Instant>>> = Rc::default();
-        let watchdog = tokio_uring::spawn(watch(
+        let watchdog = self.state.tasks.spawn(watch(
             self.state.clone(),
             self.key.clone(),
             self.idle,
@@ -150,8 +178,8 @@ impl Pull {
         conn.shutdown();
         match verdict.get() {
             Some(Verdict::Idle) => Ok(End::Idle),
-            Some(Verdict::NoMedia) => Err("no media from origin".into()),
-            Some(Verdict::Stalled) => Err("origin stalled".into()),
+            Some(Verdict::NoMedia) => Err(RelayError::NoMedia),
+            Some(Verdict::Stalled) => Err(RelayError::OriginStalled),
             None => result,
         }
     }
@@ -161,7 +189,7 @@ impl Pull {
         conn: &Conn,
         s: &mut ClientSession,
         last_media: &Cell<Option<Instant>>,
-    ) -> Result<End, String> {
+    ) -> Result<End, RelayError> {
         let mut buf = vec![0u8; 64 * 1024];
         // No media yet on this upstream connection: the first media (re)starts our ingest.
         let mut fresh = true;
@@ -170,15 +198,15 @@ impl Pull {
                 conn.writev_all(vec![out])
                     .await
                     .0
-                    .map_err(|e| format!("write: {e}"))?;
+                    .map_err(RelayError::Write)?;
             }
             let (res, b) = conn.read(buf).await;
             buf = b;
-            let n = res.map_err(|e| format!("read: {e}"))?;
+            let n = res.map_err(RelayError::Read)?;
             if n == 0 {
-                return Err("origin closed the connection".into());
+                return Err(RelayError::OriginClosed);
             }
-            s.feed(&buf[..n]).map_err(|e| e.to_string())?;
+            s.feed(&buf[..n])?;
             while let Some(ev) = s.poll_event() {
                 let (kind, timestamp, payload) = match ev {
                     ClientEvent::Audio { timestamp, payload } => {
@@ -191,7 +219,7 @@ impl Pull {
                         Some(k) => (k, timestamp, payload),
                         None => continue,
                     },
-                    ClientEvent::Failed { code } => return Err(format!("origin refused: {code}")),
+                    ClientEvent::Failed { code } => return Err(RelayError::OriginRefused(code)),
                     ClientEvent::Status { code, .. }
                         if code == "NetStream.Play.UnpublishNotify" =>
                     {
@@ -207,7 +235,7 @@ impl Pull {
                 // After an UnpublishNotify we no longer publish, so the origin's republish
                 // on this same connection begins again too.
                 if fresh || !self.publishing {
-                    if !self.begin()? {
+                    if !self.begin() {
                         return Ok(End::Taken);
                     }
                     fresh = false;
@@ -222,7 +250,7 @@ impl Pull {
     /// First media of an upstream connection (or of the origin's republish): take the
     /// publisher slot (which rebases and clears the cache), or continue the stream if we
     /// still hold it. False if a local publisher got the key first.
-    fn begin(&mut self) -> Result<bool, String> {
+    fn begin(&mut self) -> bool {
         if self.publishing {
             // The previous upstream ended without an UnpublishNotify (the origin died or
             // stalled), so we kept the slot and our players never heard of an end. The new
@@ -230,11 +258,11 @@ impl Pull {
             // origin restart): rebase them to continue forward, and restart the cache.
             self.state.restart_ingest(&self.key);
         } else if self.state.start_publish(&self.key, self.id).is_err() {
-            return Ok(false);
+            return false;
         }
         self.publishing = true;
         info!(stream = &*self.key, "origin stream live");
-        Ok(true)
+        true
     }
 }
 
@@ -269,8 +297,13 @@ async fn watch(
     let started = Instant::now();
     let mut idle_since: Option<Instant> = None;
     loop {
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let v = if state.subscriber_count(&key) == 0
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = state.tasks.stopped() => {}
+        }
+        let v = if state.tasks.is_stopping() {
+            Some(Verdict::Idle)
+        } else if state.subscriber_count(&key) == 0
             && idle_since.get_or_insert_with(Instant::now).elapsed() >= idle
         {
             Some(Verdict::Idle)

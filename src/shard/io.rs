@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::Shutdown;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use bytes::Bytes;
 use tokio_uring::net::TcpStream;
@@ -69,6 +69,10 @@ impl Conn {
             bufs = sent;
         }
         (Ok(()), bufs)
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.stream.as_raw_fd()
     }
 
     /// Closes both directions now; in-flight reads complete instead of pinning the fd.

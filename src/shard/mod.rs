@@ -1,136 +1,113 @@
 //! The thread-per-core data plane: one pinned thread per shard, each with its own
-//! tokio-uring runtime, SO_REUSEPORT listener, connection tasks and stream table. Shards
-//! share nothing but channels of `ShardMsg` and immutable frames.
+//! tokio-uring runtime, SO_REUSEPORT listener, connection tasks, stream table and task
+//! registry. Shards share nothing but their lanes (`transmission`) and immutable frames.
+//! What the data plane needs from features (auth, sinks, origin pulls, telemetry) it
+//! states as traits in `hooks`; `main` wires the implementations in.
 
+mod admin;
+pub mod config;
 pub mod conn;
+pub mod hooks;
 pub mod io;
 pub mod listener;
+mod mirror;
 pub mod query;
+mod router;
+mod source;
 pub mod state;
 pub mod stats;
+pub mod tasks;
+pub mod transmission;
 
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::Duration;
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
-use crate::config::Config;
-use crate::media::cache::StreamCache;
-use crate::media::frame::SharedFrame;
-use crate::protocol::session::ServerSession;
-use state::{ShardState, StreamKey};
-
-/// Depth of each shard's inbox; frames beyond it are dropped and counted.
-const INBOX_CAPACITY: usize = 16 * 1024;
-
-/// A publisher moving to the shard that owns its stream, with everything read so far.
-pub struct Handoff {
-    pub fd: OwnedFd,
-    pub session: Box<ServerSession>,
-    pub conn_id: u64,
-    pub peer: SocketAddr,
-    /// When the connection was accepted.
-    pub since: std::time::Instant,
-    pub agent: Option<Box<str>>,
-    pub stream_id: u32,
-    pub name: String,
-    pub query: Option<String>,
-}
-
-pub enum ShardMsg {
-    /// To the owner: shard wants this stream's frames.
-    Subscribe {
-        key: StreamKey,
-        shard: usize,
-    },
-    Unsubscribe {
-        key: StreamKey,
-        shard: usize,
-    },
-    /// From the owner: the cache a new mirror starts from.
-    Snapshot {
-        key: StreamKey,
-        cache: StreamCache,
-        live: bool,
-    },
-    Frame {
-        key: StreamKey,
-        frame: SharedFrame,
-    },
-    Published {
-        key: StreamKey,
-    },
-    Unpublished {
-        key: StreamKey,
-    },
-    Adopt(Box<Handoff>),
-    /// From the control plane (HTTP API).
-    Query(query::Query),
-}
+pub use config::ShardConfig;
+pub use hooks::Hooks;
+use state::ShardState;
+use transmission::{ControlMsg, Lanes, ShardLink};
 
 /// What every shard can see.
 pub struct Shared {
-    pub cfg: Config,
-    pub senders: Vec<mpsc::Sender<ShardMsg>>,
+    pub cfg: ShardConfig,
+    /// Every shard's lanes, this one's included.
+    pub links: Vec<ShardLink>,
     pub next_conn_id: AtomicU64,
-    /// What a newly published stream gets besides players (recording, pushes).
-    pub sinks: Vec<Arc<dyn state::SinkFactory>>,
-    /// Readiness and exported histograms.
-    pub control: Arc<crate::control::Control>,
+    pub hooks: Hooks,
+}
+
+/// A shard thread ended (after a shutdown, or by panicking).
+#[derive(Debug, Clone, Copy)]
+pub struct ShardExit {
+    pub shard: usize,
+    pub panicked: bool,
 }
 
 /// A running data plane.
 pub struct Server {
     pub local_addr: SocketAddr,
-    pub threads: Vec<JoinHandle<()>>,
+    /// Every shard's lanes: the control plane's queries and the shutdown go through them.
+    pub links: Vec<ShardLink>,
+    /// One message per shard thread as it ends.
+    pub exits: std_mpsc::Receiver<ShardExit>,
+}
+
+impl Server {
+    /// Asks every shard to drain and stop (see [`ShardState::begin_shutdown`]).
+    pub fn shutdown(links: &[ShardLink]) {
+        for l in links {
+            l.send_control(ControlMsg::Shutdown);
+        }
+    }
+}
+
+/// Tells `main` a shard thread ended, also when it panicked.
+struct ExitNotice(usize, std_mpsc::Sender<ShardExit>);
+
+impl Drop for ExitNotice {
+    fn drop(&mut self) {
+        let _ = self.1.send(ShardExit {
+            shard: self.0,
+            panicked: std::thread::panicking(),
+        });
+    }
 }
 
 /// Binds the listeners and starts every shard thread.
-pub fn start(cfg: Config) -> std::io::Result<Server> {
-    let control = Arc::new(crate::control::Control::detached(cfg.shard_count()));
-    start_with(cfg, Vec::new(), control)
-}
-
-/// `start`, with sink factories (recorder, push destinations) attached to every stream.
-pub fn start_with(
-    cfg: Config,
-    sinks: Vec<Arc<dyn state::SinkFactory>>,
-    control: Arc<crate::control::Control>,
-) -> std::io::Result<Server> {
-    let n = cfg.shard_count();
+pub fn start(cfg: ShardConfig, hooks: Hooks) -> std::io::Result<Server> {
+    let n = cfg.shards.max(1);
     let listeners = listener::bind_reuseport(cfg.listen, n)?;
     let local_addr = listeners[0].local_addr()?;
-    let (senders, receivers): (Vec<_>, Vec<_>) =
-        (0..n).map(|_| mpsc::channel(INBOX_CAPACITY)).unzip();
-    control.attach_shards(senders.clone());
+    let (links, lanes) = transmission::mesh(n);
     let shared = Arc::new(Shared {
         cfg,
-        senders,
+        links: links.clone(),
         next_conn_id: AtomicU64::new(1),
-        sinks,
-        control,
+        hooks,
     });
-    let mut threads = Vec::with_capacity(n);
-    for (id, (listener, rx)) in listeners.into_iter().zip(receivers).enumerate() {
+    let (exit_tx, exits) = std_mpsc::channel();
+    for (id, (listener, lanes)) in listeners.into_iter().zip(lanes).enumerate() {
         let shared = shared.clone();
-        let t = std::thread::Builder::new()
+        let notice = ExitNotice(id, exit_tx.clone());
+        std::thread::Builder::new()
             .name(format!("shard-{id}"))
             .spawn(move || {
+                let _notice = notice;
                 pin_to_core(id);
-                tokio_uring::start(run_shard(id, listener, rx, shared));
+                tokio_uring::start(run_shard(id, listener, lanes, shared));
             })?;
-        threads.push(t);
     }
     info!(addr = %local_addr, shards = n, "listening");
     Ok(Server {
         local_addr,
-        threads,
+        links,
+        exits,
     })
 }
 
@@ -159,35 +136,36 @@ fn pin_to_core(n: usize) {
 async fn run_shard(
     id: usize,
     listener: std::net::TcpListener,
-    mut rx: mpsc::Receiver<ShardMsg>,
+    mut lanes: Lanes,
     shared: Arc<Shared>,
 ) {
     let state = Rc::new_cyclic(|me| ShardState::new(id, shared, me.clone()));
-    let inbox_state = state.clone();
-    tokio_uring::spawn(async move {
-        while let Some(msg) = rx.recv().await {
-            inbox_state.on_message(msg);
+    let tasks = state.tasks.clone();
+    let inbox = state.clone();
+    tasks.spawn_service(async move {
+        while let Some(msg) = lanes.recv().await {
+            inbox.on_inbound(msg);
         }
     });
-    let coalesce = Duration::from_millis(state.shared.cfg.write_coalesce_ms);
+    let coalesce = state.shared.cfg.write_coalesce;
     if !coalesce.is_zero() {
         // One tick wakes every waiting viewer together, so their writes leave in one
         // io_uring submission instead of trickling out frame by frame.
         let tick_state = state.clone();
         let every = (coalesce / 4).max(Duration::from_millis(2));
         let due = coalesce.saturating_sub(every);
-        tokio_uring::spawn(async move {
+        tasks.spawn_service(async move {
             let mut tick = tokio::time::interval(every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tick.tick().await;
-                tick_state.flush_viewers(std::time::Instant::now(), due);
+                tick_state.flush_viewers(Instant::now(), due);
             }
         });
     }
     let log_every = state.shared.cfg.stats_interval_secs;
     let stats_state = state.clone();
-    tokio_uring::spawn(async move {
+    tasks.spawn_service(async move {
         // Once a second: histograms and counters to the control plane (cheap merges, off
         // the per-frame path); every --stats-interval-secs: a summary line in the log.
         let mut ticks = 0u64;
@@ -200,17 +178,72 @@ async fn run_shard(
             }
         }
     });
+    let listen_fd = listener.as_raw_fd();
     let listener = tokio_uring::net::TcpListener::from_std(listener);
-    state.shared.control.shard_ready();
+    state.shared.hooks.telemetry.shard_ready(id);
     info!(shard = id, "shard running");
     loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => conn::accept(state.clone(), stream, peer),
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                error!(shard = id, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
+        tokio::select! {
+            biased;
+            _ = tasks.stopped() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => conn::accept(state.clone(), stream, peer),
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    error!(shard = id, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    // Stop accepting: on Linux a shut-down listening socket refuses new connections, and
+    // the accept still in flight completes.
+    // SAFETY: shutdown(2) on the listener's fd, which is open until `listener` drops below.
+    unsafe { libc::shutdown(listen_fd, libc::SHUT_RDWR) };
+    drop(listener);
+    drain(&state).await;
+}
+
+/// The end of a shutdown: waits for connections, sinks and pulls to finish within the
+/// grace period, then closes whatever is left.
+async fn drain(state: &Rc<ShardState>) {
+    let grace = state.shared.cfg.shutdown_grace;
+    if !state.tasks.drained(Instant::now() + grace).await {
+        warn!(
+            shard = state.id,
+            tasks = state.tasks.live(),
+            grace_s = grace.as_secs(),
+            "shutdown grace period over, closing the rest"
+        );
+        for t in state.clients.borrow().values() {
+            t.queue.kill();
+        }
+        state
+            .tasks
+            .drained(Instant::now() + Duration::from_secs(1))
+            .await;
+    }
+    info!(shard = state.id, "shard stopped");
+}
+
+impl ShardState {
+    /// SIGTERM: viewers hear their streams ended, sinks wind down (pushes unpublish,
+    /// recordings end), the listener stops and every connection closes after its queued
+    /// bytes. `drain` then waits for it all.
+    pub fn begin_shutdown(&self) {
+        if self.tasks.is_stopping() {
+            return;
+        }
+        info!(
+            shard = self.id,
+            connections = self.clients.borrow().len(),
+            "shutting down"
+        );
+        self.unpublish_all_mirrors();
+        self.stop_all_sinks();
+        self.tasks.begin_shutdown();
+        for t in self.clients.borrow().values() {
+            t.end_reads();
         }
     }
 }

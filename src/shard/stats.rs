@@ -8,10 +8,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tracing::info;
 
-fn histogram() -> Histogram<u64> {
-    // microseconds, 1 µs .. 60 s, 3 significant digits
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
-}
+use super::hooks::{latency, Telemetry};
+use crate::util::histogram::latency_histogram as histogram;
 
 pub struct ShardStats {
     /// Owner shard enqueue -> this shard's receipt of a forwarded frame (since the last
@@ -63,8 +61,7 @@ impl Default for ShardStats {
 }
 
 pub fn record(h: &RefCell<Histogram<u64>>, d: Duration) {
-    let us = (d.as_micros() as u64).clamp(1, 60_000_000);
-    let _ = h.borrow_mut().record(us);
+    crate::util::histogram::record(&mut h.borrow_mut(), d);
 }
 
 pub fn bump(c: &Cell<u64>, n: u64) {
@@ -86,16 +83,21 @@ fn quantiles(h: &Histogram<u64>) -> (u64, u64, u64, u64) {
 impl ShardStats {
     /// Hands the histograms recorded since the last call to the control plane and to the
     /// log window, and starts over.
-    pub fn export(&self, control: &crate::control::Control, shard: usize) {
-        use crate::control::histograms::{CROSS_SHARD, FANOUT, FIRST_FRAME};
+    pub fn export(&self, telemetry: &dyn Telemetry, shard: usize) {
         let s = shard.to_string();
         for (family, now, window) in [
-            (CROSS_SHARD, &self.cross_shard, Some(&self.window_cross)),
-            (FANOUT, &self.fanout, Some(&self.window_fanout)),
-            (FIRST_FRAME, &self.first_frame, None),
+            (
+                latency::CROSS_SHARD,
+                &self.cross_shard,
+                Some(&self.window_cross),
+            ),
+            (latency::FANOUT, &self.fanout, Some(&self.window_fanout)),
+            (latency::FIRST_FRAME, &self.first_frame, None),
         ] {
             let mut h = now.borrow_mut();
-            control.latency.merge(family, &s, &h);
+            if !h.is_empty() {
+                telemetry.merge_latency(family, &s, &h);
+            }
             if let Some(window) = window {
                 let _ = window.borrow_mut().add(&*h);
             }
@@ -115,7 +117,7 @@ impl ShardStats {
             metrics::counter!("rtmp_ingest_messages_total", "shard" => s.clone(), "kind" => kind)
                 .absolute(c.get());
         }
-        self.export_cpu(control, &s);
+        self.export_cpu(telemetry, shard);
         for (name, reason, c) in [
             (
                 "rtmp_viewer_drops_total",
@@ -149,7 +151,7 @@ impl ShardStats {
 
     /// The shard thread's CPU time: total, and the share of wall time since the last
     /// export (how busy its event loop is; 1.0 = saturated).
-    fn export_cpu(&self, control: &crate::control::Control, shard: &str) {
+    fn export_cpu(&self, telemetry: &dyn Telemetry, shard: usize) {
         let Some(cpu) = thread_cpu_time() else {
             return;
         };
@@ -163,7 +165,7 @@ impl ShardStats {
             }
         }
         self.cpu_mark.set(Some((cpu, now)));
-        control.set_shard_cpu(shard, cpu.as_secs_f64());
+        telemetry.shard_cpu(shard, cpu.as_secs_f64());
     }
 
     /// Logs the interval's percentiles and counts, then starts a new interval.
@@ -209,6 +211,19 @@ fn thread_cpu_time() -> Option<Duration> {
 mod tests {
     use super::*;
 
+    /// Which histograms reached the telemetry, and their sample counts.
+    #[derive(Default)]
+    struct Seen(std::sync::Mutex<Vec<(&'static str, String, u64)>>);
+
+    impl Telemetry for Seen {
+        fn shard_ready(&self, _: usize) {}
+        fn merge_latency(&self, family: &'static str, label: &str, delta: &Histogram<u64>) {
+            let mut v = self.0.lock().unwrap();
+            v.push((family, label.to_string(), delta.len()));
+        }
+        fn shard_cpu(&self, _: usize, _: f64) {}
+    }
+
     #[test]
     fn records_clamp_and_reset() {
         let s = ShardStats::default();
@@ -218,13 +233,15 @@ mod tests {
         let (n, _, _, max) = quantiles(&s.fanout.borrow());
         assert_eq!(n, 3);
         assert!(max >= 59_000_000);
-        let control = crate::control::Control::detached(1);
-        s.export(&control, 0);
+        let seen = Seen::default();
+        s.export(&seen, 0);
         assert!(s.fanout.borrow().is_empty());
         assert_eq!(quantiles(&s.window_fanout.borrow()).0, 3);
-        let mut text = String::new();
-        control.latency.render(&mut text);
-        assert!(text.contains("rtmp_fanout_latency_seconds_count{shard=\"0\"} 3"));
+        assert_eq!(
+            *seen.0.lock().unwrap(),
+            [(latency::FANOUT, "0".to_string(), 3)],
+            "only families with samples are handed over"
+        );
         s.log_and_reset(0);
         assert!(s.window_fanout.borrow().is_empty());
     }

@@ -10,8 +10,8 @@
 //!   only), and `push`, `record`, `record_dir`, which have their own tables below. A flag given
 //!   on the command line, or through its environment variable (`RTMP_EDGE_API_TOKEN`), wins
 //!   over `[server]`; for a repeatable flag, any occurrence on the command line replaces the
-//!   file's whole list. See [`crate::config::load_from`].
-//! * `[auth]`: who may publish and play ([`crate::auth::AuthConfig`]).
+//!   file's whole list. See [`super::load_from`].
+//! * `[auth]`: who may publish and play (`auth::AuthConfig`).
 //! * `[record]`: recordings' directory and mode (the `--record-dir` / `--record` flags win)
 //!   and per-stream overrides.
 //! * `[[push]]`: push destinations, on top of any `--push` flags.
@@ -28,10 +28,15 @@
 //! [`FileConfig::load`] is also what a SIGHUP reload calls: it re-reads the whole file (and
 //! the environment) and validates everything, so a broken file can be rejected as a whole.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+use super::env::expand_value;
+use crate::auth::AuthConfig;
+use crate::record::RecordConfig;
+use crate::relay::push::{self, PushDestination};
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -40,54 +45,11 @@ pub struct FileConfig {
     #[serde(default)]
     pub server: toml::Table,
     #[serde(default)]
-    pub auth: crate::auth::AuthConfig,
+    pub auth: AuthConfig,
     #[serde(default)]
-    pub record: RecordSection,
+    pub record: RecordConfig,
     #[serde(default)]
     pub push: Vec<PushDestination>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RecordSection {
-    /// Directory for recordings (the `--record-dir` flag wins).
-    pub dir: Option<PathBuf>,
-    /// "all" or "none" (the `--record` flag wins).
-    pub mode: Option<String>,
-    /// Per-stream overrides, first match wins.
-    #[serde(default)]
-    pub streams: Vec<RecordOverride>,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct RecordOverride {
-    /// `app/name`, exact or with `*` / `?` wildcards.
-    #[serde(rename = "match")]
-    pub pattern: String,
-    pub record: bool,
-}
-
-#[derive(Debug, Clone, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct PushDestination {
-    /// Stable name for the HTTP API and metrics labels: 1-64 of `[A-Za-z0-9_.-]`, unique in
-    /// the file; `config-N` and `flag-N` are reserved for destinations without one.
-    #[serde(default)]
-    pub id: Option<String>,
-    /// `rtmp://host[:port]/app[/key]`.
-    pub url: String,
-    /// Stream key at the destination; default: the URL's key, else the source stream's name.
-    pub key: Option<String>,
-    /// Source streams (`app/name`, exact or glob) pushed here; default all.
-    #[serde(default)]
-    pub streams: Vec<String>,
-    #[serde(default = "yes")]
-    pub enabled: bool,
-}
-
-fn yes() -> bool {
-    true
 }
 
 /// One `[server]` key as the command-line arguments it stands for.
@@ -163,7 +125,7 @@ impl FileConfig {
         let cmd = {
             use clap::CommandFactory;
             // The file's values are checked on their own, without the environment.
-            crate::config::Config::command().mut_args(|a| a.env(None::<&'static str>))
+            super::cli::Config::command().mut_args(|a| a.env(None::<&'static str>))
         };
         let err = |key: &str, message: String| FileError::Server {
             key: key.to_string(),
@@ -243,7 +205,7 @@ impl FileConfig {
             };
             let argv = std::iter::once("rtmp-edge".to_string()).chain(args.iter().cloned());
             if let Err(e) = cmd.clone().try_get_matches_from(argv) {
-                return Err(err(key, crate::config::clap_message(&e)));
+                return Err(err(key, super::load::clap_message(&e)));
             }
             out.push(ServerArg {
                 key: key.clone(),
@@ -255,33 +217,10 @@ impl FileConfig {
     }
 
     fn validate_push(&self) -> Result<(), FileError> {
-        let mut ids = HashSet::new();
-        for (i, d) in self.push.iter().enumerate() {
-            let Some(id) = &d.id else { continue };
-            let err = |message: String| FileError::Push {
-                index: i + 1,
-                message,
-            };
-            if !crate::relay::push::valid_id(id) {
-                return Err(err(format!(
-                    "id {id:?} must be 1-64 characters of A-Z, a-z, 0-9, '_', '.', '-'"
-                )));
-            }
-            if let Some((prefix, n)) = id.split_once('-') {
-                if matches!(prefix, "config" | "flag")
-                    && !n.is_empty()
-                    && n.bytes().all(|b| b.is_ascii_digit())
-                {
-                    return Err(err(format!(
-                        "id {id:?} is reserved (config-N and flag-N name destinations without an id)"
-                    )));
-                }
-            }
-            if !ids.insert(id.as_str()) {
-                return Err(err(format!("id {id:?} is used by another destination")));
-            }
-        }
-        Ok(())
+        push::config::check_ids(&self.push).map_err(|(index, e)| FileError::Push {
+            index,
+            message: e.to_string(),
+        })
     }
 }
 
@@ -296,107 +235,6 @@ fn scalar(v: &toml::Value) -> Result<String, String> {
             other.type_str()
         )),
     }
-}
-
-fn expand_value(v: &mut toml::Value, at: &str) -> Result<(), FileError> {
-    match v {
-        toml::Value::String(s) => *s = expand_env(s, at, |n| std::env::var(n))?,
-        toml::Value::Array(a) => {
-            for (i, v) in a.iter_mut().enumerate() {
-                expand_value(v, &format!("{at}[{i}]"))?;
-            }
-        }
-        toml::Value::Table(t) => {
-            for (k, v) in t.iter_mut() {
-                expand_value(v, &format!("{at}.{k}"))?;
-            }
-        }
-        _ => {}
-    }
-    Ok(())
-}
-
-/// Replaces `${NAME}` with `var(NAME)` and `$${` with `${`; `at` names the value in errors.
-pub fn expand_env(
-    s: &str,
-    at: &str,
-    var: impl Fn(&str) -> Result<String, std::env::VarError>,
-) -> Result<String, FileError> {
-    let mut out = String::with_capacity(s.len());
-    let mut rest = s;
-    while let Some(i) = rest.find('$') {
-        out.push_str(&rest[..i]);
-        rest = &rest[i..];
-        if let Some(r) = rest.strip_prefix("$${") {
-            out.push_str("${");
-            rest = r;
-        } else if let Some(r) = rest.strip_prefix("${") {
-            let Some(end) = r.find('}') else {
-                return Err(FileError::BadReference {
-                    at: at.to_string(),
-                    message: "unterminated ${ (write $${ for a literal ${)".into(),
-                });
-            };
-            let name = &r[..end];
-            let valid = name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            if !valid {
-                return Err(FileError::BadReference {
-                    at: at.to_string(),
-                    message: format!(
-                        "bad environment variable name {name:?} in ${{...}} (write $${{ for a literal ${{)"
-                    ),
-                });
-            }
-            match var(name) {
-                Ok(v) => out.push_str(&v),
-                Err(std::env::VarError::NotPresent) => {
-                    return Err(FileError::MissingEnv {
-                        name: name.to_string(),
-                        at: at.to_string(),
-                    })
-                }
-                Err(std::env::VarError::NotUnicode(_)) => {
-                    return Err(FileError::EnvNotUnicode {
-                        name: name.to_string(),
-                        at: at.to_string(),
-                    })
-                }
-            }
-            rest = &r[end + 1..];
-        } else {
-            out.push('$');
-            rest = &rest[1..];
-        }
-    }
-    out.push_str(rest);
-    Ok(out)
-}
-
-/// Shell-style match of `app/name` against a pattern with `*` (any run) and `?` (one char).
-pub fn glob_match(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    let (mut pi, mut ti) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some((pi, ti));
-            pi += 1;
-        } else if let Some((sp, st)) = star {
-            pi = sp + 1;
-            ti = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    p[pi..].iter().all(|&c| c == '*')
 }
 
 #[cfg(test)]
@@ -430,53 +268,6 @@ mod tests {
         assert_eq!(c.push[0].key.as_deref(), Some("secret"));
         assert!(c.push[0].enabled && !c.push[1].enabled);
         assert!(toml::from_str::<FileConfig>("[[push]]\nurl = 'x'\nbogus = 1").is_err());
-    }
-
-    #[test]
-    fn globs() {
-        assert!(glob_match("live/*", "live/a"));
-        assert!(glob_match("live/a", "live/a"));
-        assert!(!glob_match("live/a", "live/ab"));
-        assert!(glob_match("*/cam?", "x/cam1"));
-        assert!(!glob_match("*/cam?", "x/cam12"));
-        assert!(glob_match("*", ""));
-        assert!(glob_match("a*b*c", "aXXbYYc"));
-        assert!(!glob_match("a*b*c", "aXXbYY"));
-    }
-
-    fn vars(name: &str) -> Result<String, std::env::VarError> {
-        match name {
-            "A" => Ok("alpha".into()),
-            "EMPTY" => Ok(String::new()),
-            "_B1" => Ok("q\"uo}te".into()),
-            _ => Err(std::env::VarError::NotPresent),
-        }
-    }
-
-    #[test]
-    fn expansion_rules() {
-        let x = |s: &str| expand_env(s, "k", vars);
-        assert_eq!(x("plain").unwrap(), "plain");
-        assert_eq!(x("${A}").unwrap(), "alpha");
-        assert_eq!(
-            x("pre-${A}-${_B1}-post").unwrap(),
-            "pre-alpha-q\"uo}te-post"
-        );
-        assert_eq!(x("${EMPTY}").unwrap(), "");
-        assert_eq!(x("$${A}").unwrap(), "${A}");
-        assert_eq!(x("$$${A}").unwrap(), "$${A}");
-        assert_eq!(x("$A $ $$ {A} $").unwrap(), "$A $ $$ {A} $");
-        assert_eq!(x("héllo ${A}é").unwrap(), "héllo alphaé");
-        let e = x("a ${NOPE} b").unwrap_err();
-        assert!(
-            matches!(&e, FileError::MissingEnv { name, .. } if name == "NOPE"),
-            "{e}"
-        );
-        assert!(e.to_string().contains("NOPE"), "{e}");
-        assert!(matches!(x("${A"), Err(FileError::BadReference { .. })));
-        assert!(matches!(x("${}"), Err(FileError::BadReference { .. })));
-        assert!(matches!(x("${1A}"), Err(FileError::BadReference { .. })));
-        assert!(matches!(x("${A-B}"), Err(FileError::BadReference { .. })));
     }
 
     #[test]

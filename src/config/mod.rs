@@ -1,0 +1,123 @@
+//! Configuration: command-line flags (`cli`), their environment variables, the TOML config
+//! file (`file`, with `${VAR}` expansion in `env`), loading and precedence (`load`) and
+//! `--check-config` (`check`). This module only parses and assembles: each domain owns its
+//! config type (`ShardConfig`, `ControlConfig`, `PushPolicy`/`PushDestination`,
+//! `RecordConfig`, `AuthConfig`, `OriginConfig`) and [`Settings`] is them, filled in.
+
+mod check;
+mod cli;
+mod env;
+mod file;
+mod load;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use check::check;
+pub use cli::{Config, LogFormat, RecordMode};
+pub use env::expand_env;
+pub use file::{ConfigFileError, FileConfig, FileError, ServerArg};
+pub use load::{load, load_from, load_or_exit, ConfigError};
+
+use crate::auth::AuthConfig;
+use crate::control::ControlConfig;
+use crate::fanout::admission::AdmissionPolicy;
+use crate::fanout::viewer::ViewerPolicy;
+use crate::record::RecordConfig;
+use crate::relay::pull::OriginConfig;
+use crate::relay::push::{PushDestination, PushPolicy};
+use crate::shard::ShardConfig;
+
+/// Every module's configuration, assembled from the flags and the config file.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub log_level: String,
+    pub log_format: LogFormat,
+    pub shard: ShardConfig,
+    pub control: ControlConfig,
+    pub push_policy: PushPolicy,
+    /// `--push` URLs.
+    pub push_flags: Vec<String>,
+    /// `[[push]]` entries.
+    pub push_entries: Vec<PushDestination>,
+    /// `[record]` with `--record` / `--record-dir` applied.
+    pub record: RecordConfig,
+    pub auth: AuthConfig,
+    /// Edge mode; None without a usable `--origin`.
+    pub origin: Option<OriginConfig>,
+    /// The config file, for SIGHUP reloads.
+    pub config_path: Option<PathBuf>,
+}
+
+impl Settings {
+    pub fn assemble(cfg: &Config, file: &FileConfig) -> Result<Self, ConfigError> {
+        let http = cfg
+            .http_addr()
+            .map_err(|e| ConfigError::Http(cfg.http.clone(), e))?;
+        Ok(Self {
+            log_level: cfg.log_level.clone(),
+            log_format: cfg.log_format,
+            shard: shard_config(cfg),
+            control: ControlConfig {
+                http,
+                api_token: cfg.api_token.clone(),
+                top_streams: cfg.metrics_top_streams,
+            },
+            push_policy: PushPolicy {
+                grace: Duration::from_secs(cfg.push_grace_secs),
+                backoff_cap: Duration::from_secs(cfg.push_backoff_max_secs.max(1)),
+                write_timeout: Duration::from_secs(cfg.write_timeout_secs.max(1)),
+                stats_interval: Duration::from_secs(cfg.stats_interval_secs.max(1)),
+                ..PushPolicy::default()
+            },
+            push_flags: cfg.push.clone(),
+            push_entries: file.push.clone(),
+            record: record_config(cfg, file),
+            auth: file.auth.clone(),
+            origin: OriginConfig::from_urls(&cfg.origin, Duration::from_secs(cfg.origin_idle_secs)),
+            config_path: cfg.config.clone(),
+        })
+    }
+}
+
+fn shard_config(cfg: &Config) -> ShardConfig {
+    let coalesce = Duration::from_millis(cfg.write_coalesce_ms);
+    ShardConfig {
+        listen: cfg.listen,
+        shards: cfg.shard_count(),
+        chunk_size: cfg.chunk_size,
+        max_message_size: cfg.max_message_size,
+        viewer: ViewerPolicy {
+            admission: AdmissionPolicy {
+                max_queue_bytes: cfg.viewer_queue_bytes,
+                max_queue_age: Duration::from_millis(cfg.viewer_queue_ms),
+                max_behind: Duration::from_secs(cfg.viewer_behind_secs),
+            },
+            coalesce: !coalesce.is_zero(),
+            flush_bytes: cfg.write_coalesce_bytes,
+        },
+        write_coalesce: coalesce,
+        player_nodelay: cfg.player_nodelay(),
+        handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs),
+        publisher_timeout: Duration::from_secs(cfg.publisher_timeout_secs),
+        write_timeout: Duration::from_secs(cfg.write_timeout_secs),
+        stats_interval_secs: cfg.stats_interval_secs,
+        shutdown_grace: Duration::from_secs(cfg.shutdown_grace_secs),
+    }
+}
+
+/// `[record]` with the flags applied: `--record-dir` and `--record` win over the file's
+/// `dir` and `mode`; the file's per-stream overrides apply on top of either.
+pub(crate) fn record_config(cfg: &Config, file: &FileConfig) -> RecordConfig {
+    RecordConfig {
+        dir: cfg.record_dir.clone().or_else(|| file.record.dir.clone()),
+        mode: match cfg.record {
+            Some(RecordMode::All) => Some("all".into()),
+            Some(RecordMode::None) => Some("none".into()),
+            None => file.record.mode.clone(),
+        },
+        streams: file.record.streams.clone(),
+    }
+}

@@ -1,0 +1,139 @@
+//! The one frame-admission policy: what a subscriber that may fall behind (a player's
+//! queue, a push destination's queue) takes of each frame. Video is gated on a keyframe;
+//! past the byte or age budget video goes first, audio and decoder config stay while the
+//! bytes allow, and video resumes at a keyframe; a subscriber behind for too long is
+//! disconnected. Every subscriber measures its queue the same way: wire bytes
+//! (`Frame::wire`), the size the frame has on a socket.
+
+use std::time::{Duration, Instant};
+
+use crate::media::frame::{Frame, MediaKind};
+
+#[derive(Debug, Clone, Copy)]
+pub struct AdmissionPolicy {
+    /// Bytes a subscriber may have queued; past it, frames are dropped.
+    pub max_queue_bytes: usize,
+    /// How long the oldest queued byte may wait; past it, video is dropped.
+    pub max_queue_age: Duration,
+    /// A subscriber dropping frames for longer than this is disconnected.
+    pub max_behind: Duration,
+}
+
+impl Default for AdmissionPolicy {
+    fn default() -> Self {
+        Self {
+            max_queue_bytes: 4 << 20,
+            max_queue_age: Duration::from_secs(5),
+            max_behind: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    QueueBytes,
+    QueueAge,
+}
+
+impl DropReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::QueueBytes => "queue_bytes",
+            Self::QueueAge => "queue_age",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Queue it.
+    Admit,
+    /// Not for this subscriber now (waiting for a keyframe, a track it turned off).
+    Skip,
+    Drop(DropReason),
+    /// Behind for too long: close the subscriber.
+    Kick,
+}
+
+/// One subscriber's admission state.
+#[derive(Debug, Clone)]
+pub struct Admission {
+    pub policy: AdmissionPolicy,
+    waiting_key: bool,
+    /// Since when this subscriber has been dropping frames.
+    behind_since: Option<Instant>,
+}
+
+/// How a frame counts against a queue's byte budget.
+pub fn queue_len(f: &Frame) -> usize {
+    f.wire.len()
+}
+
+impl Admission {
+    pub fn new(policy: AdmissionPolicy) -> Self {
+        Self {
+            policy,
+            waiting_key: true,
+            behind_since: None,
+        }
+    }
+
+    pub fn is_waiting_for_keyframe(&self) -> bool {
+        self.waiting_key
+    }
+
+    /// Video waits for the next keyframe (after a gap: a join, a republish, a reconnect).
+    pub fn wait_for_keyframe(&mut self) {
+        self.waiting_key = true;
+    }
+
+    /// A join that starts with a whole GOP needs no keyframe first.
+    pub fn set_waiting_for_keyframe(&mut self, waiting: bool) {
+        self.waiting_key = waiting;
+    }
+
+    /// Decides on `f`, given what the subscriber has queued (`queued` bytes, the oldest
+    /// waiting `age`).
+    pub fn admit(&mut self, f: &Frame, queued: usize, age: Duration, now: Instant) -> Verdict {
+        let config = f.is_config() || f.kind == MediaKind::Metadata;
+        let video = f.kind == MediaKind::Video && !config;
+        if video && self.waiting_key && !f.is_video_keyframe() {
+            return Verdict::Skip;
+        }
+        let len = queue_len(f);
+        let max = self.policy.max_queue_bytes;
+        let over_bytes = queued + len > max;
+        let over_age = age > self.policy.max_queue_age;
+        if over_bytes || over_age {
+            let since = *self.behind_since.get_or_insert(now);
+            if now.saturating_duration_since(since) > self.policy.max_behind {
+                return Verdict::Kick;
+            }
+            let reason = if over_bytes {
+                DropReason::QueueBytes
+            } else {
+                DropReason::QueueAge
+            };
+            // Video goes first; audio and decoder config stay while the bytes allow, so
+            // the subscriber keeps sound and can decode the keyframe it resumes at.
+            let keep = match f.kind {
+                MediaKind::Video if !config => false,
+                _ if config => queued + len <= max * 2,
+                _ => !over_bytes,
+            };
+            if !keep {
+                if video {
+                    self.waiting_key = true;
+                }
+                return Verdict::Drop(reason);
+            }
+        } else if video && self.waiting_key {
+            // Resuming at a keyframe with a healthy queue: caught up.
+            self.behind_since = None;
+        }
+        if video {
+            self.waiting_key = false;
+        }
+        Verdict::Admit
+    }
+}

@@ -1,0 +1,53 @@
+//! The data plane's own settings (assembled from flags and the config file by `config`).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::fanout::viewer::ViewerPolicy;
+
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// Address every shard binds with SO_REUSEPORT.
+    pub listen: SocketAddr,
+    /// Number of shards (threads), at least 1.
+    pub shards: usize,
+    /// Outgoing chunk size announced to every client.
+    pub chunk_size: u32,
+    /// Largest incoming message accepted.
+    pub max_message_size: u32,
+    /// How every viewer is fed (queue budget, coalescing).
+    pub viewer: ViewerPolicy,
+    /// Latency budget for batching viewer writes; zero writes at once.
+    pub write_coalesce: Duration,
+    /// TCP_NODELAY on player sockets.
+    pub player_nodelay: bool,
+    /// TCP accept to publish/play.
+    pub handshake_timeout: Duration,
+    /// A silent publisher is closed after this.
+    pub publisher_timeout: Duration,
+    /// One socket write may stall this long.
+    pub write_timeout: Duration,
+    /// Seconds between per-shard summaries in the log (0 = never).
+    pub stats_interval_secs: u64,
+    /// How long a shutdown may drain connections and sinks.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            shards: 1,
+            chunk_size: 4096,
+            max_message_size: 8 << 20,
+            viewer: ViewerPolicy::default(),
+            write_coalesce: Duration::ZERO,
+            player_nodelay: false,
+            handshake_timeout: Duration::from_secs(15),
+            publisher_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            stats_interval_secs: 10,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}

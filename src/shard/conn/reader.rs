@@ -1,0 +1,105 @@
+//! The connection's reader: socket bytes into the sans-IO session, with the handshake
+//! deadline and the publisher idle timeout, and a publish or play parked while its
+//! authorization runs.
+
+use std::time::{Duration, Instant};
+
+use super::{ConnCtx, Exit, Role, READ_BUF_PLAYER, READ_BUF_PUBLISHER, READ_BUF_SMALL};
+use crate::protocol::session::Event;
+use crate::shard::stats;
+
+pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
+    let cfg = &ctx.state.shared.cfg;
+    let handshake_timeout = cfg.handshake_timeout;
+    let handshake_deadline = Instant::now() + handshake_timeout;
+    let publisher_timeout = cfg.publisher_timeout;
+    if let Some(ev) = first {
+        if let Some(exit) = ctx.on_authorized(ev) {
+            return exit;
+        }
+        if let Some(exit) = ctx.drain_events() {
+            return exit;
+        }
+    }
+    let mut buf = vec![0u8; READ_BUF_SMALL];
+    loop {
+        // A publish or play waits for its authorization; events behind it wait too.
+        while let Some(ev) = ctx.pending.take().map(|b| *b) {
+            // Boxed: the authorization future (callback, cache) is large and rare; inline it
+            // would grow every connection's future, players included, for their whole life.
+            if let Some(exit) = Box::pin(ctx.authorize(ev)).await {
+                return exit;
+            }
+            // A refusal after authorization (e.g. BadName) must reach the client.
+            ctx.flush();
+            if ctx.closing {
+                break;
+            }
+            if let Some(exit) = ctx.drain_events() {
+                return exit;
+            }
+        }
+        if ctx.closing {
+            return Exit::Closed;
+        }
+        match ctx.role {
+            Role::Publisher { .. } if buf.len() < READ_BUF_PUBLISHER => {
+                buf.resize(READ_BUF_PUBLISHER, 0);
+            }
+            // Thousands of players each hold a buffer for acks and pings: keep it small.
+            Role::Player { .. } if buf.len() > READ_BUF_PLAYER => buf = vec![0u8; READ_BUF_PLAYER],
+            _ => {}
+        }
+        let limit = match ctx.role {
+            Role::None => Some(handshake_deadline.saturating_duration_since(Instant::now())),
+            Role::Publisher { .. } => Some(publisher_timeout),
+            Role::Player { .. } => None,
+        };
+        let read = ctx.conn.read(buf);
+        let (res, b) = match limit {
+            Some(limit) => match tokio::time::timeout(limit, read).await {
+                Ok(r) => r,
+                Err(_) => {
+                    // Log the configured timeout: `limit` is only what was left of the
+                    // handshake deadline for this read (e.g. 1 s of a 2 s timeout).
+                    let (what, secs) =
+                        timeout_kind(&ctx.role, handshake_timeout, publisher_timeout);
+                    clog!(warn, ctx.tag, timeout_s = secs, "{what} timeout, closing");
+                    metrics::counter!("rtmp_timeouts_total", "kind" => what).increment(1);
+                    return Exit::Closed;
+                }
+            },
+            None => read.await,
+        };
+        buf = b;
+        let n = match res {
+            Ok(0) => return Exit::Closed,
+            Ok(n) => n,
+            Err(e) => {
+                clog!(debug, ctx.tag, error = %e, "read failed");
+                return Exit::Closed;
+            }
+        };
+        stats::bump(&ctx.state.stats.ingress_bytes, n as u64);
+        if let Err(e) = ctx.session.feed(&buf[..n]) {
+            clog!(warn, ctx.tag, error = %e, "protocol error, closing connection");
+            metrics::counter!("rtmp_protocol_errors_total", "kind" => e.kind()).increment(1);
+            ctx.flush();
+            return Exit::Closed;
+        }
+        if let Some(exit) = ctx.drain_events() {
+            return exit;
+        }
+    }
+}
+
+/// The `rtmp_timeouts_total` kinds, every one (so they can be exported at 0).
+pub const TIMEOUT_KINDS: [&str; 2] = ["handshake/connect", "publisher idle"];
+
+fn timeout_kind(role: &Role, handshake: Duration, publisher: Duration) -> (&'static str, u64) {
+    if matches!(role, Role::None) {
+        (TIMEOUT_KINDS[0], handshake.as_secs())
+    } else {
+        (TIMEOUT_KINDS[1], publisher.as_secs())
+    }
+}

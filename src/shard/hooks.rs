@@ -1,0 +1,222 @@
+//! What the shard needs from the features above it, stated here as traits so the data
+//! plane imports none of them: `main` builds the implementations (auth, recorder, push,
+//! origin pull, control plane) and hands them over in [`Hooks`].
+//!
+//! Every method is called on a shard thread: implementations queue or spawn and return,
+//! they never block the event loop.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+
+use hdrhistogram::Histogram;
+
+use super::query::SinkInfo;
+use super::state::{ShardState, StreamKey};
+use super::tasks::TaskRegistry;
+use crate::media::frame::SharedFrame;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    Publish,
+    Play,
+}
+
+impl Action {
+    pub fn label(self) -> &'static str {
+        match self {
+            Action::Publish => "publish",
+            Action::Play => "play",
+        }
+    }
+}
+
+/// What a client asked for, as the connection code saw it.
+#[derive(Debug, Clone)]
+pub struct AuthRequest {
+    pub action: Action,
+    pub app: String,
+    /// Stream name without its query.
+    pub name: String,
+    /// Query of the stream name (`cam1?token=x` -> `token=x`).
+    pub query: Option<String>,
+    /// Query from connect's app or tcUrl (`rtmp://h/live?token=x` -> `token=x`).
+    pub connect_query: Option<String>,
+    pub tc_url: Option<String>,
+    pub peer: SocketAddr,
+    pub conn_id: u64,
+}
+
+impl AuthRequest {
+    /// `app/name`: what token patterns match and signatures cover.
+    pub fn stream(&self) -> String {
+        format!("{}/{}", self.app, self.name)
+    }
+}
+
+/// A refused publish or play, with the reason as a metric label (`bad_token`, ...).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Denied(pub &'static str);
+
+pub type AuthFuture = Pin<Box<dyn Future<Output = Result<(), Denied>>>>;
+
+/// Publish and play authorization.
+pub trait Authorize: Send + Sync {
+    /// Nothing is configured for `action`: the connection skips authorization (no await).
+    fn is_open(&self, action: Action) -> bool;
+    fn check(&self, req: AuthRequest) -> AuthFuture;
+}
+
+/// Lets everyone publish and play.
+pub struct OpenAccess;
+
+impl Authorize for OpenAccess {
+    fn is_open(&self, _: Action) -> bool {
+        true
+    }
+
+    fn check(&self, _: AuthRequest) -> AuthFuture {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// A consumer of a stream on its owner shard other than players: a recording, a push
+/// destination. Called synchronously on the owner shard, so implementations only queue
+/// (bounded) and return; their I/O runs elsewhere.
+pub trait StreamSink {
+    /// Names the sink, so a factory never attaches the same one to a stream twice.
+    fn id(&self) -> &str;
+    /// A publisher (re)started the stream.
+    fn on_publish(&mut self);
+    fn on_frame(&mut self, frame: &SharedFrame);
+    /// The publisher left. Return true to stay attached (e.g. a push waiting out its grace
+    /// period for a republish), false to be dropped.
+    fn on_unpublish(&mut self) -> bool;
+    /// A sink that finished on its own (grace period over) is dropped at the next event.
+    fn is_done(&self) -> bool {
+        false
+    }
+    /// Its configuration went away (a push destination removed or disabled at runtime), or
+    /// the server is shutting down: wind down now and finish.
+    fn stop(&mut self) {}
+    /// What the HTTP API shows about it; None for sinks it does not list.
+    fn info(&self) -> Option<SinkInfo> {
+        None
+    }
+}
+
+/// Makes the sinks a stream gets when it starts publishing (called on the owner shard).
+pub trait SinkFactory: Send + Sync {
+    fn sinks_for(
+        &self,
+        ctx: &SinkContext,
+        key: &StreamKey,
+        existing: &[&str],
+    ) -> Vec<Box<dyn StreamSink>>;
+    /// Whether a running sink this factory made should stay (its destination still exists
+    /// and is enabled); None when the sink is not this factory's.
+    fn keeps(&self, _key: &StreamKey, _sink_id: &str) -> Option<bool> {
+        None
+    }
+}
+
+/// What a sink may use of its owner shard: its task registry, its telemetry, and a way to
+/// say it finished so the shard drops it.
+pub struct SinkContext {
+    pub(super) state: Weak<ShardState>,
+}
+
+impl SinkContext {
+    pub fn shard(&self) -> usize {
+        self.state.upgrade().map_or(0, |s| s.id)
+    }
+
+    /// Where a sink runs its I/O: the shard's task registry (drained at shutdown).
+    pub fn tasks(&self) -> Option<Rc<TaskRegistry>> {
+        self.state.upgrade().map(|s| s.tasks.clone())
+    }
+
+    pub fn telemetry(&self) -> Option<Arc<dyn Telemetry>> {
+        self.state
+            .upgrade()
+            .map(|s| s.shared.hooks.telemetry.clone())
+    }
+
+    /// A handle the sink's task calls when it is done, so the shard reaps it.
+    pub fn on_finished(&self, key: &StreamKey) -> SinkFinished {
+        SinkFinished {
+            state: self.state.clone(),
+            key: key.clone(),
+        }
+    }
+}
+
+pub struct SinkFinished {
+    state: Weak<ShardState>,
+    key: StreamKey,
+}
+
+impl SinkFinished {
+    pub fn done(&self) {
+        if let Some(s) = self.state.upgrade() {
+            s.reap_sinks(&self.key);
+        }
+    }
+}
+
+/// Feeds a stream nobody publishes on this server from elsewhere (an edge's origin).
+pub trait UpstreamFactory: Send + Sync {
+    /// A player asked for `key` and no publisher has it: start feeding it on this (its
+    /// owner) shard, unless that is already under way.
+    fn open(&self, shard: &Rc<ShardState>, key: &StreamKey);
+}
+
+/// Where the shards report what operators graph (the control plane).
+pub trait Telemetry: Send + Sync {
+    /// A shard's listener accepts connections (readiness).
+    fn shard_ready(&self, shard: usize);
+    /// Adds latencies (microseconds) recorded since the last call to a histogram family
+    /// (see [`latency`]) under one label value (a shard, a push destination).
+    fn merge_latency(&self, family: &'static str, label: &str, delta: &Histogram<u64>);
+    /// Total CPU seconds a shard thread has used.
+    fn shard_cpu(&self, shard: usize, seconds: f64);
+}
+
+/// The shard's latency histogram families.
+pub mod latency {
+    pub const CROSS_SHARD: &str = "rtmp_cross_shard_latency_seconds";
+    pub const FANOUT: &str = "rtmp_fanout_latency_seconds";
+    pub const FIRST_FRAME: &str = "rtmp_time_to_first_frame_seconds";
+}
+
+/// Reports nowhere (tests, benches).
+pub struct NoTelemetry;
+
+impl Telemetry for NoTelemetry {
+    fn shard_ready(&self, _: usize) {}
+    fn merge_latency(&self, _: &'static str, _: &str, _: &Histogram<u64>) {}
+    fn shard_cpu(&self, _: usize, _: f64) {}
+}
+
+/// Everything the shards get from the features, wired by `main`.
+pub struct Hooks {
+    pub auth: Arc<dyn Authorize>,
+    /// What a newly published stream gets besides players (recording, pushes).
+    pub sinks: Vec<Arc<dyn SinkFactory>>,
+    /// Origin pulls (edge mode); None when no origin is configured.
+    pub upstream: Option<Arc<dyn UpstreamFactory>>,
+    pub telemetry: Arc<dyn Telemetry>,
+}
+
+impl Default for Hooks {
+    fn default() -> Self {
+        Self {
+            auth: Arc::new(OpenAccess),
+            sinks: Vec::new(),
+            upstream: None,
+            telemetry: Arc::new(NoTelemetry),
+        }
+    }
+}
