@@ -9,25 +9,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use common::recording::*;
 use common::*;
 use rtmp_edge::media::flv;
-use rtmp_edge::protocol::amf::{self, Amf0Value};
 use rtmp_edge::record::Civil;
 
 /// The test media: exactly 20 s, 1 s GOP.
 fn media20() -> PathBuf {
     media("rec20", "640x360", 20, 30)
-}
-
-/// A fresh, empty directory for one test.
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join("record")
-        .join(format!("{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Publishes `file` once in real time (no loop), optionally only its first `secs`.
@@ -38,15 +27,6 @@ fn publish_once(file: &Path, url: &str, secs: Option<u32>) -> Proc {
         cmd.args(["-t", &s.to_string()]);
     }
     Proc::spawn(cmd.args(["-c", "copy", "-f", "flv", url]))
-}
-
-fn recordings(dir: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    v.sort();
-    v
 }
 
 /// `{prefix}_{YYYYMMDD}_{HHMMSS}.flv` with a stamp from the last `within` seconds (UTC).
@@ -61,67 +41,6 @@ fn assert_name(path: &Path, prefix: &str, within: u64) {
     assert!(
         ok,
         "{name} is not {prefix}_YYYYMMDD_HHMMSS.flv of the last {within} s"
-    );
-}
-
-struct FileProbe {
-    codecs: Vec<String>,
-    duration: f64,
-    stderr: String,
-}
-
-fn probe_file(path: &Path) -> FileProbe {
-    let out = run_with_timeout(
-        Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-show_format",
-                "-show_streams",
-                "-of",
-                "json",
-            ])
-            .arg(path),
-        Duration::from_secs(20),
-    );
-    assert!(out.status.success(), "ffprobe {path:?} failed: {out:?}");
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let codecs = j["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["codec_name"].as_str().unwrap_or("").to_string())
-        .collect();
-    let duration = j["format"]["duration"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(-1.0);
-    FileProbe {
-        codecs,
-        duration,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// The recording's tags, and the duration and filesize of its leading onMetaData.
-fn read_recording(path: &Path) -> (Vec<flv::FlvTag>, f64, f64, u64) {
-    let bytes = Bytes::from(std::fs::read(path).unwrap());
-    let len = bytes.len() as u64;
-    let tags = flv::read_tags(&bytes).unwrap();
-    assert_eq!(tags[0].tag_type, flv::TAG_SCRIPT, "onMetaData comes first");
-    assert_eq!(tags[0].timestamp, 0);
-    let v = amf::decode_all(&tags[0].data).unwrap();
-    assert_eq!(v[0], Amf0Value::from("onMetaData"));
-    let num = |k: &str| v[1].get(k).and_then(Amf0Value::as_number).unwrap();
-    let (duration, filesize) = (num("duration"), num("filesize"));
-    (tags, duration, filesize, len)
-}
-
-fn assert_h264_aac(p: &FileProbe) {
-    assert!(
-        p.codecs.iter().any(|c| c == "h264") && p.codecs.iter().any(|c| c == "aac"),
-        "codecs {:?}",
-        p.codecs
     );
 }
 

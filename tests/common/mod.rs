@@ -254,6 +254,7 @@ pub fn test_media_locked() -> PathBuf {
 }
 
 pub mod players;
+pub mod recording;
 pub mod watcher;
 
 impl Server {

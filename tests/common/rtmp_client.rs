@@ -29,6 +29,9 @@ pub struct RtmpClient {
     next_txn: f64,
     /// The message stream id from createStream (0 before).
     pub stream_id: u32,
+    /// Set when a receive ended in a read error (a reset) rather than an orderly EOF, for
+    /// tests that care whether the server closed cleanly.
+    pub close_error: Option<io::ErrorKind>,
 }
 
 /// What a receive returned instead of a message.
@@ -52,6 +55,7 @@ impl RtmpClient {
             inbuf: BytesMut::new(),
             next_txn: 1.0,
             stream_id: 0,
+            close_error: None,
         };
         let mut hs = ClientHandshake::new(0, 0x7e57, true);
         let mut out = Vec::new();
@@ -224,7 +228,10 @@ impl RtmpClient {
                 Ok(n) => self.inbuf.extend_from_slice(&buf[..n]),
                 Err(e) if is_timeout(&e) => return Err(RecvEnd::Timeout),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => return Err(RecvEnd::Closed),
+                Err(e) => {
+                    self.close_error = Some(e.kind());
+                    return Err(RecvEnd::Closed);
+                }
             }
         }
     }

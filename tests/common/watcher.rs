@@ -1,6 +1,8 @@
 //! A long-lived player for tests: our RTMP client playing a stream in a thread, recording
-//! when each audio/video message arrived and every onStatus code, until stopped (or 60 s).
+//! when each audio/video message arrived, every onStatus code and how the server closed
+//! the connection, until stopped (or 60 s).
 
+use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,11 +11,20 @@ use std::time::{Duration, Instant};
 
 use super::rtmp_client::{is_av, status, RecvEnd, RtmpClient};
 
+/// The server closed a watcher's connection: when, and the read error if it was not an
+/// orderly EOF (a reset, which can lose bytes the server had queued).
+#[derive(Debug, Clone, Copy)]
+pub struct Ended {
+    pub at: Instant,
+    pub error: Option<io::ErrorKind>,
+}
+
 pub struct Watcher {
     /// When the play was sent.
     pub started: Instant,
     media: Arc<Mutex<Vec<Instant>>>,
-    codes: Arc<Mutex<Vec<String>>>,
+    codes: Arc<Mutex<Vec<(Instant, String)>>>,
+    ended: Arc<Mutex<Option<Ended>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Option<RecvEnd>>>,
 }
@@ -26,8 +37,9 @@ impl Watcher {
         let started = c.play(name).expect("play");
         let media = Arc::new(Mutex::new(Vec::new()));
         let codes = Arc::new(Mutex::new(Vec::new()));
+        let ended = Arc::new(Mutex::new(None));
         let stop = Arc::new(AtomicBool::new(false));
-        let (m, k, s) = (media.clone(), codes.clone(), stop.clone());
+        let (m, k, e, s) = (media.clone(), codes.clone(), ended.clone(), stop.clone());
         let thread = thread::spawn(move || {
             let limit = Instant::now() + Duration::from_secs(60);
             while !s.load(Ordering::Relaxed) && Instant::now() < limit {
@@ -35,11 +47,17 @@ impl Watcher {
                     Ok(x) if is_av(&x) => m.lock().unwrap().push(Instant::now()),
                     Ok(x) => {
                         if let Some((_, code)) = status(&x) {
-                            k.lock().unwrap().push(code);
+                            k.lock().unwrap().push((Instant::now(), code));
                         }
                     }
                     Err(RecvEnd::Timeout) => {}
-                    Err(end) => return Some(end),
+                    Err(end) => {
+                        *e.lock().unwrap() = Some(Ended {
+                            at: Instant::now(),
+                            error: c.close_error,
+                        });
+                        return Some(end);
+                    }
                 }
             }
             None
@@ -48,6 +66,7 @@ impl Watcher {
             started,
             media,
             codes,
+            ended,
             stop,
             thread: Some(thread),
         }
@@ -59,7 +78,48 @@ impl Watcher {
     }
 
     pub fn codes(&self) -> Vec<String> {
-        self.codes.lock().unwrap().clone()
+        self.codes_since(self.started)
+    }
+
+    /// The onStatus codes that arrived at or after `since`, in order.
+    pub fn codes_since(&self, since: Instant) -> Vec<String> {
+        self.codes
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(at, _)| *at >= since)
+            .map(|(_, c)| c.clone())
+            .collect()
+    }
+
+    /// Waits until `code` has arrived at or after `since`.
+    pub fn wait_code(&self, code: &str, since: Instant, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if self.codes_since(since).iter().any(|c| c == code) {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// How the server closed the connection, once it has.
+    pub fn ended(&self) -> Option<Ended> {
+        *self.ended.lock().unwrap()
+    }
+
+    /// Waits until the server has closed the connection (`finish` stops the reader, so a
+    /// close that has not been read yet would go unseen).
+    pub fn wait_ended(&self, timeout: Duration) -> Option<Ended> {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Some(e) = self.ended() {
+                return Some(e);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.ended()
     }
 
     /// Whether the connection is still being read (not closed by the server).
