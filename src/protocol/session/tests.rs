@@ -551,6 +551,19 @@ fn acks_without_announced_window() {
     assert_eq!(acks, 1, "one ack per 2.5 MB received");
 }
 
+/// One sub-message of an Aggregate message, written from the RTMP spec (7.1.6): type,
+/// 24-bit size, 24-bit timestamp + extension byte, 24-bit stream id, body, back pointer.
+fn aggregate_part(out: &mut Vec<u8>, type_id: u8, timestamp: u32, body: &[u8]) {
+    let size = body.len() as u32;
+    out.push(type_id);
+    out.extend_from_slice(&size.to_be_bytes()[1..]);
+    out.extend_from_slice(&timestamp.to_be_bytes()[1..]);
+    out.push((timestamp >> 24) as u8);
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(body);
+    out.extend_from_slice(&(size + 11).to_be_bytes());
+}
+
 #[test]
 fn aggregate_messages_are_split_and_retimed() {
     let mut c = Client::new();
@@ -561,8 +574,8 @@ fn aggregate_messages_are_split_and_retimed() {
     c.recv();
     c.events();
     let mut body = Vec::new();
-    crate::media::flv::write_tag(&mut body, 9, 5000, &[0x17, 1, 0, 0, 0]);
-    crate::media::flv::write_tag(&mut body, 8, 5023, &[0xAF, 1, 7]);
+    aggregate_part(&mut body, 9, 5000, &[0x17, 1, 0, 0, 0]);
+    aggregate_part(&mut body, 8, 5023, &[0xAF, 1, 7]);
     c.send_ts(4, msg::AGGREGATE, 1, 100, Bytes::from(body));
     assert_eq!(
         c.events(),
@@ -579,7 +592,7 @@ fn aggregate_messages_are_split_and_retimed() {
     );
     // A sub-message claiming more bytes than the aggregate holds closes the session.
     let mut bad = Vec::new();
-    crate::media::flv::write_tag(&mut bad, 9, 0, &[0x17, 1, 0, 0, 0]);
+    aggregate_part(&mut bad, 9, 0, &[0x17, 1, 0, 0, 0]);
     bad[3] = 0xFF;
     let mut out = BytesMut::new();
     c.enc.encode(
