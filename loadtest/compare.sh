@@ -4,18 +4,20 @@
 # samples the server's CPU time (utime+stime of all its threads) and peak RSS, and prints
 # CPU-seconds per GB delivered, peak RSS, delivery and latency.
 #
-#   loadtest/compare.sh [-v VIEWERS] [-d SECONDS] [-b KBPS] [-c "0 20 50 100 350"] [-n]
+#   loadtest/compare.sh [-v VIEWERS] [-d SECONDS] [-b KBPS] [-c "0 20 50 100 350"] [-n] [-B DIR]
 #     -c  rtmp-edge --write-coalesce-ms values to run (one row each)
 #     -n  skip nginx
+#     -B  also run the rtmp-edge binary in DIR (an earlier build: before/after in one run),
+#         alternating with this build at each coalesce value
 #   EDGE_ARGS="..." adds flags to every rtmp-edge run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VIEWERS=1000 DURATION=20 KBPS=1000 COALESCE="0 100" NGINX=1 RAMP=1000
-while getopts "v:d:b:c:r:n" o; do
+VIEWERS=1000 DURATION=20 KBPS=1000 COALESCE="0 100" NGINX=1 RAMP=1000 BASELINE=""
+while getopts "v:d:b:c:r:nB:" o; do
   case $o in
     v) VIEWERS=$OPTARG ;; d) DURATION=$OPTARG ;; b) KBPS=$OPTARG ;;
-    c) COALESCE=$OPTARG ;; r) RAMP=$OPTARG ;; n) NGINX=0 ;;
+    c) COALESCE=$OPTARG ;; r) RAMP=$OPTARG ;; n) NGINX=0 ;; B) BASELINE=$OPTARG ;;
     *) sed -n 2,10p "$0"; exit 2 ;;
   esac
 done
@@ -69,17 +71,25 @@ printf "%s viewers x %s kbit/s for %ss (one publisher)\n" "$VIEWERS" "$KBPS" "$D
 printf "%-22s %8s %8s %10s %9s %9s %8s %8s %8s %6s\n" server cpu_s GB cpu_s/GB peak_MiB KiB/view deliv lat_p50 lat_p99 lg_cpu
 
 PORT=19350
-for c in $COALESCE; do
+# run_edge LABEL BINARY COALESCE_MS: one rtmp-edge row, then its own histograms
+run_edge() {
+  local label=$1 bin=$2 c=$3
   PORT=$((PORT + 1))
-  "$BIN/rtmp-edge" --listen "127.0.0.1:$PORT" --log-level info --write-coalesce-ms "$c" \
-    --stats-interval-secs 5 --http off ${EDGE_ARGS:-} 2>"$WORK/edge-$c.log" &
-  pid=$!
+  "$bin" --listen "127.0.0.1:$PORT" --log-level info --write-coalesce-ms "$c" \
+    --stats-interval-secs 5 --http off ${EDGE_ARGS:-} 2>"$WORK/edge-$label-$c.log" &
+  local pid=$!
   wait_port $PORT
-  run_load "rtmp-edge coalesce=$c" $PORT $pid
+  run_load "$label coalesce=$c" $PORT $pid
   kill $pid; wait $pid 2>/dev/null || true
   # The server's own per-shard histograms over the last interval (microseconds).
-  grep "shard stats" "$WORK/edge-$c.log" | tail -n "$(grep -c 'shard running' "$WORK/edge-$c.log")" \
-    | sed -E 's/.*(shard=[0-9]+).*(fwd_p50_us=[0-9]+ fwd_p99_us=[0-9]+).*(fanout_p50_us=[0-9]+ fanout_p99_us=[0-9]+).*(drops_queue_bytes=[0-9]+ drops_queue_age=[0-9]+ kicked_behind=[0-9]+).*/    \1 \2 \3 \4/'
+  grep "shard stats" "$WORK/edge-$label-$c.log" | tail -n "$(grep -c 'shard running' "$WORK/edge-$label-$c.log")" \
+    | sed -E 's/.*(shard=[0-9]+).*(fwd_p50_us=[0-9]+ fwd_p99_us=[0-9]+).*(fanout_p50_us=[0-9]+ fanout_p99_us=[0-9]+).*(drops_queue_bytes=[0-9]+ drops_queue_age=[0-9]+ kicked_behind=[0-9]+).*/    \1 \2 \3 \4/' || true
+}
+for c in $COALESCE; do
+  if [ -n "$BASELINE" ]; then
+    run_edge baseline "$BASELINE/rtmp-edge" "$c"
+  fi
+  run_edge rtmp-edge "$BIN/rtmp-edge" "$c"
 done
 
 if [ "$NGINX" = 1 ]; then

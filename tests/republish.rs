@@ -1,0 +1,86 @@
+//! An encoder restarting its broadcast on the same connection, as vMix and Wirecast do:
+//! FCUnpublish (no deleteStream), createStream, and publish of the same key on the new
+//! stream id. nginx-rtmp and SRS accept it and their players carry on; so must we.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::rtmp_client::RtmpClient;
+use common::watcher::Watcher;
+use common::Server;
+use rtmp_edge::protocol::amf::Amf0Value;
+use rtmp_edge::protocol::message as msg;
+
+/// AVC sequence header, a keyframe and AAC config + a frame: enough for a player to count
+/// media, from `ts` on.
+fn send_gop(c: &mut RtmpClient, ts: u32) {
+    c.send_media(msg::VIDEO, ts, &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1f])
+        .unwrap();
+    c.send_media(msg::AUDIO, ts, &[0xAF, 0, 0x12, 0x10])
+        .unwrap();
+    for i in 0..10u32 {
+        let t = ts + i * 40;
+        let video: &[u8] = if i == 0 {
+            &[0x17, 1, 0, 0, 0, 0, 0, 0, 1, 0x65]
+        } else {
+            &[0x27, 1, 0, 0, 0, 0, 0, 0, 1, 0x41]
+        };
+        c.send_media(msg::VIDEO, t, video).unwrap();
+        c.send_media(msg::AUDIO, t, &[0xAF, 1, 0x21, 0x10]).unwrap();
+    }
+}
+
+#[test]
+fn fcunpublish_then_publish_on_a_new_stream_id_republishes() {
+    for shards in ["1", "2"] {
+        let server = Server::start(&["--shards", shards]);
+        let mut enc = RtmpClient::connect(server.addr, "live").expect("encoder connect");
+        let first_id = enc.create_stream().unwrap();
+        let (_, code) = enc.publish("vmix").unwrap();
+        assert_eq!(code, "NetStream.Publish.Start");
+        let watcher = Watcher::start(server.addr, "live", "vmix");
+        send_gop(&mut enc, 0);
+        assert!(
+            watcher.wait_media(watcher.started, 5, Duration::from_secs(5)),
+            "player got the first broadcast ({shards} shards)"
+        );
+
+        // The restart: FCUnpublish only, then a new stream and the same key.
+        let body = msg::command_body("FCUnpublish", 5.0, &[Amf0Value::Null, "vmix".into()]);
+        enc.send_message(3, msg::COMMAND_AMF0, 0, 0, body).unwrap();
+        let second_id = enc.create_stream().unwrap();
+        assert_ne!(first_id, second_id);
+        let (level, code) = enc.publish("vmix").unwrap();
+        assert_eq!(
+            (level.as_str(), code.as_str()),
+            ("status", "NetStream.Publish.Start"),
+            "republish on stream {second_id} ({shards} shards)"
+        );
+        let restarted = Instant::now();
+        send_gop(&mut enc, 0);
+        assert!(
+            watcher.wait_media(restarted, 5, Duration::from_secs(5)),
+            "player carries on after the republish ({shards} shards)"
+        );
+        let codes = watcher.codes_since(watcher.started);
+        let unpub = codes
+            .iter()
+            .position(|c| c == "NetStream.Play.UnpublishNotify");
+        let repub = codes
+            .iter()
+            .position(|c| c == "NetStream.Play.PublishNotify");
+        assert!(
+            matches!((unpub, repub), (Some(u), Some(p)) if u < p),
+            "players hear the end and the restart, in order: {codes:?}"
+        );
+        assert!(watcher.is_running(), "player still connected");
+        assert!(
+            server
+                .wait_log(&["publish ended", "republish"], Duration::from_secs(2))
+                .is_some(),
+            "the log says why the first publish ended"
+        );
+        assert_eq!(server.count_log(&["BadName"]), 0);
+    }
+}
