@@ -6,10 +6,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
+use common::players::Probe;
+use common::publisher::{PublishSpec, Publisher};
 use common::*;
 use rtmp_edge::media::flv;
 use rtmp_edge::protocol::amf::{self, Amf0Value};
@@ -28,16 +29,6 @@ fn fresh_dir(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-/// Publishes `file` once in real time (no loop), optionally only its first `secs`.
-fn publish_once(file: &Path, url: &str, secs: Option<u32>) -> Proc {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-v", "error", "-re", "-i"]).arg(file);
-    if let Some(s) = secs {
-        cmd.args(["-t", &s.to_string()]);
-    }
-    Proc::spawn(cmd.args(["-c", "copy", "-f", "flv", url]))
 }
 
 fn recordings(dir: &Path) -> Vec<PathBuf> {
@@ -64,43 +55,13 @@ fn assert_name(path: &Path, prefix: &str, within: u64) {
     );
 }
 
-struct FileProbe {
-    codecs: Vec<String>,
-    duration: f64,
-    stderr: String,
-}
-
-fn probe_file(path: &Path) -> FileProbe {
-    let out = run_with_timeout(
-        Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-show_format",
-                "-show_streams",
-                "-of",
-                "json",
-            ])
-            .arg(path),
-        Duration::from_secs(20),
-    );
-    assert!(out.status.success(), "ffprobe {path:?} failed: {out:?}");
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let codecs = j["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["codec_name"].as_str().unwrap_or("").to_string())
-        .collect();
-    let duration = j["format"]["duration"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(-1.0);
-    FileProbe {
-        codecs,
-        duration,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
+/// ffprobe reading the whole file (counting packets, not decoding); it must succeed. The
+/// format duration is -1 when ffprobe has none.
+fn probe_file(path: &Path) -> (Probe, f64) {
+    let probe = players::ffprobe(path.to_str().unwrap(), 0, false, &[]);
+    assert!(probe.status.success(), "ffprobe {path:?} failed: {probe:?}");
+    let duration = probe.duration().unwrap_or(-1.0);
+    (probe, duration)
 }
 
 /// The recording's tags, and the duration and filesize of its leading onMetaData.
@@ -117,11 +78,15 @@ fn read_recording(path: &Path) -> (Vec<flv::FlvTag>, f64, f64, u64) {
     (tags, duration, filesize, len)
 }
 
-fn assert_h264_aac(p: &FileProbe) {
+fn assert_h264_aac(p: &Probe) {
+    let codecs: Vec<&str> = p
+        .streams
+        .iter()
+        .filter_map(|s| s.get("codec_name").map(String::as_str))
+        .collect();
     assert!(
-        p.codecs.iter().any(|c| c == "h264") && p.codecs.iter().any(|c| c == "aac"),
-        "codecs {:?}",
-        p.codecs
+        codecs.contains(&"h264") && codecs.contains(&"aac"),
+        "codecs {codecs:?}"
     );
 }
 
@@ -131,7 +96,9 @@ fn finished_stream_is_recorded_with_patched_metadata() {
     let file = media20();
     let server = Server::start(&["--record", "all", "--record-dir", dir.to_str().unwrap()]);
     let started = Instant::now();
-    let mut publisher = publish_once(&file, &server.url("live/rec1"), None);
+    let mut publisher = PublishSpec::new(&file, &server.url("live/rec1"))
+        .once()
+        .start();
     let st = publisher
         .wait_timeout(Duration::from_secs(40))
         .expect("publisher of a 20 s file did not end");
@@ -148,13 +115,12 @@ fn finished_stream_is_recorded_with_patched_metadata() {
     assert_eq!(files.len(), 1, "{files:?}");
     assert_name(&files[0], "live_rec1", published_for.as_secs() + 30);
 
-    let probe = probe_file(&files[0]);
+    let (probe, format_duration) = probe_file(&files[0]);
     assert_h264_aac(&probe);
     assert!(probe.stderr.trim().is_empty(), "ffprobe: {}", probe.stderr);
     assert!(
-        (probe.duration - 20.0).abs() < 1.0,
-        "format duration {}",
-        probe.duration
+        (format_duration - 20.0).abs() < 1.0,
+        "format duration {format_duration}"
     );
 
     let (tags, duration, filesize, len) = read_recording(&files[0]);
@@ -200,7 +166,7 @@ fn finished_stream_is_recorded_with_patched_metadata() {
         "finished: {} bytes, format duration {:.3} s, metadata duration {duration:.3} s, \
          {frames} video frames, published for {:.1} s",
         len,
-        probe.duration,
+        format_duration,
         published_for.as_secs_f64()
     );
 }
@@ -210,7 +176,9 @@ fn sigterm_finalizes_the_recording_and_exits_zero() {
     let dir = fresh_dir("sigterm");
     let file = media20();
     let mut server = Server::start(&["--record", "all", "--record-dir", dir.to_str().unwrap()]);
-    let _publisher = publish_once(&file, &server.url("live/rec2"), None);
+    let _publisher = PublishSpec::new(&file, &server.url("live/rec2"))
+        .once()
+        .start();
     server
         .wait_log(
             &["recording started", "stream=live/rec2"],
@@ -235,13 +203,12 @@ fn sigterm_finalizes_the_recording_and_exits_zero() {
     let files = recordings(&dir);
     assert_eq!(files.len(), 1, "{files:?}");
     assert_name(&files[0], "live_rec2", 30);
-    let probe = probe_file(&files[0]);
+    let (probe, format_duration) = probe_file(&files[0]);
     assert_h264_aac(&probe);
     let want = recorded.as_secs_f64();
     assert!(
-        (probe.duration - want).abs() < 1.0,
-        "format duration {} vs {want:.3} s recorded",
-        probe.duration
+        (format_duration - want).abs() < 1.0,
+        "format duration {format_duration} vs {want:.3} s recorded"
     );
     let (_, duration, filesize, len) = read_recording(&files[0]);
     assert_eq!(filesize, len as f64);
@@ -252,7 +219,7 @@ fn sigterm_finalizes_the_recording_and_exits_zero() {
     eprintln!(
         "sigterm: recorded {want:.3} s, file duration {:.3} s (metadata {duration:.3}), \
          {len} bytes, exit {status:?} after {exit_after:?}",
-        probe.duration
+        format_duration
     );
 }
 
@@ -268,7 +235,7 @@ fn unwritable_record_dir_logs_and_live_stream_still_plays() {
         "--record-dir",
         record_dir.to_str().unwrap(),
     ]);
-    let _publisher = ffmpeg_publish(&media20(), &server.url("live/rec3"));
+    let _publisher = Publisher::start(&media20(), &server.url("live/rec3"));
     wait_published(&server, "live/rec3");
     let line = server
         .wait_log(
@@ -308,8 +275,14 @@ fn config_override_keeps_one_stream_out() {
     .unwrap();
     let server = Server::start(&["--config", config.to_str().unwrap()]);
     let file = media20();
-    let mut private = publish_once(&file, &server.url("live/private-cam"), Some(3));
-    let mut public = publish_once(&file, &server.url("live/public-cam"), Some(3));
+    let once_3s = |key: &str| {
+        PublishSpec::new(&file, &server.url(key))
+            .once()
+            .limit_secs(3)
+            .start()
+    };
+    let mut private = once_3s("live/private-cam");
+    let mut public = once_3s("live/public-cam");
     for p in [&mut private, &mut public] {
         let st = p
             .wait_timeout(Duration::from_secs(15))
@@ -330,12 +303,11 @@ fn config_override_keeps_one_stream_out() {
         server.count_log(&["stream=live/private-cam", "recording"]),
         0
     );
-    let probe = probe_file(&files[0]);
+    let (probe, format_duration) = probe_file(&files[0]);
     assert_h264_aac(&probe);
-    assert!((probe.duration - 3.0).abs() < 1.0, "{}", probe.duration);
+    assert!((format_duration - 3.0).abs() < 1.0, "{format_duration}");
     eprintln!(
-        "override: only {:?}, {:.3} s",
-        files[0].file_name().unwrap(),
-        probe.duration
+        "override: only {:?}, {format_duration:.3} s",
+        files[0].file_name().unwrap()
     );
 }

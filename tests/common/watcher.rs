@@ -1,5 +1,6 @@
 //! A long-lived player for tests: our RTMP client playing a stream in a thread, recording
-//! when each audio/video message arrived and every onStatus code, until stopped (or 60 s).
+//! when each audio/video message arrived (and which were video) and every onStatus code,
+//! until stopped (or 60 s).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,12 +8,15 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use rtmp_edge::protocol::message as msg;
+
 use super::rtmp_client::{is_av, status, RecvEnd, RtmpClient};
 
 pub struct Watcher {
     /// When the play was sent.
     pub started: Instant,
     media: Arc<Mutex<Vec<Instant>>>,
+    video: Arc<Mutex<Vec<Instant>>>,
     codes: Arc<Mutex<Vec<String>>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<Option<RecvEnd>>>,
@@ -25,14 +29,21 @@ impl Watcher {
         c.create_stream().expect("player createStream");
         let started = c.play(name).expect("play");
         let media = Arc::new(Mutex::new(Vec::new()));
+        let video = Arc::new(Mutex::new(Vec::new()));
         let codes = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
-        let (m, k, s) = (media.clone(), codes.clone(), stop.clone());
+        let (m, v, k, s) = (media.clone(), video.clone(), codes.clone(), stop.clone());
         let thread = thread::spawn(move || {
             let limit = Instant::now() + Duration::from_secs(60);
             while !s.load(Ordering::Relaxed) && Instant::now() < limit {
                 match c.recv(Instant::now() + Duration::from_millis(100)) {
-                    Ok(x) if is_av(&x) => m.lock().unwrap().push(Instant::now()),
+                    Ok(x) if is_av(&x) => {
+                        let now = Instant::now();
+                        m.lock().unwrap().push(now);
+                        if x.type_id == msg::VIDEO {
+                            v.lock().unwrap().push(now);
+                        }
+                    }
                     Ok(x) => {
                         if let Some((_, code)) = status(&x) {
                             k.lock().unwrap().push(code);
@@ -47,6 +58,7 @@ impl Watcher {
         Watcher {
             started,
             media,
+            video,
             codes,
             stop,
             thread: Some(thread),
@@ -56,6 +68,11 @@ impl Watcher {
     /// Arrival times of audio/video messages so far.
     pub fn media(&self) -> Vec<Instant> {
         self.media.lock().unwrap().clone()
+    }
+
+    /// Arrival times of video messages so far.
+    pub fn video(&self) -> Vec<Instant> {
+        self.video.lock().unwrap().clone()
     }
 
     pub fn codes(&self) -> Vec<String> {
