@@ -4,11 +4,10 @@
 
 mod common;
 
-use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::players::spawn_quiet;
+use common::publisher::PublishSpec;
 use common::rtmp_client::*;
 use common::watcher::Watcher;
 use common::*;
@@ -37,15 +36,6 @@ fn finish(w: Watcher) -> (usize, Duration, bool) {
     };
     let (_, end) = w.finish();
     (media.len(), worst, end == Some(RecvEnd::Closed))
-}
-
-fn looping_publisher(url: &str) -> Proc {
-    spawn_quiet(
-        Command::new("ffmpeg")
-            .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
-            .arg(test_media_locked())
-            .args(["-c", "copy", "-t", "60", "-f", "flv", url]),
-    )
 }
 
 fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -77,7 +67,9 @@ fn streams_clients_and_kicks() {
     assert_eq!(st, 200);
     assert_eq!(body["streams"].as_array().map(Vec::len), Some(0));
 
-    let _publisher = looping_publisher(&server.url("live/api1"));
+    let _publisher = PublishSpec::new(&test_media_locked(), &server.url("live/api1"))
+        .limit_secs(60)
+        .start();
     wait_published(&server, "live/api1");
     let players: Vec<Watcher> = (0..3).map(|_| player(&server, "api1")).collect();
 
@@ -201,7 +193,9 @@ fn streams_clients_and_kicks() {
 fn push_destinations_change_live() {
     let target = Server::start(&[]);
     let server = Server::start(&["--shards", "2", "--api-token", TOKEN]);
-    let _publisher = looping_publisher(&server.url("live/cam"));
+    let _publisher = PublishSpec::new(&test_media_locked(), &server.url("live/cam"))
+        .limit_secs(60)
+        .start();
     wait_published(&server, "live/cam");
     let watcher = player(&server, "cam");
     thread::sleep(Duration::from_millis(500));

@@ -17,6 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use common::players::ffprobe;
+use common::publisher::Publisher;
 use common::rtmp_client::*;
 use common::watcher::Watcher;
 use common::*;
@@ -137,7 +138,7 @@ fn publish_with_static_token() {
     wait_published(&server, "live/cam");
 
     // ffmpeg with the token in the URL's stream name.
-    let _ffmpeg = ffmpeg_publish(
+    let _ffmpeg = Publisher::start(
         &test_media_locked(),
         &server.url("live/ff?token=pub-secret-1"),
     );
@@ -194,8 +195,7 @@ fn play_with_signed_url() {
     );
     let addr = server.addr;
     // Publishing is open.
-    let _ffmpeg = ffmpeg_publish(&test_media_locked(), &server.url("live/cam"));
-    wait_published(&server, "live/cam");
+    let _ffmpeg = Publisher::live(&server, "live/cam");
 
     // (d) A valid signed URL: Play.Start, then media.
     let exp = unix_now() + 3600;
@@ -487,7 +487,7 @@ fn refused_publishers_do_not_disturb_a_running_stream() {
         "#,
     );
     let addr = server.addr;
-    let _ffmpeg = ffmpeg_publish(
+    let _ffmpeg = Publisher::start(
         &test_media_locked(),
         &server.url("live/cam?token=good-token"),
     );

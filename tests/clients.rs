@@ -9,6 +9,7 @@ use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use common::players::*;
+use common::publisher::{PublishSpec, Publisher};
 use common::*;
 
 /// How long players may take to leave after their publisher is killed.
@@ -19,11 +20,9 @@ const END_WITHIN: Duration = Duration::from_secs(10);
 /// recorder that were playing all along exit by themselves within 10 s.
 #[test]
 fn ffmpeg_and_rtmpdump_play_record_and_end_with_the_publisher() {
-    let media = test_media_locked();
     let server = Server::start(&[]);
     let url = server.url("live/main");
-    let mut publisher = ffmpeg_publish(&media, &url);
-    wait_published(&server, "live/main");
+    let mut publisher = Publisher::live(&server, "live/main");
 
     let dump = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("rtmpdump-{}.flv", std::process::id()));
@@ -46,13 +45,7 @@ fn ffmpeg_and_rtmpdump_play_record_and_end_with_the_publisher() {
     );
 
     // (a) Meanwhile ffprobe decodes 5 s of the stream.
-    let probe = ffprobe(&url, 5, true, &[]);
-    eprintln!("ffprobe: {probe:?}");
-    assert!(probe.clean(), "ffprobe failed or logged errors: {probe:?}");
-    assert_eq!(probe.field("video", "codec_name"), Some("h264"));
-    assert_eq!(probe.field("audio", "codec_name"), Some("aac"));
-    assert!(probe.count("video") >= 100, "video frames: {probe:?}");
-    assert!(probe.count("audio") >= 100, "audio frames: {probe:?}");
+    assert_decodes(&url, 5, 100);
 
     // (g) The long-running players are still playing; the publisher dies.
     assert!(
@@ -110,15 +103,11 @@ fn second_publisher_is_refused_while_the_first_streams() {
     let media = test_media_locked();
     let server = Server::start(&[]);
     let url = server.url("live/dup");
-    let mut first = ffmpeg_publish(&media, &url);
-    wait_published(&server, "live/dup");
+    let mut first = Publisher::live(&server, "live/dup");
 
     let t = Instant::now();
     let second = run_with_timeout(
-        Command::new("ffmpeg")
-            .args(["-v", "error", "-re", "-i"])
-            .arg(&media)
-            .args(["-c", "copy", "-f", "flv", &url]),
+        &mut PublishSpec::new(&media, &url).once().command(),
         Duration::from_secs(15),
     );
     let took = t.elapsed();
@@ -143,10 +132,7 @@ fn second_publisher_is_refused_while_the_first_streams() {
     assert!(probe.clean(), "{probe:?}");
     assert!(probe.count("video") >= 60, "video frames: {probe:?}");
     assert!(probe.count("audio") > 0, "audio frames: {probe:?}");
-    assert!(
-        first.0.try_wait().unwrap().is_none(),
-        "first publisher died"
-    );
+    first.assert_running();
     assert_eq!(server.count_log(&["publish started", "live/dup"]), 1);
     assert_eq!(server.count_log(&["publish ended", "live/dup"]), 0);
 }
@@ -159,7 +145,7 @@ fn gstreamer_plays_and_publishes() {
     let server = Server::start(&[]);
     let ff_url = server.url("live/ff");
     let gst_url = server.url("live/gst");
-    let _ffmpeg = ffmpeg_publish(&media, &ff_url);
+    let _ffmpeg = Publisher::start(&media, &ff_url);
     // flvdemux ! flvmux re-muxes the file; rtmp2sink syncs to the clock, so it is real time.
     let mut gst_pub = spawn_quiet(
         Command::new("gst-launch-1.0")

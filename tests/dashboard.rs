@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::publisher::Publisher;
 use common::rtmp_client::{RecvEnd, RtmpClient, XorShift};
 use common::*;
 
@@ -504,8 +505,7 @@ fn every_dashboard_metric_is_exported_under_load() {
 
     // The main stream, 8 players over both shards (cross-shard relay, fan-out, time to
     // first frame), pushed to B.
-    let _publisher = ffmpeg_publish(&test_media_locked(), &a.url("live/dash"));
-    wait_published(&a, "live/dash");
+    let _publisher = Publisher::live(&a, "live/dash");
     let players: Vec<_> = (0..8)
         .map(|_| {
             let url = a.url("live/dash");

@@ -7,9 +7,10 @@ mod common;
 use rtmp_edge::shard::state::owner_of;
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::players::ffprobe_frames;
+use common::publisher::Publisher;
 use common::rtmp_client::*;
 use common::*;
 use rtmp_edge::protocol::chunk::RawMessage;
@@ -185,34 +186,20 @@ fn seq(msgs: &[RawMessage]) -> Vec<String> {
 
 /// ffprobe joining the live stream must decode a keyframe (I picture) first.
 fn ffprobe_first_frame_is_key(url: &str) {
-    let out = run_with_timeout(
-        Command::new("ffprobe").args([
-            "-v",
-            "error",
-            "-rw_timeout",
-            "10000000",
-            "-read_intervals",
-            "%+3",
-            "-select_streams",
-            "v:0",
-            "-show_frames",
-            "-show_entries",
-            "frame=key_frame,pict_type",
-            "-of",
-            "csv",
-            url,
-        ]),
-        Duration::from_secs(20),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let frames: Vec<&str> = stdout.lines().filter(|l| l.starts_with("frame,")).collect();
+    let probe = ffprobe_frames(url, 3, Some("v:0"));
+    let frames = &probe.frames;
     assert!(
         frames.len() >= 30,
         "ffprobe saw {} frames: {}",
         frames.len(),
-        String::from_utf8_lossy(&out.stderr)
+        probe.stderr
     );
-    assert_eq!(frames[0], "frame,1,I", "first frames: {:?}", &frames[..5]);
+    assert_eq!(
+        (frames[0].key, frames[0].pict_type.as_str()),
+        (true, "I"),
+        "first frames: {:?}",
+        &frames[..5]
+    );
 }
 
 /// Sleeps until `JOIN_AFTER` past `since`.
@@ -223,8 +210,7 @@ fn sleep_until_join(since: Instant) {
 #[test]
 fn late_joiner_gets_metadata_config_and_keyframe_within_300ms() {
     let server = Server::start(&["--shards", "1"]);
-    let _publisher = ffmpeg_publish(&test_media_locked(), &server.url("live/late"));
-    wait_published(&server, "live/late");
+    let _publisher = Publisher::live(&server, "live/late");
     let since = Instant::now();
     sleep_until_join(since);
 
@@ -270,7 +256,7 @@ fn late_joiners_on_both_shards() {
     let media = test_media_locked();
     let _publishers: Vec<_> = names
         .iter()
-        .map(|n| ffmpeg_publish(&media, &server.url(&format!("live/{n}"))))
+        .map(|n| Publisher::start(&media, &server.url(&format!("live/{n}"))))
         .collect();
     for n in &names {
         wait_published(&server, &format!("live/{n}"));
@@ -310,9 +296,7 @@ fn late_joiners_on_both_shards() {
 #[test]
 fn player_survives_unpublish_and_resumes_forward_on_republish() {
     let server = Server::start(&["--shards", "2"]);
-    let url = server.url("live/again");
-    let mut first = ffmpeg_publish(&test_media_locked(), &url);
-    wait_published(&server, "live/again");
+    let mut publisher = Publisher::live(&server, "live/again");
     std::thread::sleep(Duration::from_millis(1500));
 
     let mut c = RtmpClient::connect(server.addr, "live").expect("connect");
@@ -336,7 +320,7 @@ fn player_survives_unpublish_and_resumes_forward_on_republish() {
     assert!(frames > 20, "only {frames} frames from the first publisher");
 
     // The publisher vanishes: the player is told, and stays connected.
-    first.kill();
+    publisher.kill();
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut got_eof = false;
     let mut tail = Vec::new();
@@ -365,7 +349,7 @@ fn player_survives_unpublish_and_resumes_forward_on_republish() {
 
     // A new publisher on the same key: PublishNotify, then config and a keyframe first,
     // with timestamps continuing after the old ones instead of restarting at 0.
-    let _second = ffmpeg_publish(&test_media_locked(), &url);
+    publisher.restart();
     let deadline = Instant::now() + Duration::from_secs(10);
     c.wait_status("NetStream.Play.PublishNotify", deadline)
         .expect("PublishNotify");

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::publisher::Publisher;
 use common::*;
 
 fn metric_sum(scrape: &str, prefix: &str) -> f64 {
@@ -32,8 +33,7 @@ fn scrape_under_load_passes_promtool_and_histograms_move() {
     }
     assert_eq!(ready, 200, "all shards listening");
 
-    let _publisher = ffmpeg_publish(&test_media_locked(), &server.url("live/metrics"));
-    wait_published(&server, "live/metrics");
+    let _publisher = Publisher::live(&server, "live/metrics");
     std::thread::sleep(Duration::from_millis(1500));
     let before = server.http_get("/metrics").1;
     let fanout_before = metric_sum(&before, "rtmp_fanout_latency_seconds_count");

@@ -16,35 +16,13 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use common::players::*;
+use common::publisher::PublishSpec;
 use common::rtmp_client::*;
 use common::*;
 use rtmp_edge::protocol::message as msg;
 
 /// Video frames per GOP in the test media (and in the synthetic stream).
 const GOP: usize = 30;
-
-/// ffmpeg publishing the standard test media in real time, looping, with its stderr kept
-/// (`-v error`: empty unless something went wrong). It stops by itself after 60 s.
-fn ffmpeg_publisher(url: &str) -> Proc {
-    spawn_quiet(
-        Command::new("ffmpeg")
-            .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
-            .arg(test_media_locked())
-            .args(["-c", "copy", "-t", "60", "-f", "flv", url]),
-    )
-}
-
-/// An ffprobe that decoded `seconds` of `url`: clean, H.264 and AAC, ≥ 60 frames of each.
-fn assert_decodes(url: &str, seconds: u32) -> Probe {
-    let probe = ffprobe(url, seconds, true, &[]);
-    eprintln!("ffprobe {url}: {probe:?}");
-    assert!(probe.clean(), "ffprobe failed or logged errors: {probe:?}");
-    assert_eq!(probe.field("video", "codec_name"), Some("h264"));
-    assert_eq!(probe.field("audio", "codec_name"), Some("aac"));
-    assert!(probe.count("video") >= 60, "video frames: {probe:?}");
-    assert!(probe.count("audio") >= 60, "audio frames: {probe:?}");
-    probe
-}
 
 /// One video message as a player saw it.
 #[derive(Debug, Clone, Copy)]
@@ -296,21 +274,19 @@ fn push_states(a: &Server, port: u16) -> Vec<String> {
 fn two_hops_through_a_push() {
     let b = Server::start(&[]);
     let a = Server::start(&["--push", &b.url("live")]);
-    let mut publisher = ffmpeg_publisher(&a.url("live/hop"));
+    let mut publisher = PublishSpec::new(&test_media_locked(), &a.url("live/hop"))
+        .limit_secs(60)
+        .start();
     wait_published(&a, "live/hop");
     // The destination key is the source stream's name, in the push URL's app.
     wait_published(&b, "live/hop");
-    let probe = assert_decodes(&b.url("live/hop"), 3);
+    let probe = assert_decodes(&b.url("live/hop"), 3, 60);
     eprintln!(
         "two hops: {} video, {} audio frames decoded at B",
         probe.count("video"),
         probe.count("audio")
     );
-    assert!(
-        publisher.0.try_wait().unwrap().is_none(),
-        "publisher quit: {}",
-        stderr_of(&mut publisher)
-    );
+    publisher.assert_running();
 }
 
 /// ffmpeg → A → nginx-rtmp → ffprobe: nginx accepts our publish and serves it decodable.
@@ -319,7 +295,9 @@ fn nginx_rtmp_as_push_target() {
     let nginx = Nginx::start();
     let target = format!("rtmp://{}/live", nginx.addr);
     let a = Server::start(&["--push", &target]);
-    let mut publisher = ffmpeg_publisher(&a.url("live/ngx"));
+    let mut publisher = PublishSpec::new(&test_media_locked(), &a.url("live/ngx"))
+        .limit_secs(60)
+        .start();
     wait_published(&a, "live/ngx");
     a.wait_log(
         &["push destination state", "state=\"live\""],
@@ -333,17 +311,13 @@ fn nginx_rtmp_as_push_target() {
         )
     });
     // 4 s: nginx holds video back until a keyframe (wait_key), audio starts at once.
-    let probe = assert_decodes(&format!("{target}/ngx"), 4);
+    let probe = assert_decodes(&format!("{target}/ngx"), 4, 60);
     eprintln!(
         "via nginx-rtmp: {} video, {} audio frames decoded",
         probe.count("video"),
         probe.count("audio")
     );
-    assert!(
-        publisher.0.try_wait().unwrap().is_none(),
-        "publisher quit: {}",
-        stderr_of(&mut publisher)
-    );
+    publisher.assert_running();
     assert_eq!(
         a.count_log(&["push destination failed"]),
         0,
@@ -378,7 +352,9 @@ fn three_destinations_one_killed_and_restarted() {
         .iter()
         .map(|b| Some(Player::start(b.addr, KEY)))
         .collect();
-    let mut publisher = ffmpeg_publisher(&a.url("live/src"));
+    let mut publisher = PublishSpec::new(&test_media_locked(), &a.url("live/src"))
+        .limit_secs(60)
+        .start();
     let t_pub = Instant::now();
     wait_published(&a, "live/src");
     for b in &bs {
@@ -513,13 +489,9 @@ fn three_destinations_one_killed_and_restarted() {
     }
 
     // The publisher never saw any of it.
-    assert!(
-        publisher.0.try_wait().unwrap().is_none(),
-        "publisher quit: {}",
-        stderr_of(&mut publisher)
-    );
+    publisher.assert_running();
     publisher.kill();
-    let err = stderr_of(&mut publisher);
+    let err = publisher.stderr();
     assert!(err.trim().is_empty(), "publisher stderr: {err}");
 
     let states = push_states(&a, ports[1]);

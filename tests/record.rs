@@ -6,9 +6,9 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
+use common::publisher::{PublishSpec, Publisher};
 use common::recording::*;
 use common::*;
 use rtmp_edge::media::flv;
@@ -17,16 +17,6 @@ use rtmp_edge::record::Civil;
 /// The test media: exactly 20 s, 1 s GOP.
 fn media20() -> PathBuf {
     media("rec20", "640x360", 20, 30)
-}
-
-/// Publishes `file` once in real time (no loop), optionally only its first `secs`.
-fn publish_once(file: &Path, url: &str, secs: Option<u32>) -> Proc {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-v", "error", "-re", "-i"]).arg(file);
-    if let Some(s) = secs {
-        cmd.args(["-t", &s.to_string()]);
-    }
-    Proc::spawn(cmd.args(["-c", "copy", "-f", "flv", url]))
 }
 
 /// `{prefix}_{YYYYMMDD}_{HHMMSS}.flv` with a stamp from the last `within` seconds (UTC).
@@ -50,7 +40,9 @@ fn finished_stream_is_recorded_with_patched_metadata() {
     let file = media20();
     let server = Server::start(&["--record", "all", "--record-dir", dir.to_str().unwrap()]);
     let started = Instant::now();
-    let mut publisher = publish_once(&file, &server.url("live/rec1"), None);
+    let mut publisher = PublishSpec::new(&file, &server.url("live/rec1"))
+        .once()
+        .start();
     let st = publisher
         .wait_timeout(Duration::from_secs(40))
         .expect("publisher of a 20 s file did not end");
@@ -68,12 +60,12 @@ fn finished_stream_is_recorded_with_patched_metadata() {
     assert_name(&files[0], "live_rec1", published_for.as_secs() + 30);
 
     let probe = probe_file(&files[0]);
+    let format_duration = probe.duration;
     assert_h264_aac(&probe);
     assert!(probe.stderr.trim().is_empty(), "ffprobe: {}", probe.stderr);
     assert!(
-        (probe.duration - 20.0).abs() < 1.0,
-        "format duration {}",
-        probe.duration
+        (format_duration - 20.0).abs() < 1.0,
+        "format duration {format_duration}"
     );
 
     let (tags, duration, filesize, len) = read_recording(&files[0]);
@@ -119,7 +111,7 @@ fn finished_stream_is_recorded_with_patched_metadata() {
         "finished: {} bytes, format duration {:.3} s, metadata duration {duration:.3} s, \
          {frames} video frames, published for {:.1} s",
         len,
-        probe.duration,
+        format_duration,
         published_for.as_secs_f64()
     );
 }
@@ -129,7 +121,9 @@ fn sigterm_finalizes_the_recording_and_exits_zero() {
     let dir = fresh_dir("sigterm");
     let file = media20();
     let mut server = Server::start(&["--record", "all", "--record-dir", dir.to_str().unwrap()]);
-    let _publisher = publish_once(&file, &server.url("live/rec2"), None);
+    let _publisher = PublishSpec::new(&file, &server.url("live/rec2"))
+        .once()
+        .start();
     server
         .wait_log(
             &["recording started", "stream=live/rec2"],
@@ -155,12 +149,12 @@ fn sigterm_finalizes_the_recording_and_exits_zero() {
     assert_eq!(files.len(), 1, "{files:?}");
     assert_name(&files[0], "live_rec2", 30);
     let probe = probe_file(&files[0]);
+    let format_duration = probe.duration;
     assert_h264_aac(&probe);
     let want = recorded.as_secs_f64();
     assert!(
-        (probe.duration - want).abs() < 1.0,
-        "format duration {} vs {want:.3} s recorded",
-        probe.duration
+        (format_duration - want).abs() < 1.0,
+        "format duration {format_duration} vs {want:.3} s recorded"
     );
     let (_, duration, filesize, len) = read_recording(&files[0]);
     assert_eq!(filesize, len as f64);
@@ -171,7 +165,7 @@ fn sigterm_finalizes_the_recording_and_exits_zero() {
     eprintln!(
         "sigterm: recorded {want:.3} s, file duration {:.3} s (metadata {duration:.3}), \
          {len} bytes, exit {status:?} after {exit_after:?}",
-        probe.duration
+        format_duration
     );
 }
 
@@ -187,7 +181,7 @@ fn unwritable_record_dir_logs_and_live_stream_still_plays() {
         "--record-dir",
         record_dir.to_str().unwrap(),
     ]);
-    let _publisher = ffmpeg_publish(&media20(), &server.url("live/rec3"));
+    let _publisher = Publisher::start(&media20(), &server.url("live/rec3"));
     wait_published(&server, "live/rec3");
     let line = server
         .wait_log(
@@ -227,8 +221,14 @@ fn config_override_keeps_one_stream_out() {
     .unwrap();
     let server = Server::start(&["--config", config.to_str().unwrap()]);
     let file = media20();
-    let mut private = publish_once(&file, &server.url("live/private-cam"), Some(3));
-    let mut public = publish_once(&file, &server.url("live/public-cam"), Some(3));
+    let once_3s = |key: &str| {
+        PublishSpec::new(&file, &server.url(key))
+            .once()
+            .limit_secs(3)
+            .start()
+    };
+    let mut private = once_3s("live/private-cam");
+    let mut public = once_3s("live/public-cam");
     for p in [&mut private, &mut public] {
         let st = p
             .wait_timeout(Duration::from_secs(15))
@@ -250,11 +250,11 @@ fn config_override_keeps_one_stream_out() {
         0
     );
     let probe = probe_file(&files[0]);
+    let format_duration = probe.duration;
     assert_h264_aac(&probe);
-    assert!((probe.duration - 3.0).abs() < 1.0, "{}", probe.duration);
+    assert!((format_duration - 3.0).abs() < 1.0, "{format_duration}");
     eprintln!(
-        "override: only {:?}, {:.3} s",
-        files[0].file_name().unwrap(),
-        probe.duration
+        "override: only {:?}, {format_duration:.3} s",
+        files[0].file_name().unwrap()
     );
 }

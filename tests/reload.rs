@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use common::publisher::Publisher;
 use common::rtmp_client::*;
 use common::watcher::Watcher;
 use common::*;
@@ -214,8 +215,7 @@ fn sighup_reload_changes_auth_and_push_without_dropping_a_viewer() {
     let a = Server::start(&["--config", cfg.path().to_str().unwrap()]);
 
     // 1. Publisher (looping, real time) and the long-lived player, admitted with no auth.
-    let _publisher = ffmpeg_publish(&test_media_locked(), &a.url("live/hup"));
-    wait_published(&a, "live/hup");
+    let _publisher = Publisher::live(&a, "live/hup");
     let player = Watcher::start(a.addr, "live", "hup");
     assert!(
         player.wait_media(started, 20, Duration::from_secs(5)),

@@ -6,14 +6,14 @@ mod common;
 
 use std::io::Write;
 use std::net::{Shutdown, SocketAddr, TcpStream};
-use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::players::ffprobe_frames;
+use common::publisher::Publisher;
 use common::rtmp_client::*;
+use common::watcher::Watcher;
 use common::*;
 use rtmp_edge::protocol::message as msg;
 
@@ -152,53 +152,17 @@ fn random_chunks_from(addr: SocketAddr, junk: Vec<u8>) -> Abuse {
     abuse(c.stream, "closing")
 }
 
-/// Video arrivals of a player that watches until `stop`.
-struct Watch {
-    arrivals: Vec<Instant>,
-    ended: Option<RecvEnd>,
-}
-
-fn watch(addr: SocketAddr, name: &'static str, stop: Arc<AtomicBool>) -> thread::JoinHandle<Watch> {
-    thread::spawn(move || {
-        let mut c = connected(addr);
-        c.create_stream().expect("createStream");
-        c.play(name).expect("play");
-        let mut w = Watch {
-            arrivals: Vec::new(),
-            ended: None,
-        };
-        let limit = Instant::now() + Duration::from_secs(40);
-        while !stop.load(Ordering::Relaxed) && Instant::now() < limit {
-            match c.recv(Instant::now() + Duration::from_millis(200)) {
-                Ok(m) => {
-                    if m.type_id == msg::VIDEO {
-                        w.arrivals.push(Instant::now());
-                    }
-                    if let Some((_, code)) = status(&m) {
-                        assert!(!code.contains("Unpublish"), "viewer got {code}");
-                    }
-                }
-                Err(RecvEnd::Timeout) => {}
-                Err(e) => {
-                    w.ended = Some(e);
-                    break;
-                }
-            }
-        }
-        w
-    })
-}
-
-/// The viewer kept receiving the whole time: frames throughout, no gap over `max_gap`.
-fn assert_kept_receiving(w: &Watch, max_gap: Duration) {
-    assert!(w.ended.is_none(), "viewer connection ended: {:?}", w.ended);
-    assert!(
-        w.arrivals.len() > 30,
-        "viewer got {} frames",
-        w.arrivals.len()
-    );
-    let gap = w
-        .arrivals
+/// The viewer kept receiving the whole time: video throughout, no gap over `max_gap`, and
+/// never told that the stream was unpublished. Stops it.
+fn assert_kept_receiving(w: Watcher, max_gap: Duration) {
+    let arrivals = w.video();
+    let (codes, ended) = w.finish();
+    assert!(ended.is_none(), "viewer connection ended: {ended:?}");
+    if let Some(code) = codes.iter().find(|c| c.contains("Unpublish")) {
+        panic!("viewer got {code}");
+    }
+    assert!(arrivals.len() > 30, "viewer got {} frames", arrivals.len());
+    let gap = arrivals
         .windows(2)
         .map(|p| p[1] - p[0])
         .max()
@@ -206,47 +170,17 @@ fn assert_kept_receiving(w: &Watch, max_gap: Duration) {
     assert!(gap < max_gap, "viewer stalled for {gap:?}");
 }
 
-/// ffprobe reading `seconds` of the stream; returns the video frame lines.
-fn ffprobe_frames(url: &str, seconds: u32) -> Vec<String> {
-    let out = run_with_timeout(
-        Command::new("ffprobe").args([
-            "-v",
-            "error",
-            "-rw_timeout",
-            "10000000",
-            "-read_intervals",
-            &format!("%+{seconds}"),
-            "-select_streams",
-            "v:0",
-            "-show_frames",
-            "-show_entries",
-            "frame=key_frame,pict_type",
-            "-of",
-            "csv",
-            url,
-        ]),
-        Duration::from_secs(u64::from(seconds) + 15),
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| l.starts_with("frame,"))
-        .map(str::to_string)
-        .collect()
-}
-
 #[test]
 fn bad_input_closes_only_that_connection() {
     let timeout = HANDSHAKE_TIMEOUT.to_string();
     let mut server = Server::start(&["--shards", "2", "--handshake-timeout-secs", &timeout]);
     let url = server.url("live/robust");
-    let _publisher = ffmpeg_publish(&test_media_locked(), &url);
-    wait_published(&server, "live/robust");
+    let _publisher = Publisher::live(&server, "live/robust");
 
     // Two viewers during the abuse: ours (gap check) and ffprobe (decodes 6 s of stream).
-    let stop = Arc::new(AtomicBool::new(false));
-    let viewer = watch(server.addr, "robust", stop.clone());
+    let viewer = Watcher::start(server.addr, "live", "robust");
     let probe_url = url.clone();
-    let probe = thread::spawn(move || ffprobe_frames(&probe_url, 6));
+    let probe = thread::spawn(move || ffprobe_frames(&probe_url, 6, Some("v:0")));
     thread::sleep(Duration::from_millis(500));
 
     type Case = (&'static str, fn(SocketAddr) -> Abuse);
@@ -314,9 +248,7 @@ fn bad_input_closes_only_that_connection() {
     }
     assert!(server.is_running(), "the server died");
 
-    stop.store(true, Ordering::Relaxed);
-    let w = viewer.join().expect("viewer thread");
-    assert_kept_receiving(&w, Duration::from_secs(1));
+    assert_kept_receiving(viewer, Duration::from_secs(1));
     let during = probe.join().expect("ffprobe thread");
     assert!(
         during.len() >= 150,
@@ -325,21 +257,18 @@ fn bad_input_closes_only_that_connection() {
     );
 
     // A player that starts after all of it still decodes, from a keyframe.
-    let after = ffprobe_frames(&url, 2);
+    let after = ffprobe_frames(&url, 2, Some("v:0")).frames;
     assert!(after.len() >= 30, "ffprobe after the abuse: {after:?}");
-    assert_eq!(after[0], "frame,1,I");
+    assert_eq!((after[0].key, after[0].pict_type.as_str()), (true, "I"));
     assert!(server.is_running(), "the server died");
 }
 
 #[test]
 fn second_publisher_gets_bad_name_and_viewers_continue() {
     let server = Server::start(&["--shards", "2"]);
-    let url = server.url("live/taken");
-    let _publisher = ffmpeg_publish(&test_media_locked(), &url);
-    wait_published(&server, "live/taken");
+    let _publisher = Publisher::live(&server, "live/taken");
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let viewer = watch(server.addr, "taken", stop.clone());
+    let viewer = Watcher::start(server.addr, "live", "taken");
     thread::sleep(Duration::from_millis(500));
 
     // Intruders land on either shard; one on the non-owner shard is handed to the owner
@@ -375,8 +304,6 @@ fn second_publisher_gets_bad_name_and_viewers_continue() {
     );
     // Keep watching a little after the last attempt.
     thread::sleep(Duration::from_millis(1000));
-    stop.store(true, Ordering::Relaxed);
-    let w = viewer.join().expect("viewer thread");
-    assert_kept_receiving(&w, Duration::from_secs(1));
+    assert_kept_receiving(viewer, Duration::from_secs(1));
     assert_eq!(server.count_log(&["publish ended"]), 0);
 }

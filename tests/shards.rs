@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::players::*;
+use common::publisher::Publisher;
 use common::*;
 use rtmp_edge::shard::state::owner_of;
 
@@ -17,11 +18,9 @@ const VIEWERS: usize = 10;
 
 #[test]
 fn viewers_on_both_shards_all_get_video() {
-    let media = test_media_locked();
     let server = Server::start(&["--shards", "2"]);
     let url = server.url("live/spread");
-    let _publisher = ffmpeg_publish(&media, &url);
-    wait_published(&server, "live/spread");
+    let _publisher = Publisher::live(&server, "live/spread");
     let owner: Option<usize> = server
         .wait_log(&["publish started", "live/spread"], Duration::from_secs(1))
         .and_then(|l| span_field(&l, "shard="));
@@ -94,8 +93,8 @@ fn two_streams(shards: usize, a: &Path, b: &Path) {
         .map(|i| format!("b{i}"))
         .find(|n| shards == 1 || owner_of(&format!("live/{n}"), 2) != owner_of("live/a", 2))
         .unwrap();
-    let _pa = ffmpeg_publish(a, &server.url(&format!("live/{name_a}")));
-    let _pb = ffmpeg_publish(b, &server.url(&format!("live/{name_b}")));
+    let _pa = Publisher::start(a, &server.url(&format!("live/{name_a}")));
+    let _pb = Publisher::start(b, &server.url(&format!("live/{name_b}")));
     wait_published(&server, &format!("live/{name_a}"));
     wait_published(&server, &format!("live/{name_b}"));
 

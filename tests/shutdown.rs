@@ -223,7 +223,7 @@ fn sigterm_drains_players_pushes_and_recordings_then_exits_zero() {
         "10",
     ]);
     let b_player = Watcher::start(b.addr, "live", "x");
-    let _publisher = ffmpeg_publish(&test_media_locked(), &a.url("live/x"));
+    let _publisher = common::publisher::Publisher::start(&test_media_locked(), &a.url("live/x"));
     wait_published(&a, "live/x");
     let a_player = Watcher::start(a.addr, "live", "x");
     wait_published(&b, "live/x");

@@ -301,11 +301,10 @@ async fn watch(
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = state.tasks.stopped() => {}
         }
-        let v = if state.tasks.is_stopping() {
-            Some(Verdict::Idle)
-        } else if state.subscriber_count(&key) == 0
-            && idle_since.get_or_insert_with(Instant::now).elapsed() >= idle
-        {
+        // The server shutting down ends an upstream like nobody watching does.
+        let unwatched = state.subscriber_count(&key) == 0
+            && idle_since.get_or_insert_with(Instant::now).elapsed() >= idle;
+        let v = if state.tasks.is_stopping() || unwatched {
             Some(Verdict::Idle)
         } else {
             if state.subscriber_count(&key) > 0 {

@@ -82,16 +82,7 @@ impl Server {
 
     /// Waits up to `timeout` for the server to exit; None if it is still running.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let end = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(st)) = self.child.try_wait() {
-                return Some(st);
-            }
-            if Instant::now() >= end {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_child(&mut self.child, timeout)
     }
 }
 
@@ -102,7 +93,7 @@ impl Drop for Server {
     }
 }
 
-/// A child process killed on drop (publishers, players).
+/// A child process killed on drop (players, rtmpdump, GStreamer).
 pub struct Proc(pub Child);
 
 impl Proc {
@@ -118,16 +109,7 @@ impl Proc {
 
     /// Waits for exit up to `timeout`; None if still running.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let end = Instant::now() + timeout;
-        loop {
-            if let Ok(Some(st)) = self.0.try_wait() {
-                return Some(st);
-            }
-            if Instant::now() >= end {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_child(&mut self.0, timeout)
     }
 
     pub fn kill(&mut self) {
@@ -139,6 +121,20 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit; None if it is still running.
+pub fn wait_child(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let end = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        if Instant::now() >= end {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 
@@ -223,16 +219,6 @@ pub fn test_media() -> PathBuf {
     media("std360", "640x360", 30, 30)
 }
 
-/// Publishes a file with ffmpeg in real time, looping, with stream copy.
-pub fn ffmpeg_publish(file: &std::path::Path, url: &str) -> Proc {
-    Proc::spawn(
-        Command::new("ffmpeg")
-            .args(["-v", "error", "-re", "-stream_loop", "-1", "-i"])
-            .arg(file)
-            .args(["-c", "copy", "-f", "flv", url]),
-    )
-}
-
 /// Waits until the server logs that `key` is being published.
 pub fn wait_published(server: &Server, key: &str) {
     server
@@ -254,6 +240,7 @@ pub fn test_media_locked() -> PathBuf {
 }
 
 pub mod players;
+pub mod publisher;
 pub mod recording;
 pub mod watcher;
 

@@ -2,14 +2,10 @@
 //! them, and whether the leading onMetaData was patched when the file was finalized.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::Duration;
 
 use bytes::Bytes;
 use rtmp_edge::media::flv;
 use rtmp_edge::protocol::amf::{self, Amf0Value};
-
-use super::run_with_timeout;
 
 /// A fresh, empty directory for one test.
 pub fn fresh_dir(name: &str) -> PathBuf {
@@ -37,36 +33,19 @@ pub struct FileProbe {
     pub stderr: String,
 }
 
+/// ffprobe reading the whole file (counting packets, not decoding); it must succeed. The
+/// duration is -1 when ffprobe has none.
 pub fn probe_file(path: &Path) -> FileProbe {
-    let out = run_with_timeout(
-        Command::new("ffprobe")
-            .args([
-                "-v",
-                "error",
-                "-show_format",
-                "-show_streams",
-                "-of",
-                "json",
-            ])
-            .arg(path),
-        Duration::from_secs(20),
-    );
-    assert!(out.status.success(), "ffprobe {path:?} failed: {out:?}");
-    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let codecs = j["streams"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s["codec_name"].as_str().unwrap_or("").to_string())
-        .collect();
-    let duration = j["format"]["duration"]
-        .as_str()
-        .and_then(|d| d.parse().ok())
-        .unwrap_or(-1.0);
+    let probe = super::players::ffprobe(path.to_str().unwrap(), 0, false, &[]);
+    assert!(probe.status.success(), "ffprobe {path:?} failed: {probe:?}");
     FileProbe {
-        codecs,
-        duration,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        codecs: probe
+            .streams
+            .iter()
+            .filter_map(|s| s.get("codec_name").cloned())
+            .collect(),
+        duration: probe.duration().unwrap_or(-1.0),
+        stderr: probe.stderr.clone(),
     }
 }
 

@@ -1,6 +1,6 @@
 //! A long-lived player for tests: our RTMP client playing a stream in a thread, recording
-//! when each audio/video message arrived, every onStatus code and how the server closed
-//! the connection, until stopped (or 60 s).
+//! when each audio/video message arrived (and which were video), every onStatus code and
+//! how the server closed the connection, until stopped (or 60 s).
 
 use std::io;
 use std::net::SocketAddr;
@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
+
+use rtmp_edge::protocol::message as msg;
 
 use super::rtmp_client::{is_av, status, RecvEnd, RtmpClient};
 
@@ -23,6 +25,7 @@ pub struct Watcher {
     /// When the play was sent.
     pub started: Instant,
     media: Arc<Mutex<Vec<Instant>>>,
+    video: Arc<Mutex<Vec<Instant>>>,
     codes: Arc<Mutex<Vec<(Instant, String)>>>,
     ended: Arc<Mutex<Option<Ended>>>,
     stop: Arc<AtomicBool>,
@@ -36,15 +39,28 @@ impl Watcher {
         c.create_stream().expect("player createStream");
         let started = c.play(name).expect("play");
         let media = Arc::new(Mutex::new(Vec::new()));
+        let video = Arc::new(Mutex::new(Vec::new()));
         let codes = Arc::new(Mutex::new(Vec::new()));
         let ended = Arc::new(Mutex::new(None));
         let stop = Arc::new(AtomicBool::new(false));
-        let (m, k, e, s) = (media.clone(), codes.clone(), ended.clone(), stop.clone());
+        let (m, v, k, e, s) = (
+            media.clone(),
+            video.clone(),
+            codes.clone(),
+            ended.clone(),
+            stop.clone(),
+        );
         let thread = thread::spawn(move || {
             let limit = Instant::now() + Duration::from_secs(60);
             while !s.load(Ordering::Relaxed) && Instant::now() < limit {
                 match c.recv(Instant::now() + Duration::from_millis(100)) {
-                    Ok(x) if is_av(&x) => m.lock().unwrap().push(Instant::now()),
+                    Ok(x) if is_av(&x) => {
+                        let now = Instant::now();
+                        m.lock().unwrap().push(now);
+                        if x.type_id == msg::VIDEO {
+                            v.lock().unwrap().push(now);
+                        }
+                    }
                     Ok(x) => {
                         if let Some((_, code)) = status(&x) {
                             k.lock().unwrap().push((Instant::now(), code));
@@ -65,6 +81,7 @@ impl Watcher {
         Watcher {
             started,
             media,
+            video,
             codes,
             ended,
             stop,
@@ -75,6 +92,11 @@ impl Watcher {
     /// Arrival times of audio/video messages so far.
     pub fn media(&self) -> Vec<Instant> {
         self.media.lock().unwrap().clone()
+    }
+
+    /// Arrival times of video messages so far.
+    pub fn video(&self) -> Vec<Instant> {
+        self.video.lock().unwrap().clone()
     }
 
     pub fn codes(&self) -> Vec<String> {
