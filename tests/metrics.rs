@@ -96,3 +96,52 @@ fn scrape_under_load_passes_promtool_and_histograms_move() {
 
     assert_promtool_accepts(&scrape);
 }
+
+/// Counters whose label values are known up front are in the very first scrape at 0, so
+/// `rate()` alerts and dashboards work before the first event; and move when it happens.
+#[test]
+fn known_counters_start_at_zero_and_move() {
+    let server = Server::start(&[]);
+    let (status, first) = server.http_get("/metrics");
+    assert_eq!(status, 200);
+    for series in [
+        "rtmp_protocol_errors_total{kind=\"chunk\"} 0",
+        "rtmp_protocol_errors_total{kind=\"handshake\"} 0",
+        "rtmp_protocol_errors_total{kind=\"message_too_large\"} 0",
+        "rtmp_timeouts_total{kind=\"handshake/connect\"} 0",
+        "rtmp_timeouts_total{kind=\"publisher idle\"} 0",
+        "rtmp_publish_rejects_total{reason=\"bad_name\"} 0",
+        "rtmp_play_rejects_total{reason=\"unauthorized\"} 0",
+        "rtmp_auth_denied_total{action=\"publish\",reason=\"bad_token\"} 0",
+        "rtmp_auth_denied_total{action=\"play\",reason=\"expired\"} 0",
+        "rtmp_auth_callback_requests_total{action=\"play\",result=\"error\"} 0",
+        "rtmp_record_errors_total{reason=\"queue_full\"} 0",
+        "rtmp_record_errors_total{reason=\"finalize\"} 0",
+        "rtmp_connections_accepted_total 0",
+        "rtmp_publishes_total 0",
+    ] {
+        assert!(
+            first.lines().any(|l| l == series),
+            "first scrape lacks `{series}`:\n{first}"
+        );
+    }
+    // A bad handshake version byte: the zero series counts it.
+    let mut s = std::net::TcpStream::connect(server.addr).unwrap();
+    std::io::Write::write_all(&mut s, &[0x09; 1537]).unwrap();
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let scrape = server.http_get("/metrics").1;
+        if scrape
+            .lines()
+            .any(|l| l == "rtmp_protocol_errors_total{kind=\"handshake\"} 1")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "error not counted:\n{scrape}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_promtool_accepts(&first);
+}

@@ -137,3 +137,69 @@ impl Admission {
         Verdict::Admit
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::media::frame::SharedFrame;
+
+    fn frame(kind: MediaKind, p: &'static [u8], pad: usize) -> SharedFrame {
+        let mut v = p.to_vec();
+        v.resize(p.len() + pad, 0);
+        Arc::new(Frame::new(kind, 0, Bytes::from(v), 4096))
+    }
+
+    /// How push destinations use it: a byte budget only, never kicked for lagging.
+    #[test]
+    fn budget_only_drops_video_to_a_keyframe_keeps_config_and_never_kicks() {
+        let mut a = Admission::new(AdmissionPolicy {
+            max_queue_bytes: 10_000,
+            max_queue_age: Duration::MAX,
+            max_behind: Duration::MAX,
+        });
+        let key = frame(MediaKind::Video, &[0x17, 1], 4000);
+        let inter = frame(MediaKind::Video, &[0x27, 1], 4000);
+        let audio = frame(MediaKind::Audio, &[0xAF, 1], 100);
+        let config = frame(MediaKind::Video, &[0x17, 0], 100);
+        let t0 = Instant::now();
+        let zero = Duration::ZERO;
+        assert_eq!(
+            a.admit(&inter, 0, zero, t0),
+            Verdict::Skip,
+            "keyframe first"
+        );
+        assert_eq!(a.admit(&key, 0, zero, t0), Verdict::Admit);
+        assert_eq!(a.admit(&inter, 4100, zero, t0), Verdict::Admit);
+        assert_eq!(
+            a.admit(&inter, 8200, zero, t0),
+            Verdict::Drop(DropReason::QueueBytes)
+        );
+        assert!(a.is_waiting_for_keyframe());
+        assert_eq!(
+            a.admit(&audio, 9950, zero, t0),
+            Verdict::Drop(DropReason::QueueBytes),
+            "audio goes once past the budget"
+        );
+        assert_eq!(
+            a.admit(&config, 15_000, zero, t0),
+            Verdict::Admit,
+            "config up to 2x"
+        );
+        let later = t0 + Duration::from_secs(3600);
+        assert_eq!(
+            a.admit(&inter, 9000, zero, later),
+            Verdict::Skip,
+            "behind for an hour: still only waiting for a keyframe"
+        );
+        assert_eq!(
+            a.admit(&key, 0, zero, later),
+            Verdict::Admit,
+            "resumes at a keyframe"
+        );
+        assert_eq!(queue_len(&key), key.wire.len());
+    }
+}

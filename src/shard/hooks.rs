@@ -129,10 +129,6 @@ pub struct SinkContext {
 }
 
 impl SinkContext {
-    pub fn shard(&self) -> usize {
-        self.state.upgrade().map_or(0, |s| s.id)
-    }
-
     /// Where a sink runs its I/O: the shard's task registry (drained at shutdown).
     pub fn tasks(&self) -> Option<Rc<TaskRegistry>> {
         self.state.upgrade().map(|s| s.tasks.clone())

@@ -311,8 +311,8 @@ impl ShardState {
         }
     }
 
-    /// Subscribers to tell about a stream, with a cross-shard message for each; the
-    /// mirror on this shard gets it in place.
+    /// Tells the stream's owner that this shard wants (or no longer wants) its frames; in
+    /// place when this shard is the owner.
     pub(super) fn tell_owner(&self, key: &StreamKey, subscribe: bool) {
         let owner = self.owner_of(key);
         let key = key.clone();
