@@ -537,14 +537,36 @@ impl ChunkEncoder {
     }
 
     pub fn encode(&mut self, msg: &RawMessage, out: &mut BytesMut) {
-        let csid = msg.csid.clamp(MIN_CSID, MAX_CSID);
-        let len = msg.payload.len() as u32;
+        self.encode_parts(
+            msg.csid,
+            msg.timestamp,
+            msg.type_id,
+            msg.stream_id,
+            &msg.payload,
+            out,
+        );
+    }
+
+    /// [`ChunkEncoder::encode`] for a message that is not a [`RawMessage`] yet, so senders
+    /// holding a borrowed payload need not copy it into `Bytes`. Arguments in the order of
+    /// [`encode_message`].
+    pub fn encode_parts(
+        &mut self,
+        csid: u32,
+        timestamp: u32,
+        type_id: u8,
+        stream_id: u32,
+        payload: &[u8],
+        out: &mut BytesMut,
+    ) {
+        let csid = csid.clamp(MIN_CSID, MAX_CSID);
+        let len = payload.len() as u32;
         let (fmt, value) = match self.streams.get(&csid) {
-            Some(p) if p.stream_id == msg.stream_id => {
-                let delta = msg.timestamp.wrapping_sub(p.timestamp);
+            Some(p) if p.stream_id == stream_id => {
+                let delta = timestamp.wrapping_sub(p.timestamp);
                 if (delta as i32) < 0 {
-                    (0, msg.timestamp)
-                } else if p.type_id != msg.type_id || p.length != len {
+                    (0, timestamp)
+                } else if p.type_id != type_id || p.length != len {
                     (1, delta)
                 } else if p.last_fmt0 || p.delta != delta {
                     (2, delta)
@@ -552,26 +574,26 @@ impl ChunkEncoder {
                     (3, delta)
                 }
             }
-            _ => (0, msg.timestamp),
+            _ => (0, timestamp),
         };
         write_chunks(
             out,
             fmt,
             csid,
             value,
-            msg.type_id,
-            msg.stream_id,
-            &msg.payload,
+            type_id,
+            stream_id,
+            payload,
             self.chunk_size,
         );
         self.streams.insert(
             csid,
             EncStream {
-                timestamp: msg.timestamp,
+                timestamp,
                 delta: value,
                 length: len,
-                type_id: msg.type_id,
-                stream_id: msg.stream_id,
+                type_id,
+                stream_id,
                 last_fmt0: fmt == 0,
             },
         );

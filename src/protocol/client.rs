@@ -4,13 +4,14 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use super::amf::Amf0Value;
-use super::chunk::{ChunkDecoder, ChunkEncoder, RawMessage};
+use super::chunk::RawMessage;
 use super::handshake::ClientHandshake;
 use super::message::{self as msg, Command, UserControl};
 use super::session::SessionError;
+use super::transport::{self, Endpoint, Transport};
 
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
@@ -79,45 +80,29 @@ pub enum ClientEvent {
     StreamEof,
 }
 
-enum Phase {
-    Handshake(Box<ClientHandshake>),
-    Connecting,
-    Connected,
-}
-
 pub struct ClientSession {
     cfg: ClientConfig,
-    phase: Phase,
-    inbuf: BytesMut,
-    decoder: ChunkDecoder,
-    encoder: ChunkEncoder,
-    out: BytesMut,
+    link: Transport,
+    connected: bool,
     events: VecDeque<ClientEvent>,
     intent: Intent,
     stream_id: Option<u32>,
     next_txn: f64,
     create_txn: f64,
-    acks: msg::AckWindow,
 }
 
 impl ClientSession {
     /// Starts the handshake: C0+C1 are ready in `take_output` at once.
     pub fn new(cfg: ClientConfig) -> Self {
-        let mut hs = ClientHandshake::new(0, cfg.seed, cfg.complex_handshake);
-        let mut c0c1 = Vec::new();
-        hs.start(&mut c0c1);
+        let hs = ClientHandshake::new(0, cfg.seed, cfg.complex_handshake);
         Self {
-            phase: Phase::Handshake(Box::new(hs)),
-            inbuf: BytesMut::new(),
-            decoder: ChunkDecoder::new(cfg.max_message_size),
-            encoder: ChunkEncoder::new(),
-            out: BytesMut::from(&c0c1[..]),
+            link: Transport::client(hs, cfg.max_message_size, 2_500_000),
+            connected: false,
             events: VecDeque::new(),
             intent: Intent::None,
             stream_id: None,
             next_txn: 2.0,
             create_txn: 0.0,
-            acks: msg::AckWindow::new(2_500_000),
             cfg,
         }
     }
@@ -137,7 +122,7 @@ impl ClientSession {
     /// Keep only the first `limit` bytes of each received audio/video payload (load viewers
     /// look at media headers and count bytes, and skip the copy of the rest).
     pub fn set_media_payload_limit(&mut self, limit: usize) {
-        self.decoder.set_payload_limit(limit);
+        self.link.set_payload_limit(limit);
     }
 
     /// Ends a publish the way encoders do: FCUnpublish, then deleteStream.
@@ -158,7 +143,7 @@ impl ClientSession {
     }
 
     pub fn bytes_received(&self) -> u64 {
-        self.acks.received()
+        self.link.bytes_received()
     }
 
     pub fn poll_event(&mut self) -> Option<ClientEvent> {
@@ -166,7 +151,7 @@ impl ClientSession {
     }
 
     pub fn take_output(&mut self) -> Option<Bytes> {
-        (!self.out.is_empty()).then(|| self.out.split().freeze())
+        self.link.take_output()
     }
 
     /// Sends one audio (8), video (9) or data (18) message on the published stream.
@@ -176,13 +161,9 @@ impl ClientSession {
             msg::VIDEO => msg::CSID_VIDEO,
             _ => msg::CSID_STATUS,
         };
-        self.send(
-            csid,
-            type_id,
-            self.stream_id.unwrap_or(1),
-            timestamp,
-            payload,
-        );
+        let stream_id = self.stream_id.unwrap_or(1);
+        self.link
+            .send(csid, type_id, stream_id, timestamp, &payload);
     }
 
     /// Sends `@setDataFrame(onMetaData, ...)` given an `onMetaData` body from a publisher.
@@ -194,40 +175,7 @@ impl ClientSession {
     }
 
     pub fn feed(&mut self, data: &[u8]) -> Result<(), SessionError> {
-        self.acks.on_received(data.len());
-        if let Phase::Handshake(hs) = &mut self.phase {
-            let mut c2 = Vec::new();
-            let used = hs.feed(data, &mut c2)?;
-            self.out.extend_from_slice(&c2);
-            if !hs.is_done() {
-                return Ok(());
-            }
-            self.phase = Phase::Connecting;
-            self.inbuf.extend_from_slice(&data[used..]);
-            self.send_connect();
-        } else {
-            self.inbuf.extend_from_slice(data);
-        }
-        while let Some(m) = self.decoder.decode(&mut self.inbuf)? {
-            self.on_message(m)?;
-        }
-        if let Some(ack) = self.acks.due() {
-            self.send(msg::CSID_CONTROL, msg::ACK, 0, 0, ack);
-        }
-        Ok(())
-    }
-
-    fn send(&mut self, csid: u32, type_id: u8, stream_id: u32, timestamp: u32, payload: Bytes) {
-        self.encoder.encode(
-            &RawMessage {
-                csid,
-                timestamp,
-                type_id,
-                stream_id,
-                payload,
-            },
-            &mut self.out,
-        );
+        transport::feed(self, data)
     }
 
     fn call(&mut self, name: &str, stream_id: u32, args: &[Amf0Value]) -> f64 {
@@ -235,15 +183,13 @@ impl ClientSession {
         self.next_txn += 1.0;
         let body = msg::command_body(name, txn, args);
         let csid = if stream_id == 0 { msg::CSID_COMMAND } else { 8 };
-        self.send(csid, msg::COMMAND_AMF0, stream_id, 0, body);
+        self.link.send(csid, msg::COMMAND_AMF0, stream_id, 0, &body);
         txn
     }
 
     fn send_connect(&mut self) {
         if self.cfg.chunk_size > 128 {
-            let size = Bytes::copy_from_slice(&self.cfg.chunk_size.to_be_bytes());
-            self.send(msg::CSID_CONTROL, msg::SET_CHUNK_SIZE, 0, 0, size);
-            self.encoder.set_chunk_size(self.cfg.chunk_size);
+            self.link.set_send_chunk_size(self.cfg.chunk_size);
         }
         let obj = Amf0Value::Object(vec![
             ("app".into(), self.cfg.app.as_str().into()),
@@ -252,11 +198,12 @@ impl ClientSession {
             ("tcUrl".into(), self.cfg.tc_url.as_str().into()),
         ]);
         let body = msg::command_body("connect", 1.0, &[obj]);
-        self.send(msg::CSID_COMMAND, msg::COMMAND_AMF0, 0, 0, body);
+        self.link
+            .send(msg::CSID_COMMAND, msg::COMMAND_AMF0, 0, 0, &body);
     }
 
     fn maybe_create_stream(&mut self) {
-        if !matches!(self.phase, Phase::Connected) || self.intent == Intent::None {
+        if !self.connected || self.intent == Intent::None {
             return;
         }
         if let Intent::Publish(name) = self.intent.clone() {
@@ -266,48 +213,10 @@ impl ClientSession {
         self.create_txn = self.call("createStream", 0, &[Amf0Value::Null]);
     }
 
-    fn on_message(&mut self, m: RawMessage) -> Result<(), SessionError> {
-        match m.type_id {
-            msg::SET_CHUNK_SIZE => {
-                let size = msg::parse_u32(m.type_id, &m.payload)?;
-                self.decoder.set_chunk_size(size)?;
-            }
-            msg::ABORT => self.decoder.abort(msg::parse_u32(m.type_id, &m.payload)?),
-            msg::WINDOW_ACK_SIZE => self.acks.set_window(msg::parse_u32(m.type_id, &m.payload)?),
-            msg::USER_CONTROL => match UserControl::parse(&m.payload)? {
-                UserControl::PingRequest(t) => {
-                    let pong = UserControl::PingResponse(t).encode();
-                    self.send(msg::CSID_CONTROL, msg::USER_CONTROL, 0, 0, pong);
-                }
-                UserControl::StreamBegin(_) => self.events.push_back(ClientEvent::StreamBegin),
-                UserControl::StreamEof(_) => self.events.push_back(ClientEvent::StreamEof),
-                _ => {}
-            },
-            msg::AUDIO => self.events.push_back(ClientEvent::Audio {
-                timestamp: m.timestamp,
-                payload: m.payload,
-            }),
-            msg::VIDEO => self.events.push_back(ClientEvent::Video {
-                timestamp: m.timestamp,
-                payload: m.payload,
-            }),
-            msg::DATA_AMF0 => self.events.push_back(ClientEvent::Data {
-                timestamp: m.timestamp,
-                payload: m.payload,
-            }),
-            msg::COMMAND_AMF0 | msg::COMMAND_AMF3 => {
-                let cmd = Command::parse(m.type_id, &m.payload)?;
-                self.on_command(cmd);
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
     fn on_command(&mut self, cmd: Command) {
         match cmd.name.as_str() {
             "_result" if cmd.transaction_id == 1.0 => {
-                self.phase = Phase::Connected;
+                self.connected = true;
                 self.events.push_back(ClientEvent::Connected);
                 self.maybe_create_stream();
             }
@@ -321,12 +230,10 @@ impl ClientSession {
                             id,
                             &[Amf0Value::Null, name.as_str().into(), (-2000.0).into()],
                         );
-                        let buf = UserControl::SetBufferLength {
+                        self.link.user_control(UserControl::SetBufferLength {
                             stream_id: id,
                             millis: 3000,
-                        }
-                        .encode();
-                        self.send(msg::CSID_CONTROL, msg::USER_CONTROL, 0, 0, buf);
+                        });
                     }
                     Intent::Publish(name) => {
                         self.call(
@@ -377,6 +284,45 @@ impl ClientSession {
             }
             _ => {}
         }
+    }
+}
+
+impl Endpoint for ClientSession {
+    fn transport(&mut self) -> &mut Transport {
+        &mut self.link
+    }
+
+    fn on_handshake_done(&mut self) {
+        self.send_connect();
+    }
+
+    fn on_message(&mut self, m: RawMessage) -> Result<(), SessionError> {
+        match m.type_id {
+            msg::USER_CONTROL => match UserControl::parse(&m.payload)? {
+                UserControl::PingRequest(t) => self.link.user_control(UserControl::PingResponse(t)),
+                UserControl::StreamBegin(_) => self.events.push_back(ClientEvent::StreamBegin),
+                UserControl::StreamEof(_) => self.events.push_back(ClientEvent::StreamEof),
+                _ => {}
+            },
+            msg::AUDIO => self.events.push_back(ClientEvent::Audio {
+                timestamp: m.timestamp,
+                payload: m.payload,
+            }),
+            msg::VIDEO => self.events.push_back(ClientEvent::Video {
+                timestamp: m.timestamp,
+                payload: m.payload,
+            }),
+            msg::DATA_AMF0 => self.events.push_back(ClientEvent::Data {
+                timestamp: m.timestamp,
+                payload: m.payload,
+            }),
+            msg::COMMAND_AMF0 | msg::COMMAND_AMF3 => {
+                let cmd = Command::parse(m.type_id, &m.payload)?;
+                self.on_command(cmd);
+            }
+            _ => {}
+        }
+        Ok(())
     }
 }
 

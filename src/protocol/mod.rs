@@ -1,4 +1,5 @@
-//! Sans-IO RTMP: handshake, chunk stream, AMF, messages and the server session.
+//! Sans-IO RTMP: handshake, chunk stream, AMF, messages, the transport both ends share,
+//! and the server and client sessions.
 //! Bytes in, events and bytes out; no sockets, clocks or threads in here.
 
 pub mod amf;
@@ -7,4 +8,5 @@ pub mod client;
 pub mod handshake;
 pub mod message;
 pub mod session;
+mod transport;
 pub mod url;

@@ -1,17 +1,19 @@
-//! The server side of one RTMP connection as a sans-IO state machine: handshake, chunk
-//! decoding, protocol control, and the NetConnection/NetStream command flow. Bytes go in
-//! through `feed`, application events come out of `poll_event`, bytes to send come out of
-//! `take_output`. Decisions that need the rest of the server (may this key be published?
-//! does this stream exist?) are left to the caller, who answers with `accept_*`/`reject_*`.
+//! The server side of one RTMP connection as a sans-IO state machine: the NetConnection/
+//! NetStream command flow over the shared `transport` layer (handshake, chunk stream,
+//! protocol control). Bytes go in through `feed`, application events come out of
+//! `poll_event`, bytes to send come out of `take_output`. Decisions that need the rest of the
+//! server (may this key be published? does this stream exist?) are left to the caller, who
+//! answers with `accept_*`/`reject_*`.
 
 use std::collections::VecDeque;
 
 use bytes::{Bytes, BytesMut};
 
 use super::amf::Amf0Value;
-use super::chunk::{ChunkDecoder, ChunkError, RawMessage};
+use super::chunk::{ChunkError, RawMessage};
 use super::handshake::{HandshakeError, ServerHandshake};
 use super::message::{self as msg, Command, MessageError, UserControl};
+use super::transport::{self, Endpoint, Transport};
 
 /// Window we announce to clients; they ack every this many bytes (we never wait for it).
 const OUR_WINDOW_ACK: u32 = 2_500_000;
@@ -125,22 +127,11 @@ pub enum Event {
     ReceiveVideo(bool),
 }
 
-enum Phase {
-    Handshake(Box<ServerHandshake>),
-    Connecting,
-    Connected,
-}
-
 pub struct ServerSession {
     cfg: SessionConfig,
-    phase: Phase,
-    inbuf: BytesMut,
-    decoder: ChunkDecoder,
-    out: BytesMut,
-    /// Chunk size currently in effect for what we send.
-    out_chunk: u32,
+    link: Transport,
+    connected: bool,
     events: VecDeque<Event>,
-    acks: msg::AckWindow,
     next_stream_id: u32,
     app: String,
     object_encoding: f64,
@@ -165,11 +156,7 @@ pub fn status_message(
     description: &str,
     details: Option<&str>,
 ) {
-    let mut info = msg::status_object(level, code, description);
-    if let (Some(d), Amf0Value::Object(props)) = (details, &mut info) {
-        props.push(("details".into(), d.into()));
-    }
-    let body = msg::command_body("onStatus", 0.0, &[Amf0Value::Null, info]);
+    let body = status_body(level, code, description, details);
     msg::write_message(
         out,
         chunk_size,
@@ -179,6 +166,14 @@ pub fn status_message(
         stream_id,
         &body,
     );
+}
+
+fn status_body(level: &str, code: &str, description: &str, details: Option<&str>) -> Bytes {
+    let mut info = msg::status_object(level, code, description);
+    if let (Some(d), Amf0Value::Object(props)) = (details, &mut info) {
+        props.push(("details".into(), d.into()));
+    }
+    msg::command_body("onStatus", 0.0, &[Amf0Value::Null, info])
 }
 
 pub fn user_control_message(out: &mut BytesMut, chunk_size: u32, uc: UserControl) {
@@ -227,17 +222,14 @@ pub fn publish_notice(chunk_size: u32, stream_id: u32, name: &str) -> Bytes {
 
 impl ServerSession {
     pub fn new(cfg: SessionConfig) -> Self {
+        let hs = ServerHandshake::new(cfg.epoch, cfg.seed);
         Self {
-            phase: Phase::Handshake(Box::new(ServerHandshake::new(cfg.epoch, cfg.seed))),
-            decoder: ChunkDecoder::new(cfg.max_message_size),
-            cfg,
-            inbuf: BytesMut::new(),
-            out: BytesMut::new(),
-            out_chunk: 128,
-            events: VecDeque::new(),
             // Until the peer announces its window, ack at the one we announce (as nginx does):
             // encoders like FMLE stall when nobody acks.
-            acks: msg::AckWindow::new(OUR_WINDOW_ACK),
+            link: Transport::server(hs, cfg.max_message_size, OUR_WINDOW_ACK),
+            cfg,
+            connected: false,
+            events: VecDeque::new(),
             next_stream_id: 1,
             app: String::new(),
             object_encoding: 0.0,
@@ -250,43 +242,20 @@ impl ServerSession {
 
     /// The chunk size everything after connect is encoded with.
     pub fn out_chunk_size(&self) -> u32 {
-        self.out_chunk
+        self.link.send_chunk_size()
     }
 
     pub fn is_handshake_done(&self) -> bool {
-        !matches!(self.phase, Phase::Handshake(_))
+        self.link.is_handshake_done()
     }
 
     pub fn bytes_received(&self) -> u64 {
-        self.acks.received()
+        self.link.bytes_received()
     }
 
     /// Processes bytes from the peer. Events and output accumulate until taken.
     pub fn feed(&mut self, data: &[u8]) -> Result<(), SessionError> {
-        self.acks.on_received(data.len());
-        if let Phase::Handshake(hs) = &mut self.phase {
-            let mut reply = Vec::new();
-            let used = hs.feed(data, &mut reply)?;
-            self.out.extend_from_slice(&reply);
-            if !hs.is_done() {
-                return Ok(());
-            }
-            self.phase = Phase::Connecting;
-            self.inbuf.extend_from_slice(&data[used..]);
-        } else {
-            self.inbuf.extend_from_slice(data);
-        }
-        while let Some(m) = self.decoder.decode(&mut self.inbuf)? {
-            self.on_message(m)?;
-        }
-        if self.inbuf.is_empty() && self.inbuf.capacity() > 1024 {
-            // Idle players would otherwise keep their handshake-sized buffer forever.
-            self.inbuf = BytesMut::new();
-        }
-        if let Some(ack) = self.acks.due() {
-            self.control(msg::ACK, &ack);
-        }
-        Ok(())
+        transport::feed(self, data)
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
@@ -295,15 +264,11 @@ impl ServerSession {
 
     /// Bytes to write to the peer, if any.
     pub fn take_output(&mut self) -> Option<Bytes> {
-        (!self.out.is_empty()).then(|| self.out.split().freeze())
+        self.link.take_output()
     }
 
     pub fn accept_publish(&mut self, stream_id: u32, name: &str) {
-        user_control_message(
-            &mut self.out,
-            self.out_chunk,
-            UserControl::StreamBegin(stream_id),
-        );
+        self.link.user_control(UserControl::StreamBegin(stream_id));
         self.status(
             stream_id,
             "status",
@@ -320,11 +285,7 @@ impl ServerSession {
 
     /// Sends the play preamble; the caller sends metadata, sequence headers and the GOP next.
     pub fn accept_play(&mut self, stream_id: u32, name: &str, reset: bool) {
-        user_control_message(
-            &mut self.out,
-            self.out_chunk,
-            UserControl::StreamBegin(stream_id),
-        );
+        self.link.user_control(UserControl::StreamBegin(stream_id));
         if reset {
             self.status(
                 stream_id,
@@ -342,15 +303,8 @@ impl ServerSession {
             Some(name),
         );
         let access = msg::data_body("|RtmpSampleAccess", &[true.into(), true.into()]);
-        msg::write_message(
-            &mut self.out,
-            self.out_chunk,
-            msg::CSID_STATUS,
-            0,
-            msg::DATA_AMF0,
-            stream_id,
-            &access,
-        );
+        self.link
+            .send(msg::CSID_STATUS, msg::DATA_AMF0, stream_id, 0, &access);
     }
 
     /// `code` is e.g. NetStream.Play.StreamNotFound or NetStream.Play.Failed.
@@ -366,81 +320,26 @@ impl ServerSession {
         description: &str,
         details: Option<&str>,
     ) {
-        status_message(
-            &mut self.out,
-            self.out_chunk,
+        self.link.send(
+            msg::CSID_STATUS,
+            msg::COMMAND_AMF0,
             stream_id,
-            level,
-            code,
-            description,
-            details,
+            0,
+            &status_body(level, code, description, details),
         );
     }
 
     fn control(&mut self, type_id: u8, payload: &[u8]) {
-        msg::write_message(
-            &mut self.out,
-            self.out_chunk,
-            msg::CSID_CONTROL,
-            0,
-            type_id,
-            0,
-            payload,
-        );
+        self.link.send(msg::CSID_CONTROL, type_id, 0, 0, payload);
     }
 
     fn command(&mut self, csid: u32, stream_id: u32, name: &str, txn: f64, values: &[Amf0Value]) {
         let body = msg::command_body(name, txn, values);
-        msg::write_message(
-            &mut self.out,
-            self.out_chunk,
-            csid,
-            0,
-            msg::COMMAND_AMF0,
-            stream_id,
-            &body,
-        );
-    }
-
-    fn on_message(&mut self, m: RawMessage) -> Result<(), SessionError> {
-        match m.type_id {
-            msg::SET_CHUNK_SIZE => {
-                let size = msg::parse_u32(m.type_id, &m.payload)?;
-                self.decoder.set_chunk_size(size)?;
-            }
-            msg::ABORT => self.decoder.abort(msg::parse_u32(m.type_id, &m.payload)?),
-            msg::ACK | msg::SET_PEER_BANDWIDTH => {}
-            msg::WINDOW_ACK_SIZE => self.acks.set_window(msg::parse_u32(m.type_id, &m.payload)?),
-            msg::USER_CONTROL => {
-                if let UserControl::PingRequest(t) = UserControl::parse(&m.payload)? {
-                    user_control_message(
-                        &mut self.out,
-                        self.out_chunk,
-                        UserControl::PingResponse(t),
-                    );
-                }
-            }
-            msg::AUDIO => self.media_event(Event::Audio {
-                timestamp: m.timestamp,
-                payload: m.payload,
-            })?,
-            msg::VIDEO => self.media_event(Event::Video {
-                timestamp: m.timestamp,
-                payload: m.payload,
-            })?,
-            msg::DATA_AMF0 | msg::DATA_AMF3 => self.on_data(m)?,
-            msg::COMMAND_AMF0 | msg::COMMAND_AMF3 => {
-                let cmd = Command::parse(m.type_id, &m.payload)?;
-                self.on_command(cmd, m.stream_id)?;
-            }
-            msg::AGGREGATE => self.on_aggregate(m)?,
-            _ => {} // shared objects are not supported; ignoring them is what nginx does
-        }
-        Ok(())
+        self.link.send(csid, msg::COMMAND_AMF0, stream_id, 0, &body);
     }
 
     fn media_event(&mut self, ev: Event) -> Result<(), SessionError> {
-        if !matches!(self.phase, Phase::Connected) {
+        if !self.connected {
             return Err(SessionError::Violation("media before connect"));
         }
         self.events.push_back(ev);
@@ -509,7 +408,7 @@ impl ServerSession {
         if cmd.name == "connect" {
             return self.on_connect(&cmd);
         }
-        if !matches!(self.phase, Phase::Connected) {
+        if !self.connected {
             return Err(SessionError::Violation("command before connect"));
         }
         // Stream names are the first argument after the command object (args[0] is null).
@@ -625,7 +524,7 @@ impl ServerSession {
     }
 
     fn on_connect(&mut self, cmd: &Command) -> Result<(), SessionError> {
-        if !matches!(self.phase, Phase::Connecting) {
+        if self.connected {
             return Err(SessionError::Violation("second connect"));
         }
         let obj = cmd.arg(0);
@@ -643,8 +542,7 @@ impl ServerSession {
         let mut bw = OUR_WINDOW_ACK.to_be_bytes().to_vec();
         bw.push(2); // dynamic
         self.control(msg::SET_PEER_BANDWIDTH, &bw);
-        self.control(msg::SET_CHUNK_SIZE, &self.cfg.out_chunk_size.to_be_bytes());
-        self.out_chunk = self.cfg.out_chunk_size;
+        self.link.set_send_chunk_size(self.cfg.out_chunk_size);
         let props = Amf0Value::Object(vec![
             ("fmsVer".into(), "FMS/3,0,1,123".into()),
             ("capabilities".into(), 31.0.into()),
@@ -662,13 +560,45 @@ impl ServerSession {
             cmd.transaction_id,
             &[props, info],
         );
-        self.phase = Phase::Connected;
+        self.connected = true;
         self.events.push_back(Event::Connected {
             app: self.app.clone(),
             tc_url,
             flash_ver,
             query,
         });
+        Ok(())
+    }
+}
+
+impl Endpoint for ServerSession {
+    fn transport(&mut self) -> &mut Transport {
+        &mut self.link
+    }
+
+    fn on_message(&mut self, m: RawMessage) -> Result<(), SessionError> {
+        match m.type_id {
+            msg::USER_CONTROL => {
+                if let UserControl::PingRequest(t) = UserControl::parse(&m.payload)? {
+                    self.link.user_control(UserControl::PingResponse(t));
+                }
+            }
+            msg::AUDIO => self.media_event(Event::Audio {
+                timestamp: m.timestamp,
+                payload: m.payload,
+            })?,
+            msg::VIDEO => self.media_event(Event::Video {
+                timestamp: m.timestamp,
+                payload: m.payload,
+            })?,
+            msg::DATA_AMF0 | msg::DATA_AMF3 => self.on_data(m)?,
+            msg::COMMAND_AMF0 | msg::COMMAND_AMF3 => {
+                let cmd = Command::parse(m.type_id, &m.payload)?;
+                self.on_command(cmd, m.stream_id)?;
+            }
+            msg::AGGREGATE => self.on_aggregate(m)?,
+            _ => {} // shared objects are not supported; ignoring them is what nginx does
+        }
         Ok(())
     }
 }

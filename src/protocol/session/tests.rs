@@ -44,16 +44,8 @@ impl Client {
 
     fn send_ts(&mut self, csid: u32, type_id: u8, stream_id: u32, timestamp: u32, payload: Bytes) {
         let mut out = BytesMut::new();
-        self.enc.encode(
-            &RawMessage {
-                csid,
-                timestamp,
-                type_id,
-                stream_id,
-                payload,
-            },
-            &mut out,
-        );
+        self.enc
+            .encode_parts(csid, timestamp, type_id, stream_id, &payload, &mut out);
         self.server.feed(&out).unwrap();
     }
 
