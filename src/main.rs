@@ -165,6 +165,7 @@ fn spawn_signal_thread(
                 }
                 tracing::info!(signal = sig, "shutting down (again to exit at once)");
                 let _ = stopping.set(Instant::now());
+                reload.control.set_draining();
                 Server::shutdown(&links);
             }
         })?;

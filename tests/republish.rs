@@ -84,3 +84,43 @@ fn fcunpublish_then_publish_on_a_new_stream_id_republishes() {
         assert_eq!(server.count_log(&["BadName"]), 0);
     }
 }
+
+/// Without FCUnpublish a second publish on a publishing connection is refused (BadName),
+/// and the connection and its live stream go on: an encoder retrying `publish` must not
+/// end its own stream.
+#[test]
+fn publish_again_without_fcunpublish_is_refused_and_the_stream_goes_on() {
+    let server = Server::start(&[]);
+    let mut enc = RtmpClient::connect(server.addr, "live").expect("encoder connect");
+    enc.create_stream().unwrap();
+    assert_eq!(enc.publish("retry").unwrap().1, "NetStream.Publish.Start");
+    let watcher = Watcher::start(server.addr, "live", "retry");
+    send_gop(&mut enc, 0);
+    assert!(watcher.wait_media(watcher.started, 5, Duration::from_secs(5)));
+    enc.create_stream().unwrap();
+    let (level, code) = enc.publish("retry").unwrap();
+    assert_eq!(
+        (level.as_str(), code.as_str()),
+        ("error", "NetStream.Publish.BadName")
+    );
+    // The first publish goes on: more media reaches the player, and it never hears of
+    // an end.
+    let refused = Instant::now();
+    for i in 0..5 {
+        std::thread::sleep(Duration::from_millis(100));
+        send_gop(&mut enc, 1000 + i * 400);
+    }
+    assert!(
+        watcher.wait_media(refused, 20, Duration::from_secs(5)),
+        "media after the refused publish"
+    );
+    assert!(
+        !watcher
+            .codes_since(watcher.started)
+            .iter()
+            .any(|c| c == "NetStream.Play.UnpublishNotify"),
+        "the live stream did not end"
+    );
+    assert!(watcher.is_running());
+    assert_eq!(server.count_log(&["publish ended", "republish"]), 0);
+}

@@ -410,3 +410,85 @@ fn second_sigterm_during_a_stuck_drain_exits_at_once() {
     drop(stuck);
     checks.assert_all();
 }
+
+/// Push destinations that are not live when SIGTERM comes (one handshaking with a peer that
+/// never answers, one backing off from a closed port) end at once: no new session starts
+/// during the drain, and A exits 0 well inside the grace period.
+#[test]
+fn sigterm_ends_pushes_that_are_not_live_without_starting_new_ones() {
+    let _serial = serial();
+    let silent = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let silent_url = format!("rtmp://{}/live", silent.local_addr().unwrap());
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    {
+        let accepted = accepted.clone();
+        silent.set_nonblocking(true).unwrap();
+        thread::spawn(move || {
+            let mut held = Vec::new();
+            let end = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < end {
+                match silent.accept() {
+                    Ok((s, _)) => {
+                        accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        held.push(s);
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+    }
+    let closed = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let closed_url = format!("rtmp://{}/live", closed.local_addr().unwrap());
+    drop(closed);
+    let mut a = Server::start(&[
+        "--push",
+        &silent_url,
+        "--push",
+        &closed_url,
+        "--shutdown-grace-secs",
+        "10",
+    ]);
+    let _publisher =
+        common::publisher::Publisher::start(&test_media_locked(), &a.url("live/quiet"));
+    wait_published(&a, "live/quiet");
+    let end = Instant::now() + Duration::from_secs(10);
+    while accepted.load(std::sync::atomic::Ordering::SeqCst) == 0
+        || a.count_log(&["push destination failed"]) == 0
+    {
+        assert!(
+            Instant::now() < end,
+            "pushes never tried; A:\n{}",
+            log_tail(&a, 20)
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let before = accepted.load(std::sync::atomic::Ordering::SeqCst);
+    let sent = Instant::now();
+    a.signal("TERM");
+    let status = a.wait_exit(Duration::from_secs(3));
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "A exits 0 within 3 s: {status:?} after {:?}; A:\n{}",
+        sent.elapsed(),
+        log_tail(&a, 25)
+    );
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        accepted.load(std::sync::atomic::Ordering::SeqCst),
+        before,
+        "no push connection was opened after SIGTERM"
+    );
+    let shutting = a
+        .log_lines()
+        .iter()
+        .position(|l| l.contains("shutting down"))
+        .expect("shutdown logged");
+    let connecting_after = a.log_lines()[shutting..]
+        .iter()
+        .filter(|l| l.contains("push destination state") && l.contains("connecting"))
+        .count();
+    assert_eq!(
+        connecting_after, 0,
+        "no push session started during the drain"
+    );
+}

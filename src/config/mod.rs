@@ -94,6 +94,7 @@ fn shard_config(cfg: &Config) -> ShardConfig {
                 max_queue_bytes: cfg.viewer_queue_bytes,
                 max_queue_age: Duration::from_millis(cfg.viewer_queue_ms),
                 max_behind: Duration::from_secs(cfg.viewer_behind_secs),
+                ..AdmissionPolicy::default()
             },
             coalesce: !coalesce.is_zero(),
             flush_bytes: cfg.write_coalesce_bytes,

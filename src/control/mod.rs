@@ -56,6 +56,7 @@ impl Default for ControlConfig {
 pub struct Control {
     shards: usize,
     ready: AtomicUsize,
+    draining: std::sync::atomic::AtomicBool,
     pub latency: LatencyExport,
     prometheus: Option<PrometheusHandle>,
     /// Thread CPU seconds per shard (a float counter; the `metrics` crate's are integers).
@@ -87,6 +88,7 @@ impl Control {
         Self {
             shards,
             ready: AtomicUsize::new(0),
+            draining: Default::default(),
             latency: LatencyExport::default(),
             prometheus: None,
             shard_cpu: Mutex::default(),
@@ -136,8 +138,13 @@ impl Control {
         }
     }
 
+    /// Shutting down: /readyz says so, so load balancers stop sending new connections.
+    pub fn set_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed) >= self.shards
+        !self.draining.load(Ordering::Relaxed) && self.ready.load(Ordering::Relaxed) >= self.shards
     }
 
     /// Asks every shard; answers that do not come within the timeout are left out.
@@ -419,6 +426,8 @@ fn router(control: Arc<Control>) -> Router {
                 |axum::extract::State(c): axum::extract::State<Arc<Control>>| async move {
                     if c.is_ready() {
                         (StatusCode::OK, "ready\n")
+                    } else if c.draining.load(Ordering::Relaxed) {
+                        (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
                     } else {
                         (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
                     }

@@ -17,6 +17,10 @@ pub struct AdmissionPolicy {
     pub max_queue_age: Duration,
     /// A subscriber dropping frames for longer than this is disconnected.
     pub max_behind: Duration,
+    /// Audio and data may fill the queue to this many times `max_queue_bytes` (decoder
+    /// config always may go to twice). A push destination keeps sound longer than a
+    /// player: platforms flag audio gaps sooner than frozen video.
+    pub audio_headroom: usize,
 }
 
 impl Default for AdmissionPolicy {
@@ -25,6 +29,7 @@ impl Default for AdmissionPolicy {
             max_queue_bytes: 4 << 20,
             max_queue_age: Duration::from_secs(5),
             max_behind: Duration::from_secs(10),
+            audio_headroom: 1,
         }
     }
 }
@@ -119,7 +124,7 @@ impl Admission {
             let keep = match f.kind {
                 MediaKind::Video if !config => false,
                 _ if config => queued + len <= max * 2,
-                _ => !over_bytes,
+                _ => queued + len <= max * self.policy.audio_headroom,
             };
             if !keep {
                 if video {
@@ -153,13 +158,15 @@ mod tests {
         Arc::new(Frame::new(kind, 0, Bytes::from(v), 4096))
     }
 
-    /// How push destinations use it: a byte budget only, never kicked for lagging.
+    /// How push destinations use it: a byte budget only (audio to twice it), never kicked
+    /// for lagging.
     #[test]
     fn budget_only_drops_video_to_a_keyframe_keeps_config_and_never_kicks() {
         let mut a = Admission::new(AdmissionPolicy {
             max_queue_bytes: 10_000,
             max_queue_age: Duration::MAX,
             max_behind: Duration::MAX,
+            audio_headroom: 2,
         });
         let key = frame(MediaKind::Video, &[0x17, 1], 4000);
         let inter = frame(MediaKind::Video, &[0x27, 1], 4000);
@@ -181,8 +188,13 @@ mod tests {
         assert!(a.is_waiting_for_keyframe());
         assert_eq!(
             a.admit(&audio, 9950, zero, t0),
+            Verdict::Admit,
+            "audio to 2x"
+        );
+        assert_eq!(
+            a.admit(&audio, 19_950, zero, t0),
             Verdict::Drop(DropReason::QueueBytes),
-            "audio goes once past the budget"
+            "audio goes past 2x the budget"
         );
         assert_eq!(
             a.admit(&config, 15_000, zero, t0),

@@ -119,7 +119,13 @@ pub enum Event {
         timestamp: u32,
         payload: Bytes,
     },
-    /// deleteStream, closeStream or FCUnpublish: the stream stops publishing or playing.
+    /// FCUnpublish: the encoder is about to stop publishing `name` (query removed). Most
+    /// follow it with deleteStream; vMix and Wirecast restarting a broadcast follow it with
+    /// createStream and a new publish on the same connection.
+    FcUnpublish {
+        name: String,
+    },
+    /// deleteStream or closeStream: the stream stops publishing or playing.
     CloseStream {
         stream_id: u32,
     },
@@ -439,7 +445,10 @@ impl ServerSession {
             }
             "createStream" => {
                 let id = self.next_stream_id;
-                if id > 64 {
+                // Ids are never reused (vMix and Wirecast restart a broadcast with a new
+                // stream and no deleteStream), and each costs nothing here: the cap only
+                // stops a createStream loop.
+                if id > 4096 {
                     return Err(SessionError::Violation("too many createStream"));
                 }
                 self.next_stream_id += 1;
@@ -489,6 +498,9 @@ impl ServerSession {
                 );
             }
             "FCUnpublish" => {
+                self.events.push_back(Event::FcUnpublish {
+                    name: split_query(name_arg()).0,
+                });
                 let info = Amf0Value::Object(vec![
                     ("code".into(), "NetStream.Unpublish.Success".into()),
                     ("description".into(), name_arg().into()),

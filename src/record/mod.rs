@@ -267,6 +267,11 @@ impl StreamSink for RecordSink {
         self.end();
         false
     }
+
+    /// Shutdown: the file ends here (finalized by the recorder).
+    fn stop(&mut self) {
+        self.end();
+    }
 }
 
 impl Drop for RecordSink {

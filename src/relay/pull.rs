@@ -134,7 +134,10 @@ async fn run(state: Rc<ShardState>, key: StreamKey, config: OriginConfig) {
                     Duration::from_secs(5),
                     p.id,
                 );
-                tokio::time::sleep(delay).await;
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = p.state.tasks.stopped() => {}
+                }
             }
         }
     }
@@ -158,7 +161,10 @@ impl Pull {
     }
 
     async fn once(&mut self, origin: &RtmpUrl) -> Result<End, RelayError> {
-        let conn = Rc::new(super::connect(origin, CONNECT_TIMEOUT).await?);
+        let conn = tokio::select! {
+            c = super::connect(origin, CONNECT_TIMEOUT) => Rc::new(c?),
+            _ = self.state.tasks.stopped() => return Ok(End::Idle),
+        };
         let mut s = ClientSession::new(ClientConfig::new(&origin.app, &origin.tc_url()));
         s.play(&self.name);
         // Reads carry no timeout (a dropped io_uring read stays in flight); a watchdog

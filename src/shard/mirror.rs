@@ -19,6 +19,8 @@ pub(super) struct Mirror {
     /// Frames are ignored until the owner's snapshot arrives.
     synced: bool,
     live: bool,
+    /// Which subscription this mirror is: snapshots of another are stale.
+    epoch: u64,
     pub viewers: Slab<Viewer>,
 }
 
@@ -31,8 +33,10 @@ impl ShardState {
             cache: StreamCache::default(),
             synced: false,
             live: false,
+            epoch: self.next_mirror_epoch(),
             viewers: Slab::new(),
         });
+        let epoch = m.epoch;
         if m.synced {
             viewer.start(&m.cache);
             if !m.live {
@@ -42,7 +46,7 @@ impl ShardState {
         let slot = m.viewers.insert(viewer);
         drop(mirrors);
         if new {
-            self.tell_owner(key, true);
+            self.tell_owner(key, Some(epoch));
         }
         slot
     }
@@ -56,7 +60,7 @@ impl ShardState {
         if m.viewers.is_empty() {
             mirrors.remove(key);
             drop(mirrors);
-            self.tell_owner(key, false);
+            self.tell_owner(key, None);
         }
     }
 
@@ -71,11 +75,17 @@ impl ShardState {
         }
     }
 
-    pub(super) fn mirror_snapshot(&self, key: &str, cache: StreamCache, live: bool) {
+    pub(super) fn mirror_snapshot(&self, key: &str, cache: StreamCache, live: bool, epoch: u64) {
         let mut mirrors = self.mirrors.borrow_mut();
         let Some(m) = mirrors.get_mut(key) else {
             return;
         };
+        // A viewer that left and came back quickly: the answer to the old subscription
+        // arrives first, with the frames after it up to the unsubscribe; starting from it
+        // would leave a gap, and the right snapshot would then start viewers twice.
+        if epoch != m.epoch {
+            return;
+        }
         m.cache = cache;
         m.synced = true;
         m.live = live;
@@ -92,7 +102,9 @@ impl ShardState {
         let Some(m) = mirrors.get_mut(key) else {
             return;
         };
-        if !m.synced {
+        // Not live: unpublished (a shutdown tells viewers first, while frames may still
+        // be queued on the lane) or not yet published.
+        if !m.synced || !m.live {
             return;
         }
         m.cache.apply(frame);
@@ -145,7 +157,10 @@ impl ShardState {
 
     pub(super) fn mirror_unpublished(&self, key: &str) {
         if let Some(m) = self.mirrors.borrow_mut().get_mut(key) {
-            unpublish(key, m);
+            // Already told (the shutdown notifies viewers before the owner's message).
+            if m.live || !m.synced {
+                unpublish(key, m);
+            }
         }
     }
 

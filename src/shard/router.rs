@@ -51,7 +51,12 @@ impl ShardState {
 
     fn on_media(&self, msg: MediaMsg) {
         match msg {
-            MediaMsg::Snapshot { key, cache, live } => self.mirror_snapshot(&key, cache, live),
+            MediaMsg::Snapshot {
+                key,
+                cache,
+                live,
+                epoch,
+            } => self.mirror_snapshot(&key, cache, live, epoch),
             MediaMsg::Frame { key, frame } => self.mirror_frame(&key, &frame),
             MediaMsg::Published { key } => self.mirror_published(&key),
             MediaMsg::Unpublished { key } => self.mirror_unpublished(&key),
@@ -60,7 +65,7 @@ impl ShardState {
 
     fn on_control(self: &std::rc::Rc<Self>, msg: ControlMsg) {
         match msg {
-            ControlMsg::Subscribe { key, shard } => self.subscribe(key, shard),
+            ControlMsg::Subscribe { key, shard, epoch } => self.subscribe(key, shard, epoch),
             ControlMsg::Unsubscribe { key, shard } => self.unsubscribe(&key, shard),
             ControlMsg::Adopt(h) => conn::adopt(self.clone(), *h),
             ControlMsg::Query(q) => self.answer(q),

@@ -84,7 +84,7 @@ impl Source {
 }
 
 impl ShardState {
-    pub(super) fn subscribe(&self, key: StreamKey, shard: usize) {
+    pub(super) fn subscribe(&self, key: StreamKey, shard: usize, epoch: u64) {
         let mut sources = self.sources.borrow_mut();
         let src = sources.entry(key.clone()).or_default();
         if !src.subscribers.contains(&shard) {
@@ -95,6 +95,7 @@ impl ShardState {
             key: key.clone(),
             cache: src.cache.clone(),
             live,
+            epoch,
         };
         drop(sources);
         self.route_media(shard, snapshot);
@@ -163,6 +164,9 @@ impl ShardState {
     }
 
     pub fn start_publish(&self, key: &StreamKey, conn_id: u64) -> Result<(), PublishError> {
+        if self.tasks.is_stopping() {
+            return Err(PublishError::ShuttingDown);
+        }
         let mut sources = self.sources.borrow_mut();
         let src = sources.entry(key.clone()).or_default();
         if src.publisher.is_some() {
@@ -255,6 +259,10 @@ impl ShardState {
     /// Starts the sinks a stream does not have yet (on publish, or when destinations
     /// were added at runtime).
     fn attach_new_sinks(&self, key: &StreamKey, src: &mut Source) {
+        if self.tasks.is_stopping() {
+            // A sink reaped during the drain must not come back as a new session.
+            return;
+        }
         let existing: Vec<&str> = src.sinks.iter().map(|s| s.id()).collect();
         let ctx = self.sink_context();
         let mut new: Vec<Box<dyn StreamSink>> = self
@@ -302,7 +310,8 @@ impl ShardState {
         }
     }
 
-    /// Shutdown: every sink winds down now (pushes unpublish, recordings end).
+    /// Shutdown: every sink winds down now (pushes unpublish, recordings end); none is
+    /// started again (`attach_new_sinks`).
     pub(super) fn stop_all_sinks(&self) {
         for src in self.sources.borrow_mut().values_mut() {
             for sink in &mut src.sinks {
@@ -311,18 +320,17 @@ impl ShardState {
         }
     }
 
-    /// Tells the stream's owner that this shard wants (or no longer wants) its frames; in
-    /// place when this shard is the owner.
-    pub(super) fn tell_owner(&self, key: &StreamKey, subscribe: bool) {
+    /// Tells the stream's owner that this shard's mirror `epoch` wants its frames (None:
+    /// no longer wants them); in place when this shard is the owner.
+    pub(super) fn tell_owner(&self, key: &StreamKey, subscribe: Option<u64>) {
         let owner = self.owner_of(key);
         let key = key.clone();
         let shard = self.id;
         self.route_control(
             owner,
-            if subscribe {
-                ControlMsg::Subscribe { key, shard }
-            } else {
-                ControlMsg::Unsubscribe { key, shard }
+            match subscribe {
+                Some(epoch) => ControlMsg::Subscribe { key, shard, epoch },
+                None => ControlMsg::Unsubscribe { key, shard },
             },
         );
     }

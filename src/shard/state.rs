@@ -33,6 +33,10 @@ pub fn owner_of(key: &str, shards: usize) -> usize {
 pub enum PublishError {
     #[error("stream is already being published")]
     BadName,
+    /// Nothing starts while the shard drains: a new publish would start sinks (pushes)
+    /// that the shutdown already stopped.
+    #[error("the server is shutting down")]
+    ShuttingDown,
 }
 
 pub struct ShardState {
@@ -49,6 +53,7 @@ pub struct ShardState {
     pub stats: ShardStats,
     pub viewer_policy: ViewerPolicy,
     pub tasks: Rc<TaskRegistry>,
+    mirror_epochs: std::cell::Cell<u64>,
 }
 
 impl ShardState {
@@ -65,8 +70,15 @@ impl ShardState {
             stats: ShardStats::default(),
             viewer_policy: shared.cfg.viewer,
             tasks: TaskRegistry::new(),
+            mirror_epochs: Default::default(),
             shared,
         }
+    }
+
+    pub(super) fn next_mirror_epoch(&self) -> u64 {
+        let e = self.mirror_epochs.get() + 1;
+        self.mirror_epochs.set(e);
+        e
     }
 
     pub fn owner_of(&self, key: &str) -> usize {

@@ -28,11 +28,12 @@ pub const MEDIA_LANE_FRAMES: usize = 16 * 1024;
 
 /// Owner shard to mirror shard: one stream's history.
 pub enum MediaMsg {
-    /// The cache a new mirror starts from.
+    /// The cache a new mirror starts from; `epoch` is the subscription's.
     Snapshot {
         key: StreamKey,
         cache: StreamCache,
         live: bool,
+        epoch: u64,
     },
     Frame {
         key: StreamKey,
@@ -47,10 +48,13 @@ pub enum MediaMsg {
 }
 
 pub enum ControlMsg {
-    /// To the owner: `shard` wants this stream's frames.
+    /// To the owner: `shard` wants this stream's frames. `epoch` names this mirror, so a
+    /// snapshot answering an earlier subscription (the mirror was removed and made again
+    /// meanwhile) is recognised as stale.
     Subscribe {
         key: StreamKey,
         shard: usize,
+        epoch: u64,
     },
     Unsubscribe {
         key: StreamKey,
@@ -105,8 +109,9 @@ impl ShardLink {
         Ok(())
     }
 
-    pub fn send_control(&self, msg: ControlMsg) {
-        let _ = self.control.send(msg);
+    /// False when the shard is gone (its thread ended).
+    pub fn send_control(&self, msg: ControlMsg) -> bool {
+        self.control.send(msg).is_ok()
     }
 }
 

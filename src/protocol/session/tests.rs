@@ -251,7 +251,15 @@ fn publish_flow_like_ffmpeg() {
     );
     c.command(0, "FCUnpublish", 6.0, &[Amf0Value::Null, "test".into()]);
     c.command(0, "deleteStream", 7.0, &[Amf0Value::Null, 1.0.into()]);
-    assert_eq!(c.events(), vec![Event::CloseStream { stream_id: 1 }]);
+    assert_eq!(
+        c.events(),
+        vec![
+            Event::FcUnpublish {
+                name: "test".into()
+            },
+            Event::CloseStream { stream_id: 1 }
+        ]
+    );
 }
 
 #[test]

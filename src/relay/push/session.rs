@@ -119,7 +119,11 @@ async fn session(
     policy: PushPolicy,
     attempt: &mut u32,
 ) -> Result<Ended, RelayError> {
-    let conn = Rc::new(super::super::connect(&dest.url, policy.connect_timeout).await?);
+    // Removed or shut down while connecting (a dropped SYN, a slow lookup): give up now.
+    let conn = tokio::select! {
+        c = super::super::connect(&dest.url, policy.connect_timeout) => Rc::new(c?),
+        _ = ending(link, policy.grace) => return Ok(Ended::Grace),
+    };
     let mut cfg = ClientConfig::new(&dest.url.app, &dest.url.tc_url());
     cfg.flash_ver = "FMLE/3.0 (compatible; rtmp-edge)".into();
     let s = Rc::new(RefCell::new(ClientSession::new(cfg)));

@@ -95,6 +95,7 @@ impl PushSink {
             // dead one fails its writes and reconnects).
             max_queue_age: Duration::MAX,
             max_behind: Duration::MAX,
+            audio_headroom: 2,
         };
         let link = Rc::new(Link {
             queue: RefCell::default(),

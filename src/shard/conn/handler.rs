@@ -22,7 +22,7 @@ const MAX_TC_URL: usize = 1024;
 const MAX_AGENT_CHARS: usize = 128;
 
 /// Every `rtmp_publish_rejects_total` / `rtmp_play_rejects_total` reason.
-pub const REJECT_REASONS: [&str; 2] = ["unauthorized", "bad_name"];
+pub const REJECT_REASONS: [&str; 3] = ["unauthorized", "bad_name", "shutting_down"];
 
 /// What to do with a `publish` command.
 #[derive(Debug, PartialEq, Eq)]
@@ -43,7 +43,8 @@ fn decide_publish(role: &Role, name: &str, owner: usize, me: usize) -> PublishDe
     match role {
         _ if !valid_name(name) => PublishDecision::Refuse,
         Role::Player { .. } => PublishDecision::Refuse,
-        Role::Publisher { .. } => PublishDecision::Republish,
+        Role::Publisher { released: true, .. } => PublishDecision::Republish,
+        Role::Publisher { .. } => PublishDecision::Refuse,
         Role::None if owner != me => PublishDecision::Migrate { owner },
         Role::None => PublishDecision::Start,
     }
@@ -146,6 +147,13 @@ impl ConnCtx {
                 self.ingest(MediaKind::Metadata, timestamp, payload)
             }
             Event::Data { timestamp, payload } => self.ingest(MediaKind::Data, timestamp, payload),
+            Event::FcUnpublish { name } => {
+                if let Role::Publisher { key, released, .. } = &mut self.role {
+                    if key.split_once('/').map(|(_, n)| n) == Some(name.as_str()) {
+                        *released = true;
+                    }
+                }
+            }
             Event::CloseStream { stream_id } => {
                 if closes(&self.role, stream_id) {
                     self.leave_role("deleteStream");
@@ -280,7 +288,9 @@ impl ConnCtx {
                     "NetStream.Publish.BadName",
                     "Bad stream name.",
                 );
-                self.closing = true;
+                // An encoder retrying its publish keeps the stream it already has;
+                // anything else refused here closes.
+                self.closing = !matches!(self.role, Role::Publisher { .. });
                 return None;
             }
             PublishDecision::Migrate { owner } => {
@@ -301,7 +311,22 @@ impl ConnCtx {
                 self.tag.role.set(ClientRole::Publisher);
                 metrics::counter!("rtmp_publishes_total").increment(1);
                 self.session.accept_publish(stream_id, &name);
-                self.role = Role::Publisher { key, stream_id };
+                self.role = Role::Publisher {
+                    key,
+                    stream_id,
+                    released: false,
+                };
+            }
+            Err(PublishError::ShuttingDown) => {
+                clog!(info, self.tag, "publish refused: shutting down");
+                metrics::counter!("rtmp_publish_rejects_total", "reason" => "shutting_down")
+                    .increment(1);
+                self.session.reject_publish(
+                    stream_id,
+                    "NetStream.Publish.Failed",
+                    "The server is shutting down.",
+                );
+                self.closing = true;
             }
             Err(PublishError::BadName) => {
                 clog!(
@@ -392,6 +417,15 @@ mod tests {
         Role::Publisher {
             key: "live/a".into(),
             stream_id,
+            released: false,
+        }
+    }
+
+    fn released(stream_id: u32) -> Role {
+        Role::Publisher {
+            key: "live/a".into(),
+            stream_id,
+            released: true,
         }
     }
 
@@ -426,20 +460,25 @@ mod tests {
     }
 
     /// vMix/Wirecast restarting a broadcast: FCUnpublish (no deleteStream), createStream,
-    /// publish on the new stream id, same connection.
+    /// publish on the new stream id, same connection. Without the FCUnpublish, a second
+    /// publish is refused as before (a retrying encoder must not end its own stream).
     #[test]
-    fn publish_while_publishing_is_a_republish() {
+    fn publish_after_fcunpublish_is_a_republish() {
         assert_eq!(
-            decide_publish(&publisher(1), "cam", 0, 0),
+            decide_publish(&released(1), "cam", 0, 0),
             PublishDecision::Republish
         );
         assert_eq!(
-            decide_publish(&publisher(1), "cam", 1, 0),
+            decide_publish(&released(1), "cam", 1, 0),
             PublishDecision::Republish,
             "ended first, then handed over"
         );
         assert_eq!(
-            decide_publish(&publisher(1), "", 0, 0),
+            decide_publish(&released(1), "", 0, 0),
+            PublishDecision::Refuse
+        );
+        assert_eq!(
+            decide_publish(&publisher(1), "cam", 0, 0),
             PublishDecision::Refuse
         );
     }

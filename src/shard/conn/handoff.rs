@@ -47,5 +47,7 @@ pub(super) fn migrate(
         name,
         query,
     });
-    state.shared.links[owner].send_control(ControlMsg::Adopt(handoff));
+    if !state.shared.links[owner].send_control(ControlMsg::Adopt(handoff)) {
+        clog!(warn, tag, "owner shard gone; publisher dropped");
+    }
 }

@@ -95,8 +95,16 @@ const READ_BUF_PUBLISHER: usize = 64 * 1024;
 
 enum Role {
     None,
-    Publisher { key: StreamKey, stream_id: u32 },
-    Player { key: StreamKey, slot: usize },
+    Publisher {
+        key: StreamKey,
+        stream_id: u32,
+        /// FCUnpublish named this stream: a publish that follows restarts the broadcast.
+        released: bool,
+    },
+    Player {
+        key: StreamKey,
+        slot: usize,
+    },
 }
 
 /// Why the reader stopped.
@@ -230,6 +238,8 @@ impl Drop for Registered {
 async fn run(mut ctx: ConnCtx, first: Option<Event>) {
     // Not a wrapper future around the rest: that would hold a second ConnCtx in every
     // connection's future (~1.4 KB each at 10,000 viewers).
+    // Declared in the body, so it drops before `ctx` (a parameter): the tag leaves the
+    // client table before the socket closes, which `Tag::end_reads` relies on.
     let _registered = Registered::new(&ctx.state, &ctx.tag);
     if ctx.state.tasks.is_stopping() {
         // Adopted or accepted while shutting down: nothing to serve.
