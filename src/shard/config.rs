@@ -32,22 +32,3 @@ pub struct ShardConfig {
     /// How long a shutdown may drain connections and sinks.
     pub shutdown_grace: Duration,
 }
-
-impl Default for ShardConfig {
-    fn default() -> Self {
-        Self {
-            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-            shards: 1,
-            chunk_size: 4096,
-            max_message_size: 8 << 20,
-            viewer: ViewerPolicy::default(),
-            write_coalesce: Duration::ZERO,
-            player_nodelay: false,
-            handshake_timeout: Duration::from_secs(15),
-            publisher_timeout: Duration::from_secs(30),
-            write_timeout: Duration::from_secs(30),
-            stats_interval_secs: 10,
-            shutdown_grace: Duration::from_secs(10),
-        }
-    }
-}

@@ -69,19 +69,6 @@ pub trait Authorize: Send + Sync {
     fn check(&self, req: AuthRequest) -> AuthFuture;
 }
 
-/// Lets everyone publish and play.
-pub struct OpenAccess;
-
-impl Authorize for OpenAccess {
-    fn is_open(&self, _: Action) -> bool {
-        true
-    }
-
-    fn check(&self, _: AuthRequest) -> AuthFuture {
-        Box::pin(async { Ok(()) })
-    }
-}
-
 /// A consumer of a stream on its owner shard other than players: a recording, a push
 /// destination. Called synchronously on the owner shard, so implementations only queue
 /// (bounded) and return; their I/O runs elsewhere.
@@ -187,15 +174,6 @@ pub mod latency {
     pub const FIRST_FRAME: &str = "rtmp_time_to_first_frame_seconds";
 }
 
-/// Reports nowhere (tests, benches).
-pub struct NoTelemetry;
-
-impl Telemetry for NoTelemetry {
-    fn shard_ready(&self, _: usize) {}
-    fn merge_latency(&self, _: &'static str, _: &str, _: &Histogram<u64>) {}
-    fn shard_cpu(&self, _: usize, _: f64) {}
-}
-
 /// Everything the shards get from the features, wired by `main`.
 pub struct Hooks {
     pub auth: Arc<dyn Authorize>,
@@ -204,15 +182,4 @@ pub struct Hooks {
     /// Origin pulls (edge mode); None when no origin is configured.
     pub upstream: Option<Arc<dyn UpstreamFactory>>,
     pub telemetry: Arc<dyn Telemetry>,
-}
-
-impl Default for Hooks {
-    fn default() -> Self {
-        Self {
-            auth: Arc::new(OpenAccess),
-            sinks: Vec::new(),
-            upstream: None,
-            telemetry: Arc::new(NoTelemetry),
-        }
-    }
 }
