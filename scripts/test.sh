@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs the real RTMP peers the
-# integration tests drive (ffmpeg, rtmpdump, GStreamer, nginx-rtmp) and promtool when missing, then
+# integration tests drive (ffmpeg, rtmpdump, GStreamer, nginx-rtmp, stunnel4, openssl) and promtool when missing, then
 # `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,9 @@ gst_has videotestsrc || missing+=(gstreamer1.0-plugins-base)
 [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ] || missing+=(libnginx-mod-rtmp)
 # promtool checks a /metrics scrape; Debian ships it in the prometheus package.
 command -v promtool >/dev/null || missing+=(prometheus)
+# RTMPS tests: openssl makes a test CA, stunnel4 terminates TLS in front of nginx-rtmp.
+command -v openssl >/dev/null || missing+=(openssl)
+command -v stunnel4 >/dev/null || missing+=(stunnel4)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test peers: ${missing[*]}"
@@ -27,7 +30,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     ffmpeg rtmpdump gstreamer1.0-tools gstreamer1.0-plugins-base \
     gstreamer1.0-plugins-good gstreamer1.0-plugins-bad nginx libnginx-mod-rtmp \
-    prometheus >/dev/null
+    prometheus openssl stunnel4 >/dev/null
 fi
 
 cargo test "$@"
