@@ -1257,7 +1257,15 @@ fn openapi_contract() {
     );
     assert_eq!(
         required("Client"),
-        want(&["id", "peer", "shard", "role", "stream", "connected_secs", "tls"])
+        want(&[
+            "id",
+            "peer",
+            "shard",
+            "role",
+            "stream",
+            "connected_secs",
+            "tls"
+        ])
     );
     assert_eq!(
         required("Destination"),

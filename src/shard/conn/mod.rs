@@ -35,7 +35,7 @@ mod reader;
 mod writer;
 
 pub use handler::REJECT_REASONS;
-pub use reader::TIMEOUT_KINDS;
+pub use reader::{TIMEOUT_KINDS, TLS_RECORD_ERROR};
 
 /// Who a connection is, for log lines, the API and the shutdown.
 pub struct Tag {

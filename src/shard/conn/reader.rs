@@ -76,6 +76,13 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
         let n = match res {
             Ok(0) => return Exit::Closed,
             Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                // Only a TLS connection's read says this: a record that did not decrypt.
+                clog!(warn, ctx.tag, error = %e, "TLS record error, closing connection");
+                metrics::counter!("rtmp_protocol_errors_total", "kind" => TLS_RECORD_ERROR)
+                    .increment(1);
+                return Exit::Closed;
+            }
             Err(e) => {
                 clog!(debug, ctx.tag, error = %e, "read failed");
                 return Exit::Closed;
@@ -97,6 +104,10 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
         }
     }
 }
+
+/// The `rtmp_protocol_errors_total` kind of a TLS record that did not decrypt or parse
+/// after the handshake (the session's own kinds are `SessionError::KINDS`).
+pub const TLS_RECORD_ERROR: &str = "tls_record";
 
 /// The `rtmp_timeouts_total` kinds, every one (so they can be exported at 0).
 pub const TIMEOUT_KINDS: [&str; 2] = ["handshake/connect", "publisher idle"];
