@@ -713,3 +713,79 @@ fn api_clients_show_tls_details() {
     assert!(plain_player.wait_timeout(Duration::ZERO).is_none());
     publisher.assert_running();
 }
+
+/// 0: the tools the other tests stand on, with no rtmp-edge at all: openssl makes a CA
+/// and certificates with every key encoding the server must read; stunnel4 (RSA key) in
+/// front of nginx-rtmp serves TLS that `s_client` verifies against the CA and not against
+/// another; ffmpeg publishes over rtmps:// through it with `-tls_verify 1 -ca_file`, and
+/// ffprobe decodes it back over rtmps:// (and refuses with the wrong CA). Also reports
+/// whether Debian's rtmpdump can play rtmps:// (test 1 skips that part if not).
+#[test]
+fn reference_tls_stack_stunnel_nginx() {
+    if !have(&["openssl", "ffmpeg", "ffprobe", "stunnel4", "nginx-rtmp"]) {
+        return;
+    }
+    let dir = TestDir::new("ref");
+    let ca = Ca::new(&dir, "ca", "rtmp-edge test CA");
+    let wrong = Ca::new(&dir, "wrong", "some other CA");
+    for (i, kind) in [KeyKind::EcPkcs8, KeyKind::EcSec1, KeyKind::RsaPkcs1]
+        .into_iter()
+        .enumerate()
+    {
+        let c = ca.issue_loopback(&format!("k{i}"), &format!("kind {kind:?}"), kind);
+        let v = openssl(&["verify", "-CAfile", s(&ca.cert), s(&c.cert)]);
+        assert!(v.contains(": OK"), "{kind:?}: {v}");
+        let key = std::fs::read_to_string(&c.key).unwrap();
+        assert!(key.starts_with(kind.pem_label()), "{kind:?}");
+    }
+    let cert = ca.issue_loopback("stunnel", "stunnel reference", KeyKind::RsaPkcs1);
+    let nginx = Nginx::start();
+    let st = Stunnel::start(&cert, nginx.addr);
+    let sc = s_client(st.addr, None, &ca.cert);
+    eprintln!("s_client: {:?} {:?}", sc.subject, sc.session);
+    assert!(sc.verified, "{}", sc.output);
+    assert_eq!(
+        sc.subject.as_deref(),
+        Some("subject=CN = stunnel reference")
+    );
+    let bad = s_client(st.addr, Some("localhost"), &wrong.cert);
+    assert!(
+        !bad.verified,
+        "verified against the wrong CA: {}",
+        bad.output
+    );
+
+    let url = format!("rtmps://{}/live/ref", st.addr);
+    let mut publisher = TlsPublisher::start(&test_media_locked(), &url, &ca.cert, 60);
+    let probe = assert_decodes_with(&url, 5, 100, &tls_args(&ca.cert));
+    eprintln!(
+        "ffmpeg -> stunnel -> nginx -> stunnel -> ffprobe: {} video / {} audio",
+        probe.count("video"),
+        probe.count("audio")
+    );
+    let refused = ffprobe(
+        &url,
+        2,
+        true,
+        &["-tls_verify", "1", "-ca_file", s(&wrong.cert)],
+    );
+    assert!(
+        !refused.status.success() && refused.count("video") == 0,
+        "ffprobe accepted the wrong CA: {refused:?}"
+    );
+    eprintln!("ffprobe with the wrong CA: {}", refused.stderr.trim());
+    if have(&["rtmpdump"]) {
+        let (ok, err) = rtmpdump(&url, 3, &dir.join("ref.flv"));
+        eprintln!(
+            "rtmpdump over rtmps via stunnel: {}",
+            if ok {
+                "works".to_string()
+            } else {
+                format!("fails: {}", err.trim())
+            }
+        );
+    }
+    publisher.assert_running();
+    let err = publisher.finish();
+    assert!(err.trim().is_empty(), "publisher stderr: {err}");
+}
