@@ -2,6 +2,7 @@
 //! up, runs for a fixed time, stops by itself, and reports delivery, time to first frame
 //! and end-to-end latency (publisher send -> viewer receipt, one process, one clock).
 
+mod dial;
 mod publisher;
 mod source;
 mod stats;
@@ -20,6 +21,7 @@ use clap::Parser;
 use hdrhistogram::Histogram;
 use rtmp_edge::protocol::client::ClientConfig;
 use rtmp_edge::protocol::url::RtmpUrl;
+use rtmp_edge::tls::ClientTls;
 
 use publisher::PublisherResult;
 use source::Source;
@@ -34,9 +36,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "RTMP load generator: real publishers and viewers"
 )]
 struct Args {
-    /// rtmp://host[:port]/app/key; with several publishers, keys get -1, -2, ... appended.
+    /// rtmp://host[:port]/app/key (or rtmps:// for TLS); with several publishers, keys get
+    /// -1, -2, ... appended.
     #[arg(long)]
     url: String,
+    /// Extra CA certificates (PEM) trusted for an rtmps:// URL, besides the public roots.
+    #[arg(long)]
+    tls_ca_file: Option<PathBuf>,
     #[arg(long, default_value_t = 1)]
     publishers: usize,
     #[arg(long, default_value_t = 100)]
@@ -114,6 +120,14 @@ fn main() -> anyhow::Result<()> {
         .to_socket_addrs()?
         .next()
         .context("address did not resolve")?;
+    let target = dial::Target {
+        addr,
+        tls: if url.tls {
+            Some((ClientTls::new(args.tls_ca_file.as_deref())?, url.host.clone()))
+        } else {
+            None
+        },
+    };
     let threads = args.threads.max(1);
     let epoch = Instant::now();
     let live = Arc::new(Live::default());
@@ -132,8 +146,13 @@ fn main() -> anyhow::Result<()> {
     let mut handles = Vec::new();
     for t in 0..threads {
         let args = args.clone();
-        let (live, times, key, base_cfg) =
-            (live.clone(), times.clone(), key.clone(), base_cfg.clone());
+        let (live, times, key, base_cfg, target) = (
+            live.clone(),
+            times.clone(),
+            key.clone(),
+            base_cfg.clone(),
+            target.clone(),
+        );
         handles.push(std::thread::spawn(move || -> anyhow::Result<WorkerOut> {
             let sources: Vec<Source> = if t == 0 {
                 (0..args.publishers)
@@ -153,7 +172,7 @@ fn main() -> anyhow::Result<()> {
                 t,
                 threads,
                 args,
-                addr,
+                target,
                 key,
                 base_cfg,
                 sources,
@@ -209,7 +228,7 @@ async fn worker(
     t: usize,
     threads: usize,
     args: Args,
-    addr: SocketAddr,
+    target: dial::Target,
     key: String,
     base_cfg: ClientConfig,
     sources: Vec<Source>,
@@ -225,7 +244,7 @@ async fn worker(
         cfg.flash_ver = "FMLE/3.0 (compatible; rtmp-load)".into();
         cfg.seed = 0xB0B0 + i as u64;
         pub_tasks.push(tokio_uring::spawn(publisher::run(
-            addr,
+            target.clone(),
             cfg,
             stream_key(&key, i),
             src,
@@ -246,7 +265,7 @@ async fn worker(
         cfg.seed = v as u64 + 1;
         let stream = v % streams;
         let params = viewer::ViewerParams {
-            addr,
+            target: target.clone(),
             cfg,
             key: stream_key(&key, stream),
             end,

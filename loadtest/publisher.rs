@@ -1,7 +1,6 @@
 //! One load publisher: publishes over real RTMP and paces messages in real time from their
 //! timestamps, recording when each timestamp went to the socket.
 
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -11,6 +10,7 @@ use rtmp_edge::protocol::client::{ClientConfig, ClientEvent, ClientSession};
 use rtmp_edge::protocol::message as msg;
 use rtmp_edge::shard::io::Conn;
 
+use crate::dial::{dial, Target};
 use crate::source::Source;
 use crate::stats::{Live, SendTimes};
 
@@ -23,7 +23,7 @@ pub struct PublisherResult {
 }
 
 pub async fn run(
-    addr: SocketAddr,
+    target: Target,
     cfg: ClientConfig,
     key: String,
     mut source: Source,
@@ -35,14 +35,13 @@ pub async fn run(
         key: key.clone(),
         ..Default::default()
     };
-    let stream = match tokio_uring::net::TcpStream::connect(addr).await {
-        Ok(s) => s,
+    let conn = match dial(&target, Duration::from_secs(10)).await {
+        Ok(c) => Rc::new(c),
         Err(e) => {
-            r.error = Some(format!("connect: {e}"));
+            r.error = Some(e);
             return r;
         }
     };
-    let conn = Rc::new(Conn::new(stream));
     let mut s = ClientSession::new(cfg);
     s.publish(&key);
     if let Err(e) = start(&conn, &mut s).await {

@@ -2,7 +2,6 @@
 //! crate's client session, reading only media headers and counting bytes.
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -11,12 +10,12 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use rtmp_edge::media::tag::inspect_video;
 use rtmp_edge::protocol::client::{ClientConfig, ClientEvent, ClientSession};
-use rtmp_edge::shard::io::Conn;
 
+use crate::dial::{dial, Target};
 use crate::stats::{Live, SendTimes, ViewerResult};
 
 pub struct ViewerParams {
-    pub addr: SocketAddr,
+    pub target: Target,
     pub cfg: ClientConfig,
     pub key: String,
     pub end: Instant,
@@ -35,17 +34,10 @@ pub async fn run(p: ViewerParams) -> ViewerResult {
         ..Default::default()
     };
     let start = Instant::now();
-    let stream = match tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_uring::net::TcpStream::connect(p.addr),
-    )
-    .await
-    {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => return failed(&p, r, e.to_string()),
-        Err(_) => return failed(&p, r, "connect timeout".into()),
+    let conn = match dial(&p.target, Duration::from_secs(10)).await {
+        Ok(c) => c,
+        Err(e) => return failed(&p, r, e),
     };
-    let conn = Conn::new(stream);
     let mut session = ClientSession::new(p.cfg.clone());
     // Timestamps and frame types are all a load viewer reads; skip copying the rest.
     session.set_media_payload_limit(8);

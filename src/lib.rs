@@ -15,4 +15,5 @@ pub mod protocol;
 pub mod record;
 pub mod relay;
 pub mod shard;
+pub mod tls;
 pub mod util;

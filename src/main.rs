@@ -16,6 +16,7 @@ use rtmp_edge::relay::push::PushRegistry;
 use rtmp_edge::shard::hooks::{Hooks, SinkFactory, UpstreamFactory};
 use rtmp_edge::shard::transmission::ShardLink;
 use rtmp_edge::shard::{self, Server};
+use rtmp_edge::tls::{Acceptor, CertConfig, ClientTls};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -32,6 +33,7 @@ fn main() -> anyhow::Result<()> {
     let push = Arc::new(PushRegistry::configured(
         settings.push_policy,
         &settings.push_flags,
+        ClientTls::new(settings.tls_ca_file.as_deref())?,
         &settings.push_entries,
     )?);
     let mut sinks: Vec<Arc<dyn SinkFactory>> = vec![push.clone()];
@@ -68,6 +70,10 @@ fn main() -> anyhow::Result<()> {
             push,
             control,
             path: settings.config_path.clone(),
+            tls: settings.shard.tls.as_ref().map(|t| t.acceptor.clone()),
+            flag_certs: settings.tls_certs.clone(),
+            flag_cert_count: usize::from(cfg.tls_cert.is_some()),
+            tls_ca_file: settings.tls_ca_file.clone(),
         },
     )?;
     wait_for_shards(
@@ -132,12 +138,18 @@ fn wait_for_shards(
     Ok(())
 }
 
-/// What SIGHUP reloads from the config file.
+/// What SIGHUP reloads: the config file, and every certificate and CA file.
 struct Reloadable {
     auth: Arc<SharedAuth>,
     push: Arc<PushRegistry>,
     control: Arc<Control>,
     path: Option<std::path::PathBuf>,
+    /// The RTMPS certificates in use, when serving RTMPS.
+    tls: Option<Acceptor>,
+    /// The certificates at start: the flags' pair first (`flag_cert_count` of them).
+    flag_certs: Vec<CertConfig>,
+    flag_cert_count: usize,
+    tls_ca_file: Option<std::path::PathBuf>,
 }
 
 /// SIGTERM or SIGINT: every shard drains (see `ShardState::begin_shutdown`) and `main`
@@ -173,19 +185,40 @@ fn spawn_signal_thread(
 }
 
 impl Reloadable {
-    /// Re-reads the config file's `[auth]` and `[[push]]`. A file that does not load or
-    /// validate changes nothing: the running configuration stays and the error is logged.
+    /// Re-reads certificates and CA files, then the config file's `[auth]`, `[[push]]` and
+    /// `[[tls_certificate]]`. What does not load or validate changes nothing: the running
+    /// configuration stays and the error is logged.
     fn run(&self) {
-        let Some(path) = self.path.as_deref() else {
-            tracing::warn!("SIGHUP: no --config file to reload");
-            return;
-        };
         let fail = |e: &dyn std::fmt::Display| {
             tracing::error!(error = %e, "config reload failed, keeping the running configuration");
         };
-        let file = match rtmp_edge::config::FileConfig::load(path) {
-            Ok(f) => f,
+        let file = match self.path.as_deref() {
+            Some(path) => match rtmp_edge::config::FileConfig::load(path) {
+                Ok(f) => Some(f),
+                Err(e) => return fail(&e),
+            },
+            None => None,
+        };
+        // The flags' certificate pair, then the file's (as at start).
+        let mut certs = self.flag_certs[..self.flag_cert_count].to_vec();
+        match &file {
+            Some(f) => certs.extend(f.tls_certificate.iter().cloned()),
+            None => certs.extend(self.flag_certs[self.flag_cert_count..].iter().cloned()),
+        }
+        if let Some(acceptor) = &self.tls {
+            match acceptor.reload(&certs) {
+                Ok(()) => tracing::info!(certificates = certs.len(), "TLS certificates reloaded"),
+                Err(e) => return fail(&e),
+            }
+        }
+        match ClientTls::new(self.tls_ca_file.as_deref()) {
+            Ok(trust) => self.push.replace_flag_trust(trust),
             Err(e) => return fail(&e),
+        }
+        let Some(file) = file else {
+            self.control.reconcile_sinks();
+            tracing::info!("certificates reloaded (no --config file)");
+            return;
         };
         let auth = match Auth::from_config(&file.auth) {
             Ok(a) => a,
@@ -196,6 +229,8 @@ impl Reloadable {
         }
         self.auth.replace(auth);
         self.control.reconcile_sinks();
-        tracing::info!(path = %path.display(), "config reloaded");
+        if let Some(path) = &self.path {
+            tracing::info!(path = %path.display(), "config reloaded");
+        }
     }
 }

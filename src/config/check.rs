@@ -14,9 +14,12 @@ pub fn check(cfg: &Config, file: &FileConfig) -> Result<String, ConfigError> {
     let http = cfg
         .http_addr()
         .map_err(|e| ConfigError::Http(cfg.http.clone(), e))?;
+    let flag_trust = crate::tls::ClientTls::new(cfg.tls_ca_file.as_deref())?;
     for url in &cfg.push {
-        crate::relay::push::Destination::from_flag(url)?;
+        crate::relay::push::Destination::from_flag(url, flag_trust.clone())?;
     }
+    // Reads and checks every certificate and key, as a start would.
+    super::Settings::assemble(cfg, file)?;
     for d in &file.push {
         crate::relay::push::Destination::from_config(d)?;
     }

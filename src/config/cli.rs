@@ -91,7 +91,7 @@ pub struct Config {
     pub metrics_top_streams: usize,
 
     /// TOML config file: any flag in [server] (the command line wins), plus [auth],
-    /// [[push]] and [record]; `${NAME}` in its strings is read from the environment.
+    /// [[push]], [record] and [[tls_certificate]]; `${NAME}` in its strings is read from the environment.
     #[arg(long, env = "RTMP_EDGE_CONFIG")]
     pub config: Option<PathBuf>,
 
@@ -151,6 +151,35 @@ pub struct Config {
     /// recordings finalized) before the rest is closed; a second signal exits at once.
     #[arg(long, default_value_t = 10)]
     pub shutdown_grace_secs: u64,
+
+    /// Address to accept RTMPS (RTMP over TLS) on, e.g. `0.0.0.0:443` or `:1936`; needs
+    /// --tls-cert and --tls-key (or [[tls_certificate]] entries in the config file).
+    #[arg(long, value_parser = parse_listen)]
+    pub listen_tls: Option<SocketAddr>,
+
+    /// PEM certificate chain served on --listen-tls (the default certificate: clients whose
+    /// SNI names no [[tls_certificate]] get it). SIGHUP re-reads it.
+    #[arg(long)]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key (PKCS#8, RSA or SEC1) of --tls-cert.
+    #[arg(long)]
+    pub tls_key: Option<PathBuf>,
+
+    /// Extra CA certificates (PEM) trusted for the `rtmps://` targets of --push and
+    /// --origin, besides the public roots; for private relays and tests.
+    #[arg(long)]
+    pub tls_ca_file: Option<PathBuf>,
+}
+
+/// `host:port`, or `:port` for every IPv4 address.
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    let full = match s.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => s.to_string(),
+    };
+    full.parse()
+        .map_err(|e| format!("{s:?} is not an address like 0.0.0.0:443 or :1936 ({e})"))
 }
 
 impl Config {

@@ -15,6 +15,8 @@
 //! * `[record]`: recordings' directory and mode (the `--record-dir` / `--record` flags win)
 //!   and per-stream overrides.
 //! * `[[push]]`: push destinations, on top of any `--push` flags.
+//! * `[[tls_certificate]]`: certificates for `--listen-tls` chosen by SNI (`names`, with
+//!   `*.example.com` wildcards), beside the default one of `--tls-cert`/`--tls-key`.
 //!
 //! Unknown keys anywhere are errors.
 //!
@@ -37,6 +39,7 @@ use super::env::expand_value;
 use crate::auth::AuthConfig;
 use crate::record::RecordConfig;
 use crate::relay::push::{self, PushDestination};
+use crate::tls::CertConfig;
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +53,8 @@ pub struct FileConfig {
     pub record: RecordConfig,
     #[serde(default)]
     pub push: Vec<PushDestination>,
+    #[serde(default)]
+    pub tls_certificate: Vec<CertConfig>,
 }
 
 /// One `[server]` key as the command-line arguments it stands for.

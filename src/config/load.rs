@@ -36,6 +36,10 @@ pub enum ConfigError {
     Record(#[from] crate::record::RecordError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("{0}")]
+    TlsSettings(&'static str),
 }
 
 /// [`load_from`] on this process's arguments.

@@ -28,7 +28,9 @@ use crate::fanout::viewer::ViewerPolicy;
 use crate::record::RecordConfig;
 use crate::relay::pull::OriginConfig;
 use crate::relay::push::{PushDestination, PushPolicy};
+use crate::shard::config::TlsListen;
 use crate::shard::ShardConfig;
+use crate::tls::{Acceptor, CertConfig, ClientTls};
 
 /// Every module's configuration, assembled from the flags and the config file.
 #[derive(Debug, Clone)]
@@ -47,6 +49,10 @@ pub struct Settings {
     pub auth: AuthConfig,
     /// Edge mode; None without a usable `--origin`.
     pub origin: Option<OriginConfig>,
+    /// RTMPS certificates: `--tls-cert`/`--tls-key` first, then `[[tls_certificate]]`.
+    pub tls_certs: Vec<CertConfig>,
+    /// `--tls-ca-file`, for the `rtmps://` targets of `--push` and `--origin`.
+    pub tls_ca_file: Option<PathBuf>,
     /// The config file, for SIGHUP reloads.
     pub config_path: Option<PathBuf>,
 }
@@ -56,10 +62,14 @@ impl Settings {
         let http = cfg
             .http_addr()
             .map_err(|e| ConfigError::Http(cfg.http.clone(), e))?;
+        let tls_certs = tls_certs(cfg, file)?;
+        let mut shard = shard_config(cfg);
+        shard.tls = tls_listen(cfg, &tls_certs)?;
+        let flag_trust = ClientTls::new(cfg.tls_ca_file.as_deref())?;
         Ok(Self {
             log_level: cfg.log_level.clone(),
             log_format: cfg.log_format,
-            shard: shard_config(cfg),
+            shard,
             control: ControlConfig {
                 http,
                 api_token: cfg.api_token.clone(),
@@ -76,7 +86,13 @@ impl Settings {
             push_entries: file.push.clone(),
             record: record_config(cfg, file),
             auth: file.auth.clone(),
-            origin: OriginConfig::from_urls(&cfg.origin, Duration::from_secs(cfg.origin_idle_secs)),
+            origin: OriginConfig::from_urls(
+                &cfg.origin,
+                Duration::from_secs(cfg.origin_idle_secs),
+                flag_trust,
+            ),
+            tls_certs,
+            tls_ca_file: cfg.tls_ca_file.clone(),
             config_path: cfg.config.clone(),
         })
     }
@@ -106,7 +122,44 @@ fn shard_config(cfg: &Config) -> ShardConfig {
         write_timeout: Duration::from_secs(cfg.write_timeout_secs),
         stats_interval_secs: cfg.stats_interval_secs,
         shutdown_grace: Duration::from_secs(cfg.shutdown_grace_secs),
+        tls: None,
     }
+}
+
+/// The RTMPS certificates: the flags' pair (the default) first, then the file's.
+pub fn tls_certs(cfg: &Config, file: &FileConfig) -> Result<Vec<CertConfig>, ConfigError> {
+    let mut certs = Vec::new();
+    match (&cfg.tls_cert, &cfg.tls_key) {
+        (Some(cert), Some(key)) => certs.push(CertConfig {
+            names: Vec::new(),
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        (None, None) => {}
+        _ => {
+            return Err(ConfigError::TlsSettings(
+                "--tls-cert and --tls-key go together",
+            ))
+        }
+    }
+    certs.extend(file.tls_certificate.iter().cloned());
+    Ok(certs)
+}
+
+/// The RTMPS listener with its certificates loaded (and checked) now.
+fn tls_listen(cfg: &Config, certs: &[CertConfig]) -> Result<Option<TlsListen>, ConfigError> {
+    let Some(addr) = cfg.listen_tls else {
+        return Ok(None);
+    };
+    if certs.is_empty() {
+        return Err(ConfigError::TlsSettings(
+            "--listen-tls needs --tls-cert and --tls-key (or [[tls_certificate]] in the config file)",
+        ));
+    }
+    Ok(Some(TlsListen {
+        addr,
+        acceptor: Acceptor::new(certs)?,
+    }))
 }
 
 /// `[record]` with the flags applied: `--record-dir` and `--record` win over the file's

@@ -17,6 +17,7 @@ use tracing::info;
 use super::Control;
 use crate::relay::push::{Destination, PushEntry, RegistryError};
 use crate::shard::query::{ClientInfo, Query, SinkInfo};
+use crate::tls::ClientTls;
 
 type Shared = State<Arc<Control>>;
 
@@ -251,7 +252,7 @@ async fn add_push(State(c): Shared, body: axum::body::Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
     };
-    let mut dest = match Destination::from_flag(&req.url) {
+    let mut dest = match Destination::from_flag(&req.url, ClientTls::public()) {
         Ok(d) => d,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };

@@ -95,6 +95,18 @@ pub(super) fn describe() {
         "Share of the last second a shard thread was busy on CPU (1 = saturated)."
     );
     describe_gauge!("rtmp_viewers", "Players connected, per shard.");
+    describe_gauge!(
+        "rtmp_tls_connections",
+        "Open RTMPS connections past their TLS handshake, per shard (also counted in rtmp_connections)."
+    );
+    describe_counter!(
+        "rtmp_tls_handshakes_total",
+        "Finished RTMPS handshakes, by TLS version and cipher suite."
+    );
+    describe_counter!(
+        "rtmp_tls_handshake_failures_total",
+        "RTMPS handshakes that failed, by reason (not_tls: plain RTMP or garbage on the TLS port)."
+    );
     describe_gauge!("rtmp_streams", "Streams with a publisher, per owner shard.");
     zero_known_series();
 }
@@ -120,6 +132,9 @@ fn zero_known_series() {
             metrics::counter!("rtmp_auth_callback_requests_total", "action" => action.label(), "result" => result)
                 .increment(0);
         }
+    }
+    for reason in crate::tls::FAILURE_REASONS {
+        metrics::counter!("rtmp_tls_handshake_failures_total", "reason" => reason).increment(0);
     }
     for reason in RECORD_ERRORS {
         metrics::counter!("rtmp_record_errors_total", "reason" => reason).increment(0);

@@ -92,6 +92,12 @@ impl OutQueue {
         }
     }
 
+    /// Wakes the writer with nothing new queued (the connection has bytes of its own to
+    /// send, e.g. TLS records).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+
     /// Bytes queued and not yet handed to the socket.
     pub fn queued_bytes(&self) -> usize {
         self.bytes.get()

@@ -23,6 +23,9 @@ const BASE_DIGEST_FIRST: usize = 8;
 const BASE_KEY_FIRST: usize = 772;
 /// Bytes of S2/C2 covered by the signature.
 const SIG_DATA_LEN: usize = HANDSHAKE_SIZE - DIGEST_LEN;
+/// First byte of a TLS handshake record (a ClientHello), where C0 belongs.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 /// Version field we put in a complex S1 (must be >= 3 for ffmpeg to validate the digest).
 const SERVER_VERSION: [u8; 4] = [0x04, 0x05, 0x00, 0x01];
 /// Flash Player version ffmpeg announces: 9.0.124.2.
@@ -50,6 +53,9 @@ pub enum HandshakeError {
     /// C0/S0 was not 3 (6 and 8 are RTMPE, which we do not support).
     #[error("unsupported RTMP version byte {0:#04x}")]
     UnsupportedVersion(u8),
+    /// C0 was 0x16, a TLS handshake record: an RTMPS client dialled the plain port.
+    #[error("TLS ClientHello on the plain RTMP port (RTMPS clients use the TLS port)")]
+    TlsOnPlainPort,
     /// `ClientHandshake::feed` was called before `ClientHandshake::start`.
     #[error("client handshake fed before start()")]
     NotStarted,
@@ -204,8 +210,12 @@ impl ServerHandshake {
                 ServerPhase::C0 => {
                     let v = rest[0];
                     if v != RTMP_VERSION {
-                        self.phase = ServerPhase::Failed(HandshakeError::UnsupportedVersion(v));
-                        return Err(HandshakeError::UnsupportedVersion(v));
+                        let e = match v {
+                            TLS_HANDSHAKE_RECORD => HandshakeError::TlsOnPlainPort,
+                            v => HandshakeError::UnsupportedVersion(v),
+                        };
+                        self.phase = ServerPhase::Failed(e);
+                        return Err(e);
                     }
                     used += 1;
                     self.phase = ServerPhase::C1;

@@ -54,8 +54,9 @@ pub enum SessionError {
 
 impl SessionError {
     /// Every `kind()` label, so counters can exist at 0 before the first error.
-    pub const KINDS: [&'static str; 6] = [
+    pub const KINDS: [&'static str; 7] = [
         "handshake",
+        "tls_on_plain_port",
         "message_too_large",
         "invalid_chunk_size",
         "chunk",
@@ -66,6 +67,7 @@ impl SessionError {
     /// Short stable label for counters.
     pub fn kind(&self) -> &'static str {
         match self {
+            Self::Handshake(HandshakeError::TlsOnPlainPort) => "tls_on_plain_port",
             Self::Handshake(_) => "handshake",
             Self::Chunk(ChunkError::MessageTooLarge { .. }) => "message_too_large",
             Self::Chunk(ChunkError::InvalidChunkSize(_)) => "invalid_chunk_size",

@@ -1,9 +1,12 @@
-//! `rtmp://host[:port]/app[/key]` as clients and our CLI flags write it.
+//! `rtmp://host[:port]/app[/key]` (and `rtmps://`, RTMP over TLS) as clients and our CLI
+//! flags write it.
 
 use std::fmt;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RtmpUrl {
+    /// `rtmps://`: TLS first (default port 443).
+    pub tls: bool,
     pub host: String,
     pub port: u16,
     pub app: String,
@@ -13,7 +16,7 @@ pub struct RtmpUrl {
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UrlError {
-    #[error("not an rtmp:// URL: {0}")]
+    #[error("not an rtmp:// or rtmps:// URL: {0}")]
     Scheme(String),
     #[error("bad port in {0}")]
     Port(String),
@@ -23,16 +26,18 @@ pub enum UrlError {
 
 impl RtmpUrl {
     pub fn parse(s: &str) -> Result<Self, UrlError> {
-        let rest = s
-            .strip_prefix("rtmp://")
-            .ok_or_else(|| UrlError::Scheme(s.to_string()))?;
+        let (tls, rest) = match (s.strip_prefix("rtmp://"), s.strip_prefix("rtmps://")) {
+            (Some(rest), _) => (false, rest),
+            (None, Some(rest)) => (true, rest),
+            _ => return Err(UrlError::Scheme(s.to_string())),
+        };
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (host, port) = match authority.rsplit_once(':') {
             Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
                 h.trim_start_matches('[').trim_end_matches(']'),
                 p.parse().map_err(|_| UrlError::Port(s.to_string()))?,
             ),
-            _ => (authority, 1935),
+            _ => (authority, if tls { 443 } else { 1935 }),
         };
         let (app, key) = match path.split_once('/') {
             Some((a, k)) => (a, (!k.is_empty()).then(|| k.to_string())),
@@ -42,6 +47,7 @@ impl RtmpUrl {
             return Err(UrlError::Missing(s.to_string()));
         }
         Ok(Self {
+            tls,
             host: host.to_string(),
             port,
             app: app.to_string(),
@@ -51,14 +57,28 @@ impl RtmpUrl {
 
     /// The tcUrl clients send in connect: the URL without the key.
     pub fn tc_url(&self) -> String {
-        format!("rtmp://{}:{}/{}", self.host, self.port, self.app)
+        format!(
+            "{}://{}:{}/{}",
+            self.scheme(),
+            self.host,
+            self.port,
+            self.app
+        )
+    }
+
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "rtmps"
+        } else {
+            "rtmp"
+        }
     }
 
     /// The tcUrl for logs and the API: without a query on the app (`live?token=x`),
     /// which carries credentials.
     pub fn public(&self) -> String {
         let app = self.app.split('?').next().unwrap_or("");
-        format!("rtmp://{}:{}/{}", self.host, self.port, app)
+        format!("{}://{}:{}/{}", self.scheme(), self.host, self.port, app)
     }
 
     pub fn authority(&self) -> String {
@@ -110,5 +130,18 @@ mod tests {
         assert!(RtmpUrl::parse("http://x/y").is_err());
         assert!(RtmpUrl::parse("rtmp://x:notaport/y").is_err());
         assert!(RtmpUrl::parse("rtmp://x").is_err());
+    }
+
+    #[test]
+    fn rtmps_defaults_to_443_and_keeps_its_scheme() {
+        let u = RtmpUrl::parse("rtmps://live-api-s.facebook.com/rtmp/FB-1-2").unwrap();
+        assert!(u.tls);
+        assert_eq!(u.port, 443);
+        assert_eq!(u.tc_url(), "rtmps://live-api-s.facebook.com:443/rtmp");
+        assert_eq!(u.public(), "rtmps://live-api-s.facebook.com:443/rtmp");
+        let u = RtmpUrl::parse("rtmps://127.0.0.1:1936/live").unwrap();
+        assert_eq!((u.tls, u.port), (true, 1936));
+        assert!(!RtmpUrl::parse("rtmp://x/y").unwrap().tls);
+        assert!(RtmpUrl::parse("rtmpx://x/y").is_err());
     }
 }

@@ -10,6 +10,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 
 use crate::protocol::session::SessionError;
 use crate::protocol::url::RtmpUrl;
+use crate::shard::io::{Conn, HandshakeError};
+use crate::tls::ClientTls;
 
 /// Why an outbound session (push or pull) ended; shown as `last_error` and logged.
 #[derive(Debug, thiserror::Error)]
@@ -24,6 +26,10 @@ pub enum RelayError {
     ConnectTimeout,
     #[error("connect: {0}")]
     Connect(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] HandshakeError),
+    #[error("TLS handshake timeout")]
+    TlsTimeout,
     #[error("read: {0}")]
     Read(std::io::Error),
     #[error("write: {0}")]
@@ -68,15 +74,31 @@ pub async fn resolve(url: &RtmpUrl) -> Result<SocketAddr, RelayError> {
     rx.await.map_err(|_| RelayError::ResolverGone)?
 }
 
-/// Connects to `url` within `timeout` (resolving off the shard) on the shard's runtime.
+/// Connects to `url` within `timeout` (resolving off the shard) on the shard's runtime. An
+/// `rtmps://` URL also runs the TLS handshake, verifying the server against `trust` (the
+/// public roots when None), within the same time.
 pub async fn connect(
     url: &RtmpUrl,
     timeout: std::time::Duration,
-) -> Result<crate::shard::io::Conn, RelayError> {
+    trust: Option<&ClientTls>,
+) -> Result<Conn, RelayError> {
+    let deadline = tokio::time::Instant::now() + timeout;
     let addr = resolve(url).await?;
-    let tcp = tokio::time::timeout(timeout, tokio_uring::net::TcpStream::connect(addr))
+    let tcp = tokio::time::timeout_at(deadline, tokio_uring::net::TcpStream::connect(addr))
         .await
         .map_err(|_| RelayError::ConnectTimeout)?
         .map_err(RelayError::Connect)?;
-    Ok(crate::shard::io::Conn::new(tcp))
+    if !url.tls {
+        return Ok(Conn::new(tcp));
+    }
+    let session = match trust {
+        Some(t) => t.session(&url.host),
+        None => ClientTls::public().session(&url.host),
+    }
+    .map_err(HandshakeError::from)?;
+    let conn = Conn::with_tls(tcp, session);
+    tokio::time::timeout_at(deadline, conn.tls_handshake())
+        .await
+        .map_err(|_| RelayError::TlsTimeout)??;
+    Ok(conn)
 }

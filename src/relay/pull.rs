@@ -19,6 +19,7 @@ use crate::protocol::url::RtmpUrl;
 use crate::shard::hooks::UpstreamFactory;
 use crate::shard::io::Conn;
 use crate::shard::state::{ShardState, StreamKey};
+use crate::tls::ClientTls;
 use crate::util::backoff;
 
 /// How long an origin may take to start sending media before we try the next one (an origin
@@ -34,11 +35,13 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct OriginConfig {
     pub origins: Vec<RtmpUrl>,
     pub idle: Duration,
+    /// Whom `rtmps://` origins must prove to be (the public roots plus `--tls-ca-file`).
+    pub trust: ClientTls,
 }
 
 impl OriginConfig {
     /// From the flags' URLs; an unparsable one is logged and skipped. None without any.
-    pub fn from_urls(urls: &[String], idle: Duration) -> Option<Self> {
+    pub fn from_urls(urls: &[String], idle: Duration, trust: ClientTls) -> Option<Self> {
         let origins: Vec<RtmpUrl> = urls
             .iter()
             .filter_map(|u| match RtmpUrl::parse(u) {
@@ -49,7 +52,11 @@ impl OriginConfig {
                 }
             })
             .collect();
-        (!origins.is_empty()).then_some(Self { origins, idle })
+        (!origins.is_empty()).then_some(Self {
+            origins,
+            idle,
+            trust,
+        })
     }
 }
 
@@ -96,6 +103,7 @@ struct Pull {
     publishing: bool,
     idle: Duration,
     idle_since: Option<Instant>,
+    trust: ClientTls,
 }
 
 async fn run(state: Rc<ShardState>, key: StreamKey, config: OriginConfig) {
@@ -104,6 +112,7 @@ async fn run(state: Rc<ShardState>, key: StreamKey, config: OriginConfig) {
     let mut p = Pull {
         id: state.shared.next_conn_id.fetch_add(1, Ordering::Relaxed),
         idle: config.idle,
+        trust: config.trust,
         state,
         key,
         name,
@@ -162,7 +171,7 @@ impl Pull {
 
     async fn once(&mut self, origin: &RtmpUrl) -> Result<End, RelayError> {
         let conn = tokio::select! {
-            c = super::connect(origin, CONNECT_TIMEOUT) => Rc::new(c?),
+            c = super::connect(origin, CONNECT_TIMEOUT, Some(&self.trust)) => Rc::new(c?),
             _ = self.state.tasks.stopped() => return Ok(End::Idle),
         };
         let mut s = ClientSession::new(ClientConfig::new(&origin.app, &origin.tc_url()));

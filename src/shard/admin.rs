@@ -106,6 +106,7 @@ impl ShardState {
                 stream: t.key.borrow().as_deref().map(str::to_string),
                 connected_secs: now.duration_since(t.since).as_secs_f64(),
                 agent: t.agent.borrow().as_deref().map(str::to_string),
+                tls: t.tls.borrow().as_deref().cloned(),
             })
             .collect()
     }

@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::fanout::viewer::ViewerPolicy;
+use crate::tls::Acceptor;
 
 #[derive(Debug, Clone)]
 pub struct ShardConfig {
@@ -31,4 +32,14 @@ pub struct ShardConfig {
     pub stats_interval_secs: u64,
     /// How long a shutdown may drain connections and sinks.
     pub shutdown_grace: Duration,
+    /// RTMPS: a second address, whose connections speak TLS first.
+    pub tls: Option<TlsListen>,
+}
+
+/// Where RTMPS is served and with which certificates.
+#[derive(Debug, Clone)]
+pub struct TlsListen {
+    pub addr: SocketAddr,
+    /// Shared with whoever reloads the certificates (SIGHUP).
+    pub acceptor: Acceptor,
 }

@@ -1,7 +1,11 @@
 //! The only place that touches tokio-uring sockets: read, vectored write of shared
-//! buffers, shutdown, and fd hand-off. Keeping it thin lets the runtime be swapped.
+//! buffers, shutdown, and fd hand-off. Keeping it thin lets the runtime be swapped. A TLS
+//! connection carries its sans-IO session here: reads come back decrypted and writes go
+//! out sealed, so the RTMP code above is the same for both.
 
+use std::cell::RefCell;
 use std::io;
+use std::io::IoSlice;
 use std::net::Shutdown;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
@@ -9,9 +13,62 @@ use bytes::Bytes;
 use tokio_uring::net::TcpStream;
 
 use crate::fanout::queue::MAX_IOVECS;
+use crate::tls::{TlsError, TlsInfo, TlsSession};
 
 pub struct Conn {
     stream: TcpStream,
+    /// Boxed: plain connections (most of them) pay one pointer.
+    tls: Option<Box<RefCell<TlsSession>>>,
+}
+
+/// Why a TLS handshake did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    #[error("{0}")]
+    Tls(#[from] TlsError),
+    #[error("socket: {0}")]
+    Io(#[from] io::Error),
+    #[error("peer closed the connection during the TLS handshake")]
+    Closed,
+}
+
+impl HandshakeError {
+    /// Label for the handshake failure counter.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            HandshakeError::Tls(e) => e.reason(),
+            HandshakeError::Io(_) | HandshakeError::Closed => "closed",
+        }
+    }
+}
+
+/// Plaintext sealed per socket write: a few full TLS records, so one write carries a batch
+/// while the buffer a connection borrows stays small.
+const SEAL_STEP: usize = 64 * 1024;
+/// Ciphertext buffers kept per shard for reuse; a writer holds one only while it writes.
+const POOL_KEEP: usize = 64;
+
+thread_local! {
+    static OUT_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+fn take_out() -> Vec<u8> {
+    OUT_POOL
+        .with(|p| p.borrow_mut().pop())
+        .unwrap_or_else(|| Vec::with_capacity(SEAL_STEP + 1024))
+}
+
+fn give_out(mut v: Vec<u8>) {
+    // One huge frame may have grown it; keep only ordinary ones.
+    if v.capacity() <= 2 * SEAL_STEP {
+        v.clear();
+        OUT_POOL.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < POOL_KEEP {
+                p.push(v);
+            }
+        });
+    }
 }
 
 impl Conn {
@@ -19,7 +76,14 @@ impl Conn {
         // We batch writes ourselves (whole messages, coalescing budget); Nagle would only
         // add delay on top.
         let _ = stream.set_nodelay(true);
-        Self { stream }
+        Self { stream, tls: None }
+    }
+
+    /// A connection whose bytes pass through `session` (handshake still to run).
+    pub fn with_tls(stream: TcpStream, session: TlsSession) -> Self {
+        let mut c = Self::new(stream);
+        c.tls = Some(Box::new(RefCell::new(session)));
+        c
     }
 
     /// Lets the kernel merge small writes (Nagle), trading up to an RTT of delay for fewer
@@ -28,19 +92,109 @@ impl Conn {
         let _ = self.stream.set_nodelay(on);
     }
 
-    /// Adopts a socket handed over from another shard.
-    pub fn from_fd(fd: OwnedFd) -> Self {
+    /// Adopts a socket handed over from another shard, with its TLS session if it has one.
+    pub fn from_fd(fd: OwnedFd, tls: Option<Box<TlsSession>>) -> Self {
         let std = std::net::TcpStream::from(fd);
-        Self::new(TcpStream::from_std(std))
+        let mut c = Self::new(TcpStream::from_std(std));
+        c.tls = tls.map(|t| Box::new(RefCell::new(*t)));
+        c
     }
 
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// Version, cipher and SNI once the handshake finished.
+    pub fn tls_info(&self) -> Option<TlsInfo> {
+        self.tls.as_ref().and_then(|t| t.borrow().info())
+    }
+
+    /// Runs the TLS handshake to the end (no-op on a plain connection). The caller bounds
+    /// it in time. Nothing else may read or write meanwhile.
+    pub async fn tls_handshake(&self) -> Result<(), HandshakeError> {
+        let Some(tls) = &self.tls else {
+            return Ok(());
+        };
+        let mut buf = vec![0u8; 4096];
+        loop {
+            self.flush_tls(tls).await?;
+            if !tls.borrow().is_handshaking() {
+                return Ok(());
+            }
+            let (res, b) = self.stream.read(buf).await;
+            buf = b;
+            let n = res?;
+            if n == 0 {
+                return Err(HandshakeError::Closed);
+            }
+            let fed = tls.borrow_mut().feed(&buf[..n]);
+            if let Err(e) = fed {
+                // Tell the peer why (an alert), best effort.
+                let _ = self.flush_tls(tls).await;
+                return Err(e.into());
+            }
+        }
+    }
+
+    async fn flush_tls(&self, tls: &RefCell<TlsSession>) -> io::Result<()> {
+        let mut out = take_out();
+        tls.borrow_mut().write_to(&mut out);
+        if out.is_empty() {
+            give_out(out);
+            return Ok(());
+        }
+        let (res, out) = self.stream.write_all(out).await;
+        give_out(out);
+        res
+    }
+
+    /// Reads what the peer sent, decrypted on a TLS connection. Ok(0) at end of stream.
     pub async fn read(&self, buf: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
-        self.stream.read(buf).await
+        let Some(tls) = &self.tls else {
+            return self.stream.read(buf).await;
+        };
+        let mut buf = buf;
+        loop {
+            {
+                let mut t = tls.borrow_mut();
+                if t.has_plain() {
+                    let n = t.read_plain(&mut buf);
+                    return (Ok(n), buf);
+                }
+                if t.peer_closed() {
+                    return (Ok(0), buf);
+                }
+            }
+            let (res, b) = self.stream.read(buf).await;
+            buf = b;
+            match res {
+                Ok(0) => return (Ok(0), buf),
+                Ok(n) => {
+                    if let Err(e) = tls.borrow_mut().feed(&buf[..n]) {
+                        return (Err(io::Error::new(io::ErrorKind::InvalidData, e)), buf);
+                    }
+                }
+                Err(e) => return (Err(e), buf),
+            }
+        }
+    }
+
+    /// TLS bytes wait to go out that no queued buffer will carry (e.g. a key update
+    /// answered while reading).
+    pub fn has_pending_output(&self) -> bool {
+        self.tls.as_ref().is_some_and(|t| t.borrow().wants_write())
     }
 
     /// Writes every buffer, in order, however many partial writes it takes. Hands the
     /// (emptied) vector back so the caller can reuse its allocation.
-    pub async fn writev_all(&self, mut bufs: Vec<Bytes>) -> (io::Result<()>, Vec<Bytes>) {
+    pub async fn writev_all(&self, bufs: Vec<Bytes>) -> (io::Result<()>, Vec<Bytes>) {
+        match &self.tls {
+            None => self.writev_plain(bufs).await,
+            Some(tls) => self.write_sealed(tls, bufs).await,
+        }
+    }
+
+    async fn writev_plain(&self, mut bufs: Vec<Bytes>) -> (io::Result<()>, Vec<Bytes>) {
         while !bufs.is_empty() {
             let rest = if bufs.len() > MAX_IOVECS {
                 bufs.split_off(MAX_IOVECS)
@@ -71,6 +225,51 @@ impl Conn {
         (Ok(()), bufs)
     }
 
+    /// Seals the batch a step at a time (full-size records across buffers, not one per
+    /// frame) into a pooled buffer and writes each step whole.
+    async fn write_sealed(
+        &self,
+        tls: &RefCell<TlsSession>,
+        mut bufs: Vec<Bytes>,
+    ) -> (io::Result<()>, Vec<Bytes>) {
+        let mut out = take_out();
+        let mut next = 0;
+        let result = loop {
+            {
+                let mut t = tls.borrow_mut();
+                let start = next;
+                let mut size = 0;
+                while next < bufs.len() && (next == start || size + bufs[next].len() <= SEAL_STEP) {
+                    size += bufs[next].len();
+                    next += 1;
+                }
+                if next > start {
+                    let slices: Vec<IoSlice<'_>> =
+                        bufs[start..next].iter().map(|b| IoSlice::new(b)).collect();
+                    if let Err(e) = t.seal(&slices) {
+                        break Err(e);
+                    }
+                }
+                t.write_to(&mut out);
+            }
+            if out.is_empty() {
+                break Ok(());
+            }
+            let (res, o) = self.stream.write_all(out).await;
+            out = o;
+            out.clear();
+            if let Err(e) = res {
+                break Err(e);
+            }
+            if next >= bufs.len() && !tls.borrow().wants_write() {
+                break Ok(());
+            }
+        };
+        give_out(out);
+        bufs.clear();
+        (result, bufs)
+    }
+
     pub fn raw_fd(&self) -> RawFd {
         self.stream.as_raw_fd()
     }
@@ -80,14 +279,16 @@ impl Conn {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
 
-    /// Duplicates the fd for a hand-off and drops this stream. No op may be in flight.
-    pub fn into_fd(self) -> io::Result<OwnedFd> {
+    /// Duplicates the fd for a hand-off and drops this stream; the TLS session (if any)
+    /// goes along. No op may be in flight.
+    pub fn into_parts(self) -> io::Result<(OwnedFd, Option<Box<TlsSession>>)> {
         // SAFETY: fcntl on a valid fd we own; the result is a fresh fd we take ownership of.
         let dup = unsafe { libc::fcntl(self.stream.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
         if dup < 0 {
             return Err(io::Error::last_os_error());
         }
         // SAFETY: `dup` is a new, valid, owned descriptor.
-        Ok(unsafe { OwnedFd::from_raw_fd(dup) })
+        let fd = unsafe { OwnedFd::from_raw_fd(dup) };
+        Ok((fd, self.tls.map(|t| Box::new(t.into_inner()))))
     }
 }

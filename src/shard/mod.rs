@@ -84,6 +84,17 @@ pub fn start(cfg: ShardConfig, hooks: Hooks) -> std::io::Result<Server> {
     let n = cfg.shards.max(1);
     let listeners = listener::bind_reuseport(cfg.listen, n)?;
     let local_addr = listeners[0].local_addr()?;
+    let mut tls_listeners: Vec<Option<std::net::TcpListener>> = match &cfg.tls {
+        Some(t) => listener::bind_reuseport(t.addr, n)?
+            .into_iter()
+            .map(Some)
+            .collect(),
+        None => (0..n).map(|_| None).collect(),
+    };
+    let tls_addr = match tls_listeners.first() {
+        Some(Some(l)) => Some(l.local_addr()?),
+        _ => None,
+    };
     let (links, lanes) = transmission::mesh(n);
     let shared = Arc::new(Shared {
         cfg,
@@ -94,16 +105,21 @@ pub fn start(cfg: ShardConfig, hooks: Hooks) -> std::io::Result<Server> {
     let (exit_tx, exits) = std_mpsc::channel();
     for (id, (listener, lanes)) in listeners.into_iter().zip(lanes).enumerate() {
         let shared = shared.clone();
+        let tls_listener = tls_listeners[id].take();
         let notice = ExitNotice(id, exit_tx.clone());
         std::thread::Builder::new()
             .name(format!("shard-{id}"))
             .spawn(move || {
                 let _notice = notice;
                 pin_to_core(id);
-                tokio_uring::start(run_shard(id, listener, lanes, shared));
+                tokio_uring::start(run_shard(id, listener, tls_listener, lanes, shared));
             })?;
     }
     info!(addr = %local_addr, shards = n, "listening");
+    if let Some(a) = tls_addr {
+        // Not `addr=`: scripts find the plain port by "listening addr=".
+        info!(tls_addr = %a, shards = n, "rtmps listening");
+    }
     Ok(Server {
         local_addr,
         links,
@@ -136,6 +152,7 @@ fn pin_to_core(n: usize) {
 async fn run_shard(
     id: usize,
     listener: std::net::TcpListener,
+    tls_listener: Option<std::net::TcpListener>,
     mut lanes: Lanes,
     shared: Arc<Shared>,
 ) {
@@ -178,19 +195,34 @@ async fn run_shard(
             }
         }
     });
-    let listen_fd = listener.as_raw_fd();
-    let listener = tokio_uring::net::TcpListener::from_std(listener);
     state.shared.hooks.telemetry.shard_ready(id);
     info!(shard = id, "shard running");
+    // Two loops polled together, not one select over two accepts: a dropped accept
+    // that completes anyway would lose its connection.
+    let plain = accept_loop(state.clone(), listener, false);
+    let secure = async {
+        if let Some(l) = tls_listener {
+            accept_loop(state.clone(), l, true).await;
+        }
+    };
+    tokio::join!(plain, secure);
+    drain(&state).await;
+}
+
+/// Accepts connections until the shard stops, then closes the listener.
+async fn accept_loop(state: Rc<ShardState>, listener: std::net::TcpListener, tls: bool) {
+    let listen_fd = listener.as_raw_fd();
+    let listener = tokio_uring::net::TcpListener::from_std(listener);
+    let tasks = state.tasks.clone();
     loop {
         tokio::select! {
             biased;
             _ = tasks.stopped() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => conn::accept(state.clone(), stream, peer),
+                Ok((stream, peer)) => conn::accept(state.clone(), stream, peer, tls),
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
-                    error!(shard = id, error = %e, "accept failed");
+                    error!(shard = state.id, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             },
@@ -201,7 +233,6 @@ async fn run_shard(
     // SAFETY: shutdown(2) on the listener's fd, which is open until `listener` drops below.
     unsafe { libc::shutdown(listen_fd, libc::SHUT_RDWR) };
     drop(listener);
-    drain(&state).await;
 }
 
 /// The end of a shutdown: waits for connections, sinks and pulls to finish within the

@@ -2,6 +2,8 @@
 //! oneshot channels. Answers are plain owned data: they cross to the control thread.
 
 use serde::Serialize;
+
+use crate::tls::TlsInfo;
 use tokio::sync::oneshot;
 
 pub enum Query {
@@ -79,4 +81,6 @@ pub struct ClientInfo {
     pub connected_secs: f64,
     /// flashVer from connect: which encoder or player this is.
     pub agent: Option<String>,
+    /// RTMPS: TLS version, cipher suite and SNI; null on plain RTMP.
+    pub tls: Option<TlsInfo>,
 }

@@ -119,9 +119,12 @@ impl ShardState {
         metrics::gauge!("rtmp_viewers", "shard" => shard.clone()).set(viewers as f64);
         metrics::gauge!("rtmp_streams", "shard" => shard.clone()).set(streams as f64);
         let mut roles = [0usize; 3];
+        let mut tls = 0usize;
         for t in self.clients.borrow().values() {
             roles[t.role.get() as usize] += 1;
+            tls += usize::from(t.tls.borrow().is_some());
         }
+        metrics::gauge!("rtmp_tls_connections", "shard" => shard.clone()).set(tls as f64);
         for (role, n) in ClientRole::ALL.iter().zip(roles) {
             metrics::gauge!("rtmp_connections", "shard" => shard.clone(), "role" => role.label())
                 .set(n as f64);

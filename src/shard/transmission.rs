@@ -71,6 +71,8 @@ pub enum ControlMsg {
 /// A publisher moving to the shard that owns its stream, with everything read so far.
 pub struct Handoff {
     pub fd: OwnedFd,
+    /// An RTMPS connection's TLS state: its keys and sequence numbers go with the socket.
+    pub tls: Option<Box<crate::tls::TlsSession>>,
     pub session: Box<ServerSession>,
     pub conn_id: u64,
     pub peer: SocketAddr,

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::protocol::url::{RtmpUrl, UrlError};
+use crate::tls::{ClientTls, TlsError};
 use crate::util::glob_match;
 
 /// One `[[push]]` table.
@@ -18,7 +19,7 @@ pub struct PushDestination {
     /// the file; `config-N` and `flag-N` are reserved for destinations without one.
     #[serde(default)]
     pub id: Option<String>,
-    /// `rtmp://host[:port]/app[/key]`.
+    /// `rtmp://host[:port]/app[/key]`, or `rtmps://` for TLS (port 443 by default).
     pub url: String,
     /// Stream key at the destination; default: the URL's key, else the source stream's name.
     pub key: Option<String>,
@@ -27,6 +28,10 @@ pub struct PushDestination {
     pub streams: Vec<String>,
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// Extra CA certificates (PEM) an `rtmps://` destination's certificate may chain to,
+    /// besides the public roots. Read at start and on every reload.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 fn yes() -> bool {
@@ -73,6 +78,8 @@ pub enum PushConfigError {
     ReservedId(String),
     #[error("id {0:?} is used by another destination")]
     DuplicateId(String),
+    #[error("ca_file: {0}")]
+    Tls(#[from] TlsError),
 }
 
 /// One configured destination.
@@ -83,6 +90,8 @@ pub struct Destination {
     pub key: Option<String>,
     /// Source streams (`app/name`, exact or glob); empty = all.
     pub streams: Vec<String>,
+    /// Whom an `rtmps://` destination must prove to be.
+    pub trust: ClientTls,
 }
 
 impl Destination {
@@ -91,21 +100,27 @@ impl Destination {
             url: RtmpUrl::parse(&d.url).map_err(|e| PushConfigError::Url(redact(&d.url), e))?,
             key: d.key.clone(),
             streams: d.streams.clone(),
+            trust: ClientTls::new(d.ca_file.as_deref())?,
         })
     }
 
-    /// A `--push URL` flag: every stream, keyed by its name unless the URL has a key.
-    pub fn from_flag(url: &str) -> Result<Self, PushConfigError> {
+    /// A `--push URL` flag (or an API request): every stream, keyed by its name unless the
+    /// URL has a key; `rtmps://` trusts the public roots plus `trust`'s CA file.
+    pub fn from_flag(url: &str, trust: ClientTls) -> Result<Self, PushConfigError> {
         Ok(Self {
             url: RtmpUrl::parse(url).map_err(|e| PushConfigError::Url(redact(url), e))?,
             key: None,
             streams: Vec::new(),
+            trust,
         })
     }
 
     /// Same target and scope (a reload that left this destination alone).
     pub(super) fn same_as(&self, other: &Destination) -> bool {
-        self.url == other.url && self.key == other.key && self.streams == other.streams
+        self.url == other.url
+            && self.key == other.key
+            && self.streams == other.streams
+            && self.trust == other.trust
     }
 
     pub(super) fn matches(&self, stream: &str) -> bool {
@@ -165,7 +180,11 @@ mod tests {
 
     #[test]
     fn keys_never_reach_labels() {
-        let d = Destination::from_flag("rtmp://a.example:1935/live2/sekr1t-key").unwrap();
+        let d = Destination::from_flag(
+            "rtmp://a.example:1935/live2/sekr1t-key",
+            ClientTls::public(),
+        )
+        .unwrap();
         assert!(!d.label().contains("sekr1t"));
         assert!(!redact("rtmp://x/app/abc?token=zz").contains("abc"));
         assert!(!redact("garbage sekr1t").contains("sekr1t"));
@@ -173,7 +192,7 @@ mod tests {
 
     #[test]
     fn destination_matching_and_keys() {
-        let mut d = Destination::from_flag("rtmp://h/app").unwrap();
+        let mut d = Destination::from_flag("rtmp://h/app", ClientTls::public()).unwrap();
         assert!(d.matches("live/anything"));
         d.streams = vec!["live/cam*".into()];
         assert!(d.matches("live/cam1") && !d.matches("live/other"));

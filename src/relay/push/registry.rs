@@ -10,6 +10,7 @@ use super::config::{valid_id, Destination, PushConfigError, PushDestination, Pus
 use super::sink::PushSink;
 use crate::shard::hooks::{SinkContext, SinkFactory, StreamSink};
 use crate::shard::state::StreamKey;
+use crate::tls::ClientTls;
 
 /// Where a destination came from: reload replaces the config file's, keeps the others.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,14 +73,16 @@ impl PushRegistry {
     }
 
     /// The destinations from `--push` flags and the config file's `[[push]]` entries.
+    /// `flag_trust`: the CA settings of `--tls-ca-file`, for the flags' `rtmps://` URLs.
     pub fn configured(
         policy: PushPolicy,
         flags: &[String],
+        flag_trust: ClientTls,
         entries: &[PushDestination],
     ) -> Result<Self, PushConfigError> {
         let reg = Self::new(policy);
         for (i, url) in flags.iter().enumerate() {
-            let dest = Destination::from_flag(url)?;
+            let dest = Destination::from_flag(url, flag_trust.clone())?;
             reg.insert(format!("flag-{}", i + 1), dest, true, Origin::Flag);
         }
         reg.replace_config(entries)?;
@@ -148,6 +151,19 @@ impl PushRegistry {
             entries.push(entry);
         }
         Ok(())
+    }
+
+    /// A reload re-read `--tls-ca-file`: the flags' destinations whose trust changed start
+    /// new sessions with it.
+    pub fn replace_flag_trust(&self, trust: ClientTls) {
+        let mut entries = self.write();
+        for e in entries.iter_mut().filter(|e| e.origin == Origin::Flag) {
+            if e.dest.trust != trust {
+                e.dest.trust = trust.clone();
+                e.generation = self.generation.fetch_add(1, Ordering::Relaxed);
+                info!(id = %e.id, dest = %e.dest.label(), "push destination's CA file changed");
+            }
+        }
     }
 
     pub fn list(&self) -> Vec<PushEntry> {
@@ -290,7 +306,7 @@ mod tests {
         assert_eq!(reg.keeps(&"live/cam1".into(), &c2), Some(true));
 
         // API: generated ids skip taken ones; duplicates and bad ids refused.
-        let d = Destination::from_flag("rtmp://c.example/app").unwrap();
+        let d = Destination::from_flag("rtmp://c.example/app", ClientTls::public()).unwrap();
         assert_eq!(
             reg.add(Some("api-1".into()), d.clone(), true).unwrap().id,
             "api-1"

@@ -121,7 +121,7 @@ async fn session(
 ) -> Result<Ended, RelayError> {
     // Removed or shut down while connecting (a dropped SYN, a slow lookup): give up now.
     let conn = tokio::select! {
-        c = super::super::connect(&dest.url, policy.connect_timeout) => Rc::new(c?),
+        c = super::super::connect(&dest.url, policy.connect_timeout, Some(&dest.trust)) => Rc::new(c?),
         _ = ending(link, policy.grace) => return Ok(Ended::Grace),
     };
     let mut cfg = ClientConfig::new(&dest.url.app, &dest.url.tc_url());

@@ -23,8 +23,8 @@ pub(super) fn migrate(
         tag,
         ..
     } = ctx;
-    let fd = match Rc::try_unwrap(conn).map(Conn::into_fd) {
-        Ok(Ok(fd)) => fd,
+    let (fd, tls) = match Rc::try_unwrap(conn).map(Conn::into_parts) {
+        Ok(Ok(parts)) => parts,
         _ => {
             clog!(warn, tag, "publisher hand-off failed: socket still in use");
             return;
@@ -38,6 +38,7 @@ pub(super) fn migrate(
     );
     let handoff = Box::new(Handoff {
         fd,
+        tls,
         session: Box::new(session),
         conn_id: tag.id,
         peer: tag.peer,

@@ -18,6 +18,7 @@ use super::state::{ShardState, StreamKey};
 use super::transmission::Handoff;
 use crate::fanout::queue::OutQueue;
 use crate::protocol::session::{Event, ServerSession, SessionConfig};
+use crate::tls::TlsInfo;
 
 /// Logs with the connection's id, peer, shard and stream key as fields rather than through
 /// a tracing span: a span per connection costs the subscriber ~4 KiB, which at 10,000
@@ -50,6 +51,8 @@ pub struct Tag {
     pub queue: Rc<OutQueue>,
     /// The socket, for `end_reads`; valid while the tag is in the shard's client table.
     fd: RawFd,
+    /// What the TLS handshake agreed on (RTMPS connections).
+    pub tls: RefCell<Option<Box<TlsInfo>>>,
 }
 
 /// What a connection is doing, for the API and the per-role gauges.
@@ -154,7 +157,8 @@ impl ConnCtx {
     }
 }
 
-pub fn accept(state: Rc<ShardState>, stream: TcpStream, peer: SocketAddr) {
+/// A connection the listener accepted; `tls` when it came in on the RTMPS port.
+pub fn accept(state: Rc<ShardState>, stream: TcpStream, peer: SocketAddr, tls: bool) {
     let conn_id = state.shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let cfg = &state.shared.cfg;
     let session = ServerSession::new(SessionConfig {
@@ -174,15 +178,29 @@ pub fn accept(state: Rc<ShardState>, stream: TcpStream, peer: SocketAddr) {
         agent: Default::default(),
         queue: Rc::new(OutQueue::new()),
         fd: stream.as_raw_fd(),
+        tls: Default::default(),
     };
-    clog!(debug, tag, "accepted");
-    let ctx = ConnCtx::new(state.clone(), Conn::new(stream), session, tag);
+    let conn = if tls {
+        let acceptor = cfg.tls.as_ref().map(|t| t.acceptor.session());
+        match acceptor {
+            Some(Ok(session)) => Conn::with_tls(stream, session),
+            Some(Err(e)) => {
+                clog!(error, tag, error = %e, "TLS session could not start, closing");
+                return;
+            }
+            None => return, // a TLS listener exists only with TLS settings
+        }
+    } else {
+        Conn::new(stream)
+    };
+    clog!(debug, tag, tls, "accepted");
+    let ctx = ConnCtx::new(state.clone(), conn, session, tag);
     state.tasks.spawn(run(ctx, None));
 }
 
 /// Takes over a publisher handed from another shard.
 pub fn adopt(state: Rc<ShardState>, h: Handoff) {
-    let conn = Conn::from_fd(h.fd);
+    let conn = Conn::from_fd(h.fd, h.tls);
     let tag = Tag {
         id: h.conn_id,
         peer: h.peer,
@@ -193,6 +211,7 @@ pub fn adopt(state: Rc<ShardState>, h: Handoff) {
         agent: RefCell::new(h.agent),
         queue: Rc::new(OutQueue::new()),
         fd: conn.raw_fd(),
+        tls: RefCell::new(conn.tls_info().map(Box::new)),
     };
     clog!(debug, tag, "adopted publisher");
     let ctx = ConnCtx::new(state.clone(), conn, *h.session, tag);
@@ -203,6 +222,42 @@ pub fn adopt(state: Rc<ShardState>, h: Handoff) {
         query: h.query,
     };
     state.tasks.spawn(run(ctx, Some(first)));
+}
+
+/// The TLS handshake of an RTMPS connection, within the handshake deadline. Nothing else
+/// reads or writes until it ends (the writer starts after).
+async fn tls_accept(ctx: &ConnCtx) -> bool {
+    let deadline = ctx.tag.since + ctx.state.shared.cfg.handshake_timeout;
+    let result = tokio::time::timeout_at(deadline.into(), ctx.conn.tls_handshake()).await;
+    let reason = match result {
+        Ok(Ok(())) => {
+            let info = ctx.conn.tls_info();
+            if let Some(i) = &info {
+                clog!(debug, ctx.tag, version = i.version, cipher = i.cipher, sni = ?i.sni, "TLS established");
+                metrics::counter!("rtmp_tls_handshakes_total", "version" => i.version, "cipher" => i.cipher)
+                    .increment(1);
+            }
+            *ctx.tag.tls.borrow_mut() = info.map(Box::new);
+            return true;
+        }
+        Ok(Err(e)) => {
+            clog!(warn, ctx.tag, reason = e.reason(), error = %e, "TLS handshake failed, closing");
+            e.reason()
+        }
+        Err(_) => {
+            let secs = ctx.state.shared.cfg.handshake_timeout.as_secs();
+            clog!(
+                warn,
+                ctx.tag,
+                reason = "timeout",
+                timeout_s = secs,
+                "TLS handshake failed, closing"
+            );
+            "timeout"
+        }
+    };
+    metrics::counter!("rtmp_tls_handshake_failures_total", "reason" => reason).increment(1);
+    false
 }
 
 fn seed_from_clock() -> u64 {
@@ -243,6 +298,10 @@ async fn run(mut ctx: ConnCtx, first: Option<Event>) {
     let _registered = Registered::new(&ctx.state, &ctx.tag);
     if ctx.state.tasks.is_stopping() {
         // Adopted or accepted while shutting down: nothing to serve.
+        ctx.conn.shutdown();
+        return;
+    }
+    if first.is_none() && ctx.conn.is_tls() && !tls_accept(&ctx).await {
         ctx.conn.shutdown();
         return;
     }

@@ -11,7 +11,8 @@ use crate::shard::stats;
 pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
     let cfg = &ctx.state.shared.cfg;
     let handshake_timeout = cfg.handshake_timeout;
-    let handshake_deadline = Instant::now() + handshake_timeout;
+    // From the accept: an RTMPS connection's TLS handshake spent part of it already.
+    let handshake_deadline = ctx.tag.since + handshake_timeout;
     let publisher_timeout = cfg.publisher_timeout;
     if let Some(ev) = first {
         if let Some(exit) = ctx.on_authorized(ev) {
@@ -89,6 +90,10 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
         }
         if let Some(exit) = ctx.drain_events() {
             return exit;
+        }
+        if ctx.conn.has_pending_output() {
+            // TLS answered something while reading (a key update): let the writer send it.
+            ctx.queue.wake();
         }
     }
 }

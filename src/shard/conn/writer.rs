@@ -22,7 +22,7 @@ pub(super) async fn write_loop(
     loop {
         queue.wait().await;
         let oldest_ingest = queue.take_into(&mut batch);
-        if batch.is_empty() {
+        if batch.is_empty() && !conn.has_pending_output() {
             if queue.is_killed() {
                 break; // the reader may be idle in a read: the shutdown below ends it
             }
