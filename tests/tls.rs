@@ -148,6 +148,11 @@ fn ffmpeg_publishes_and_plays_over_rtmps() {
         plain.count("audio")
     );
     publisher.assert_running();
+    let hs = metric(&scrape(&server), "rtmp_tls_handshakes_total", &[]).unwrap_or(0.0);
+    assert!(
+        hs >= 2.0,
+        "{hs} TLS handshakes counted (publisher and player)"
+    );
 
     // rtmpdump: Debian's librtmp (GnuTLS) speaks rtmps:// without verifying the server.
     if have(&["rtmpdump"]) {
@@ -244,6 +249,32 @@ fn push_to_rtmps_target_with_ca_file_and_reload() {
         let probe = assert_decodes(&format!("{}/tp", nginx.live_url()), 4, 60);
         eprintln!(
             "via rtmps push to stunnel+nginx: {} video / {} audio",
+            probe.count("video"),
+            probe.count("audio")
+        );
+        publisher.assert_running();
+    }
+    // The same with flags: `--push rtmps://…` trusting `--tls-ca-file`.
+    {
+        let a = Server::start(&[
+            "--push",
+            &tls_target,
+            "--tls-ca-file",
+            s(&ca.cert),
+            "--push-backoff-max-secs",
+            "2",
+        ]);
+        let mut publisher = Publisher::live(&a, "live/tf");
+        let live = wait_push_state(&a, st.addr.port(), "live", Duration::from_secs(10));
+        assert!(
+            live.is_some(),
+            "--push {tls_target} never went live: {:?}\nA: {:#?}",
+            push_sessions(&a, st.addr.port()),
+            a.log_lines()
+        );
+        let probe = assert_decodes(&format!("{}/tf", nginx.live_url()), 4, 60);
+        eprintln!(
+            "--push rtmps:// with --tls-ca-file: {} video / {} audio at nginx",
             probe.count("video"),
             probe.count("audio")
         );
@@ -373,6 +404,7 @@ fn edge_pulls_from_rtmps_origin() {
     let clients = api(&origin, "/api/v1/clients?role=player");
     let pulls: Vec<&Value> = clients["clients"].as_array().unwrap().iter().collect();
     assert_eq!(pulls.len(), 1, "{clients}");
+    eprintln!("the edge's pull as the origin sees it: {}", pulls[0]);
     assert!(pulls[0]["tls"]["version"].is_string(), "{clients}");
     publisher.assert_running();
 }
@@ -490,6 +522,28 @@ fn bad_input_on_tls_and_plain_ports() {
         .filter(|l| l.contains("tls") && !l.starts_with('#'))
     {
         eprintln!("metric: {l}");
+    }
+    // Exactly these, nothing counted twice or under another reason.
+    let failures = |labels: &[(&str, &str)]| {
+        metric(&m, "rtmp_tls_handshake_failures_total", labels).unwrap_or(0.0)
+    };
+    assert_eq!(failures(&[("reason", "not_tls")]), 2.0);
+    assert_eq!(failures(&[("reason", "timeout")]), 1.0);
+    assert_eq!(failures(&[]), 3.0, "failures under other reasons");
+    assert_eq!(
+        metric(
+            &m,
+            "rtmp_protocol_errors_total",
+            &[("kind", "tls_on_plain_port")]
+        ),
+        Some(1.0)
+    );
+    for l in server
+        .log_lines()
+        .iter()
+        .filter(|l| l.contains("TLS handshake failed") || l.contains("ClientHello"))
+    {
+        eprintln!("log: {l}");
     }
 
     // Everybody else kept going.
@@ -724,6 +778,11 @@ fn api_clients_show_tls_details() {
     assert!(m
         .lines()
         .any(|l| l.starts_with("rtmp_tls_handshakes_total{") && l.contains("cipher=\"")));
+    assert_eq!(
+        metric(&m, "rtmp_tls_handshake_failures_total", &[]),
+        Some(0.0),
+        "handshake failures with well-behaved clients"
+    );
     assert!(tls_player.wait_timeout(Duration::ZERO).is_none());
     assert!(plain_player.wait_timeout(Duration::ZERO).is_none());
     publisher.assert_running();
