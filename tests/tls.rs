@@ -643,13 +643,15 @@ fn sni_certificates_and_reload() {
         .unwrap_or_else(|| panic!("RTMPS player got nothing: {}", stderr_of(&mut player)));
     thread::sleep(Duration::from_secs(1));
 
-    // Renewal: new certificate and key written over the default's files, then SIGHUP.
+    // Renewal: new certificates and keys written over the default's and a.test's files
+    // (a.test's now RSA), then SIGHUP.
     ca.issue_to(
         &default,
         "default-two",
         &["IP:127.0.0.1", "DNS:localhost"],
         KeyKind::EcPkcs8,
     );
+    ca.issue_to(&a, "a.test two", &["DNS:a.test"], KeyKind::RsaPkcs1);
     assert!(cert_subject(&default.cert).ends_with("CN = default-two"));
     let t_hup = Instant::now();
     let at_hup = size();
@@ -666,7 +668,12 @@ fn sni_certificates_and_reload() {
         )
     });
     eprintln!("after SIGHUP ({:?}): {seen}", t_hup.elapsed());
-    assert!(subject_for(tls, Some("a.test"), &ca.cert).ends_with("CN = a.test"));
+    let renewed = subject_for(tls, Some("a.test"), &ca.cert);
+    assert!(
+        renewed.ends_with("CN = a.test two"),
+        "a.test after SIGHUP: {renewed}"
+    );
+    assert!(subject_for(tls, Some("b.test"), &ca.cert).ends_with("CN = b.test"));
 
     // The player from before the reload keeps receiving.
     thread::sleep(Duration::from_secs(3));
@@ -783,6 +790,21 @@ fn api_clients_show_tls_details() {
         Some(0.0),
         "handshake failures with well-behaved clients"
     );
+
+    // A TLS 1.2 client is served too, and counted under its version.
+    let sc = s_client_with(server.tls_addr(), None, &ca.cert, &["-tls1_2"]);
+    assert!(
+        sc.verified && sc.session.as_deref().is_some_and(|l| l.contains("TLSv1.2")),
+        "TLS 1.2: {}",
+        sc.output
+    );
+    eprintln!("s_client -tls1_2: {}", sc.session.unwrap_or_default());
+    poll(Duration::from_secs(5), || {
+        let m = scrape(&server);
+        metric(&m, "rtmp_tls_handshakes_total", &[("version", "TLSv1_2")]).filter(|n| *n >= 1.0)
+    })
+    .unwrap_or_else(|| panic!("no TLSv1_2 handshake counted"));
+
     assert!(tls_player.wait_timeout(Duration::ZERO).is_none());
     assert!(plain_player.wait_timeout(Duration::ZERO).is_none());
     publisher.assert_running();

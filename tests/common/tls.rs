@@ -280,8 +280,19 @@ pub struct SClient {
 /// `openssl s_client -connect addr` with SNI `servername` (None: no SNI at all), verifying
 /// against `ca`; stdin is empty, so it disconnects right after the handshake.
 pub fn s_client(addr: SocketAddr, servername: Option<&str>, ca: &Path) -> SClient {
+    s_client_with(addr, servername, ca, &[])
+}
+
+/// `s_client` with more options (`-tls1_2`).
+pub fn s_client_with(
+    addr: SocketAddr,
+    servername: Option<&str>,
+    ca: &Path,
+    extra: &[&str],
+) -> SClient {
     let mut cmd = Command::new("openssl");
     cmd.args(["s_client", "-connect", &addr.to_string(), "-CAfile", p(ca)]);
+    cmd.args(extra);
     match servername {
         Some(n) => cmd.args(["-servername", n]),
         None => cmd.arg("-noservername"),
