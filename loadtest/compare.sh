@@ -4,20 +4,22 @@
 # samples the server's CPU time (utime+stime of all its threads) and peak RSS, and prints
 # CPU-seconds per GB delivered, peak RSS, delivery and latency.
 #
-#   loadtest/compare.sh [-v VIEWERS] [-d SECONDS] [-b KBPS] [-c "0 20 50 100 350"] [-n] [-B DIR]
+#   loadtest/compare.sh [-v VIEWERS] [-d SECONDS] [-b KBPS] [-c "0 20 50 100 350"] [-n] [-t] [-B DIR]
 #     -c  rtmp-edge --write-coalesce-ms values to run (one row each)
 #     -n  skip nginx
+#     -t  also run every rtmp-edge row with the viewers on RTMPS (a test CA made here)
 #     -B  also run the rtmp-edge binary in DIR (an earlier build: before/after in one run),
 #         alternating with this build at each coalesce value
 #   EDGE_ARGS="..." adds flags to every rtmp-edge run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VIEWERS=1000 DURATION=20 KBPS=1000 COALESCE="0 100" NGINX=1 RAMP=1000 BASELINE=""
-while getopts "v:d:b:c:r:nB:" o; do
+VIEWERS=1000 DURATION=20 KBPS=1000 COALESCE="0 100" NGINX=1 RAMP=1000 BASELINE="" TLS=0
+while getopts "v:d:b:c:r:ntB:" o; do
   case $o in
     v) VIEWERS=$OPTARG ;; d) DURATION=$OPTARG ;; b) KBPS=$OPTARG ;;
     c) COALESCE=$OPTARG ;; r) RAMP=$OPTARG ;; n) NGINX=0 ;; B) BASELINE=$OPTARG ;;
+    t) TLS=1 ;;
     *) sed -n 2,10p "$0"; exit 2 ;;
   esac
 done
@@ -39,14 +41,27 @@ cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/pr
 hwm_kib() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmHWM/{print $2}' "/proc/$p/status"))); done; echo $t; }
 rss_kib() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' "/proc/$p/status"))); done; echo $t; }
 
+if [ "$TLS" = 1 ]; then
+  # A throwaway CA and a certificate for 127.0.0.1, for the RTMPS rows.
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=load-ca \
+    -keyout "$WORK/ca.key" -out "$WORK/ca.pem" 2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+    -keyout "$WORK/tls.key" -out "$WORK/tls.csr" 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\n' >"$WORK/ext.cnf"
+  openssl x509 -req -in "$WORK/tls.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial \
+    -days 2 -extfile "$WORK/ext.cnf" -out "$WORK/tls.pem" 2>/dev/null
+fi
+
 wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
-# run_load NAME PORT PIDS...: prints one table row
+# run_load NAME PORT PIDS...: prints one table row (NAME "... rtmps ...": viewers on TLS)
 run_load() {
   local name=$1 port=$2; shift 2
   local idle; idle=$(rss_kib "$@")
   local c0; c0=$(cpu_ticks "$@")
-  "$BIN/rtmp-load" --url "rtmp://127.0.0.1:$port/live/cmp" --viewers "$VIEWERS" \
+  local url="rtmp://127.0.0.1:$port/live/cmp" tls=()
+  case $name in *rtmps*) url="rtmps://127.0.0.1:$port/live/cmp" tls=(--tls-ca-file "$WORK/ca.pem") ;; esac
+  "$BIN/rtmp-load" --url "$url" "${tls[@]}" --viewers "$VIEWERS" \
     --duration "${DURATION}s" --bitrate-kbps "$KBPS" --ramp "$RAMP" --quiet \
     --report "$WORK/$name.json" >/dev/null
   local c1; c1=$(cpu_ticks "$@")
@@ -71,15 +86,20 @@ printf "%s viewers x %s kbit/s for %ss (one publisher)\n" "$VIEWERS" "$KBPS" "$D
 printf "%-22s %8s %8s %10s %9s %9s %8s %8s %8s %6s\n" server cpu_s GB cpu_s/GB peak_MiB KiB/view deliv lat_p50 lat_p99 lg_cpu
 
 PORT=19350
-# run_edge LABEL BINARY COALESCE_MS: one rtmp-edge row, then its own histograms
+# run_edge LABEL BINARY COALESCE_MS [tls]: one rtmp-edge row, then its own histograms
 run_edge() {
-  local label=$1 bin=$2 c=$3
+  local label=$1 bin=$2 c=$3 tls=${4:-}
   PORT=$((PORT + 1))
-  "$bin" --listen "127.0.0.1:$PORT" --log-level info --write-coalesce-ms "$c" \
+  local plain=$PORT port=$PORT tlsargs=()
+  if [ -n "$tls" ]; then
+    PORT=$((PORT + 1)); port=$PORT; label="$label-rtmps"
+    tlsargs=(--listen-tls "127.0.0.1:$port" --tls-cert "$WORK/tls.pem" --tls-key "$WORK/tls.key")
+  fi
+  "$bin" --listen "127.0.0.1:$plain" "${tlsargs[@]}" --log-level info --write-coalesce-ms "$c" \
     --stats-interval-secs 5 --http off ${EDGE_ARGS:-} 2>"$WORK/edge-$label-$c.log" &
   local pid=$!
-  wait_port $PORT
-  run_load "$label coalesce=$c" $PORT $pid
+  wait_port $port
+  run_load "$label coalesce=$c" $port $pid
   kill $pid; wait $pid 2>/dev/null || true
   # The server's own per-shard histograms over the last interval (microseconds).
   grep "shard stats" "$WORK/edge-$label-$c.log" | tail -n "$(grep -c 'shard running' "$WORK/edge-$label-$c.log")" \
@@ -90,6 +110,9 @@ for c in $COALESCE; do
     run_edge baseline "$BASELINE/rtmp-edge" "$c"
   fi
   run_edge rtmp-edge "$BIN/rtmp-edge" "$c"
+  if [ "$TLS" = 1 ]; then
+    run_edge rtmp-edge "$BIN/rtmp-edge" "$c" tls
+  fi
 done
 
 if [ "$NGINX" = 1 ]; then

@@ -123,7 +123,10 @@ fn main() -> anyhow::Result<()> {
     let target = dial::Target {
         addr,
         tls: if url.tls {
-            Some((ClientTls::new(args.tls_ca_file.as_deref())?, url.host.clone()))
+            Some((
+                ClientTls::new(args.tls_ca_file.as_deref())?,
+                url.host.clone(),
+            ))
         } else {
             None
         },

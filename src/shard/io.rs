@@ -42,9 +42,10 @@ impl HandshakeError {
     }
 }
 
-/// Plaintext sealed per socket write: a few full TLS records, so one write carries a batch
-/// while the buffer a connection borrows stays small.
-const SEAL_STEP: usize = 64 * 1024;
+/// Plaintext sealed per socket write: one full TLS record, which carries a whole batch at
+/// usual bitrates and write budgets; a join burst (a GOP) takes several writes instead of a
+/// large buffer per joining viewer.
+const SEAL_STEP: usize = 16 * 1024;
 /// Ciphertext buffers kept per shard for reuse; a writer holds one only while it writes.
 const POOL_KEEP: usize = 64;
 
@@ -55,7 +56,7 @@ thread_local! {
 fn take_out() -> Vec<u8> {
     OUT_POOL
         .with(|p| p.borrow_mut().pop())
-        .unwrap_or_else(|| Vec::with_capacity(SEAL_STEP + 1024))
+        .unwrap_or_else(|| Vec::with_capacity(SEAL_STEP + 512))
 }
 
 fn give_out(mut v: Vec<u8>) {
