@@ -259,6 +259,8 @@ const CONTRACT: &[&str] = &[
     "process_resident_memory_bytes",
     "process_open_fds",
     "rtmp_build_info",
+    "rtmp_tls_connections",
+    "rtmp_tls_handshake_failures_total",
 ];
 const HISTOGRAMS: &[&str] = &[
     "rtmp_cross_shard_latency_seconds",

@@ -1257,7 +1257,7 @@ fn openapi_contract() {
     );
     assert_eq!(
         required("Client"),
-        want(&["id", "peer", "shard", "role", "stream", "connected_secs"])
+        want(&["id", "peer", "shard", "role", "stream", "connected_secs", "tls"])
     );
     assert_eq!(
         required("Destination"),

@@ -48,6 +48,8 @@ impl HandshakeError {
 const SEAL_STEP: usize = 16 * 1024;
 /// Ciphertext buffers kept per shard for reuse; a writer holds one only while it writes.
 const POOL_KEEP: usize = 64;
+/// How long a closing TLS connection tries to deliver its close_notify.
+const CLOSE_NOTIFY_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 thread_local! {
     static OUT_POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
@@ -147,6 +149,15 @@ impl Conn {
         let (res, out) = self.stream.write_all(out).await;
         give_out(out);
         res
+    }
+
+    /// On a TLS connection, sends close_notify (best effort, within a second): the orderly
+    /// end a TLS peer expects before the socket closes. Nothing else may write meanwhile.
+    pub async fn close_notify(&self) {
+        if let Some(tls) = &self.tls {
+            tls.borrow_mut().close();
+            let _ = tokio::time::timeout(CLOSE_NOTIFY_WAIT, self.flush_tls(tls)).await;
+        }
     }
 
     /// Reads what the peer sent, decrypted on a TLS connection. Ok(0) at end of stream.

@@ -264,6 +264,7 @@ async fn publish_and_stream(
         // Wake for frames, a pong, a close, or to check the grace period.
         let _ = tokio::time::timeout(Duration::from_millis(500), link.notify.notified()).await;
     };
+    conn.close_notify().await;
     conn.shutdown();
     let _ = reader.await;
     result

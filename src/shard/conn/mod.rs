@@ -339,6 +339,9 @@ async fn run(mut ctx: ConnCtx, first: Option<Event>) {
             {
                 ctx.conn.shutdown();
                 let _ = writer.await;
+            } else if !ctx.queue.is_killed() {
+                // RTMPS: end with close_notify, so the peer sees a clean TLS close.
+                ctx.conn.close_notify().await;
             }
             ctx.conn.shutdown();
             clog!(debug, ctx.tag, "closed");
