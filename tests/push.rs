@@ -7,14 +7,14 @@
 
 mod common;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::nginx::*;
 use common::players::*;
 use common::publisher::PublishSpec;
 use common::rtmp_client::*;
@@ -151,102 +151,6 @@ impl Drop for Player {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-    }
-}
-
-/// A port nobody listens on right now (bind to port 0, read it, close).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind 127.0.0.1:0")
-        .port()
-}
-
-fn wait_port(addr: SocketAddr, timeout: Duration) -> bool {
-    let end = Instant::now() + timeout;
-    while Instant::now() < end {
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(50));
-    }
-    false
-}
-
-const NGINX_RTMP: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
-
-/// nginx-rtmp (Debian's nginx and libnginx-mod-rtmp), one process in the foreground on a
-/// free loopback port, its files in a temp dir; killed and cleaned up on drop.
-struct Nginx {
-    addr: SocketAddr,
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Nginx {
-    fn start() -> Nginx {
-        assert!(
-            std::path::Path::new(NGINX_RTMP).exists(),
-            "nginx-rtmp is not installed (scripts/test.sh installs nginx and libnginx-mod-rtmp)"
-        );
-        let port = free_port();
-        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-            .join(format!("nginx-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("nginx dir");
-        let d = dir.display();
-        // wait_key: a player joining mid-GOP starts at a keyframe, so it decodes cleanly.
-        let conf = format!(
-            "load_module {NGINX_RTMP};\n\
-             daemon off;\nmaster_process off;\nworker_processes 1;\n\
-             error_log {d}/e.log;\npid {d}/n.pid;\n\
-             events {{}}\n\
-             rtmp {{ server {{ listen {addr}; chunk_size 4096;\n\
-             application live {{ live on; wait_key on; }} }} }}\n"
-        );
-        let conf_path = dir.join("nginx.conf");
-        std::fs::write(&conf_path, conf).expect("write nginx.conf");
-        // Debian puts nginx in /usr/sbin, often not on a user's PATH.
-        let sbin = std::path::Path::new("/usr/sbin/nginx");
-        let bin = if sbin.exists() {
-            sbin
-        } else {
-            "nginx".as_ref()
-        };
-        let child = Command::new(bin)
-            // -e: the log before the config is read (else /var/log/nginx/error.log).
-            .arg("-e")
-            .arg(dir.join("e0.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(&dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx must be installed (scripts/test.sh installs it)");
-        let nginx = Nginx { addr, child, dir };
-        if !wait_port(addr, Duration::from_secs(5)) {
-            panic!("nginx did not listen on {addr}: {}", nginx.error_log());
-        }
-        nginx
-    }
-
-    fn error_log(&self) -> String {
-        ["e0.log", "e.log"]
-            .iter()
-            .map(|f| std::fs::read_to_string(self.dir.join(f)).unwrap_or_default())
-            .collect::<Vec<_>>()
-            .join("")
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 

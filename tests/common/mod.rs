@@ -239,9 +239,11 @@ pub fn test_media_locked() -> PathBuf {
     test_media()
 }
 
+pub mod nginx;
 pub mod players;
 pub mod publisher;
 pub mod recording;
+pub mod tls;
 pub mod watcher;
 
 impl Server {
@@ -291,6 +293,32 @@ impl Server {
             }
         };
         Server { addr, child, log }
+    }
+}
+
+impl Server {
+    /// The RTMPS listener's address (from the `rtmps listening tls_addr=` log line of a
+    /// server started with `--listen-tls`), waiting up to 5 s for it.
+    pub fn tls_addr(&self) -> SocketAddr {
+        let line = self
+            .wait_log(&["rtmps listening", "tls_addr="], Duration::from_secs(5))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no `rtmps listening tls_addr=` line: {:#?}",
+                    self.log_lines()
+                )
+            });
+        line.split("tls_addr=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .map(|a| a.trim_matches('"'))
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("unparsable tls_addr in {line:?}"))
+    }
+
+    /// `rtmps://IP:TLSPORT/<path>`.
+    pub fn tls_url(&self, path: &str) -> String {
+        format!("rtmps://{}/{}", self.tls_addr(), path)
     }
 }
 
