@@ -892,3 +892,52 @@ fn reference_tls_stack_stunnel_nginx() {
     let err = publisher.finish();
     assert!(err.trim().is_empty(), "publisher stderr: {err}");
 }
+
+/// 7: an RTMPS publisher accepted by a shard that does not own its stream is handed to the
+/// owner with its socket and its TLS session (keys, sequence numbers, decrypted bytes not yet
+/// read): the stream goes on and plays over RTMPS. Publishers are added until one was handed
+/// over (the kernel spreads connections across the shards' listeners).
+#[test]
+fn rtmps_publisher_handed_to_owner_shard_keeps_streaming() {
+    if !have(&["openssl", "ffmpeg", "ffprobe"]) {
+        return;
+    }
+    let (_dir, ca, server) = tls_server("handoff", KeyKind::EcPkcs8, &["--shards", "2"]);
+    let media = test_media_locked();
+    let mut publishers = Vec::new();
+    let mut moved = None;
+    for i in 0..16 {
+        let key = format!("live/h{i}");
+        publishers.push(TlsPublisher::start(
+            &media,
+            &server.tls_url(&key),
+            &ca.cert,
+            60,
+        ));
+        wait_published(&server, &key);
+        let quoted = format!("key=\"{key}\"");
+        if server.count_log(&["handing publisher to owner shard", &quoted]) > 0 {
+            moved = Some(key);
+            break;
+        }
+    }
+    let key = moved.expect("no RTMPS publisher of 16 was handed to another shard");
+    // Give the owner a few seconds of the adopted connection before playing it.
+    thread::sleep(Duration::from_secs(2));
+    let probe = assert_decodes_with(&server.tls_url(&key), 4, 80, &tls_args(&ca.cert));
+    eprintln!(
+        "{key} after the hand-off: {} video / {} audio over rtmps",
+        probe.count("video"),
+        probe.count("audio")
+    );
+    assert!(probe.count("audio") > 0, "no audio after the hand-off");
+    for p in &mut publishers {
+        p.assert_running();
+    }
+    assert_eq!(
+        server.count_log(&["TLS record error"]),
+        0,
+        "{:#?}",
+        server.log_lines()
+    );
+}
