@@ -223,6 +223,14 @@ fn push_destinations_change_live() {
         api(&server, "POST", "/api/v1/push", Some("{not json")).0,
         400
     );
+    let bad = api(
+        &server,
+        "POST",
+        "/api/v1/push",
+        Some(r#"{"url":"rtmps://h/app","ca_file":"/nonexistent/ca.pem"}"#),
+    );
+    assert_eq!(bad.0, 400, "{:?}", bad.1);
+    assert!(bad.1.to_string().contains("ca.pem"), "{:?}", bad.1);
 
     // Add: the live stream starts pushing at once, keyed as asked, key never shown.
     let body = format!(

@@ -238,6 +238,8 @@ struct NewPush {
     streams: Vec<String>,
     #[serde(default = "yes")]
     enabled: bool,
+    /// Extra CA certificates (PEM file on the server) for an `rtmps://` URL.
+    ca_file: Option<std::path::PathBuf>,
 }
 
 fn yes() -> bool {
@@ -252,7 +254,11 @@ async fn add_push(State(c): Shared, body: axum::body::Bytes) -> Response {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
     };
-    let mut dest = match Destination::from_flag(&req.url, ClientTls::public()) {
+    let trust = match ClientTls::new(req.ca_file.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("ca_file: {e}")),
+    };
+    let mut dest = match Destination::from_flag(&req.url, trust) {
         Ok(d) => d,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
