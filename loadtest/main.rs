@@ -317,12 +317,13 @@ fn build_report(
     latency: &Histogram<u64>,
     wall: Duration,
 ) -> serde_json::Value {
+    // One stream's rate (the publishers' mean): each viewer watches one of them.
     let expected_bps = {
         let (bytes, secs) = pubs.iter().fold((0u64, 0f64), |(b, s), p| {
             (b + p.payload_bytes, s + p.seconds)
         });
         if secs > 0.0 {
-            bytes as f64 * pubs.len() as f64 / secs
+            bytes as f64 / secs
         } else {
             0.0
         }
