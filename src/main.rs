@@ -59,7 +59,9 @@ fn main() -> anyhow::Result<()> {
         upstream,
         telemetry: control.clone(),
     };
-    let server = shard::start(settings.shard.clone(), hooks)?;
+    let mut shard_config = settings.shard.clone();
+    shard_config.release_memory = release_memory;
+    let server = shard::start(shard_config, hooks)?;
     control.attach_shards(server.links.clone());
     let stopping: Arc<OnceLock<Instant>> = Arc::default();
     spawn_signal_thread(
@@ -88,6 +90,13 @@ fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Gives the calling thread's free memory back to the OS (see `ShardConfig::release_memory`).
+fn release_memory(force: bool) {
+    // SAFETY: mi_collect only walks and trims the calling thread's heap; it is safe to call
+    // at any time from any thread that uses mimalloc (the global allocator here).
+    unsafe { libmimalloc_sys::mi_collect(force) };
 }
 
 fn init_logging(settings: &Settings) -> anyhow::Result<()> {

@@ -152,6 +152,18 @@ pub struct Config {
     #[arg(long, default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
+    /// Bytes of partially received messages one connection may hold before its publish or
+    /// play is accepted (an unauthenticated peer controls this memory); past it the
+    /// connection is closed.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(4096..))]
+    pub max_preauth_buffer_bytes: u64,
+
+    /// Bytes of partially received messages all connections together may hold; past it a
+    /// connection that adds to them is closed, unless it is an accepted publisher (held to
+    /// one message of --max-message-size; players to 64 KiB).
+    #[arg(long, default_value_t = 1 << 30, value_parser = clap::value_parser!(u64).range(1 << 20..))]
+    pub max_buffered_bytes_total: u64,
+
     /// Address to accept RTMPS (RTMP over TLS) on, e.g. `0.0.0.0:443` or `:1936`; needs
     /// --tls-cert and --tls-key (or [[tls_certificate]] entries in the config file).
     #[arg(long, value_parser = parse_listen)]

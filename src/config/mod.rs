@@ -105,6 +105,8 @@ fn shard_config(cfg: &Config) -> ShardConfig {
         shards: cfg.shard_count(),
         chunk_size: cfg.chunk_size,
         max_message_size: cfg.max_message_size,
+        preauth_buffer: usize::try_from(cfg.max_preauth_buffer_bytes).unwrap_or(usize::MAX),
+        max_buffered_total: usize::try_from(cfg.max_buffered_bytes_total).unwrap_or(usize::MAX),
         viewer: ViewerPolicy {
             admission: AdmissionPolicy {
                 max_queue_bytes: cfg.viewer_queue_bytes,
@@ -123,6 +125,7 @@ fn shard_config(cfg: &Config) -> ShardConfig {
         stats_interval_secs: cfg.stats_interval_secs,
         shutdown_grace: Duration::from_secs(cfg.shutdown_grace_secs),
         tls: None,
+        release_memory: |_| {},
     }
 }
 

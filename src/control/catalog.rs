@@ -6,7 +6,7 @@
 use crate::auth::{Action, DenyReason, CALLBACK_RESULTS};
 use crate::protocol::session::SessionError;
 use crate::record::ERROR_REASONS as RECORD_ERRORS;
-use crate::shard::conn::{REJECT_REASONS, TIMEOUT_KINDS, TLS_RECORD_ERROR};
+use crate::shard::conn::{BUFFER_BUDGET_SERVER, REJECT_REASONS, TIMEOUT_KINDS, TLS_RECORD_ERROR};
 
 /// Help text for every metric the data plane records (scrapers and promtool want it).
 pub(super) fn describe() {
@@ -113,7 +113,10 @@ pub(super) fn describe() {
 
 /// Counters with known label values, at 0 until their first event.
 fn zero_known_series() {
-    for kind in SessionError::KINDS.into_iter().chain([TLS_RECORD_ERROR]) {
+    for kind in SessionError::KINDS
+        .into_iter()
+        .chain([TLS_RECORD_ERROR, BUFFER_BUDGET_SERVER])
+    {
         metrics::counter!("rtmp_protocol_errors_total", "kind" => kind).increment(0);
     }
     for kind in TIMEOUT_KINDS {

@@ -51,6 +51,9 @@ pub enum ChunkError {
     LengthMismatch { csid: u32 },
     #[error("too many chunk streams ({0})")]
     TooManyChunkStreams(usize),
+    /// Partially assembled messages would hold more than the connection may buffer.
+    #[error("buffer budget exceeded: partial messages would hold {held} bytes (limit {budget})")]
+    BufferBudget { held: usize, budget: usize },
 }
 
 /// Per-csid state of the decoder: the last header's values and the message being assembled.
@@ -110,6 +113,10 @@ pub struct ChunkDecoder {
     consumed: u64,
     /// Keep at most this many bytes of each payload (the load generator only needs headers).
     payload_limit: usize,
+    /// Bytes allocated for partially assembled messages (their capacity).
+    held: usize,
+    /// Most `held` may reach; past it decoding fails (the peer sent more than it may).
+    budget: usize,
 }
 
 fn be24(b: &[u8]) -> u32 {
@@ -135,7 +142,24 @@ impl ChunkDecoder {
             in_chunk: None,
             consumed: 0,
             payload_limit: usize::MAX,
+            held: 0,
+            budget: usize::MAX,
         }
+    }
+
+    /// Caps the memory partially assembled messages may hold (all chunk streams together).
+    /// Lowering it below what is held now fails at the next growth, not at once.
+    pub fn set_budget(&mut self, bytes: usize) {
+        self.budget = bytes;
+    }
+
+    pub fn budget(&self) -> usize {
+        self.budget
+    }
+
+    /// Bytes held by partially assembled messages now.
+    pub fn held(&self) -> usize {
+        self.held
     }
 
     /// Apply the peer's Set Chunk Size (1..=0x7FFFFFFF); takes effect at the next chunk header.
@@ -167,8 +191,9 @@ impl ChunkDecoder {
     /// rest of that chunk is skipped.
     pub fn abort(&mut self, csid: u32) {
         if let Some(st) = self.streams.get_mut(&csid) {
-            if st.partial.take().is_some() {
+            if let Some(p) = st.partial.take() {
                 self.partial_count -= 1;
+                self.held -= p.capacity();
             }
         }
     }
@@ -200,10 +225,23 @@ impl ChunkDecoder {
                         };
                         let keep = limit.saturating_sub(p.len()).min(n);
                         let total = (st.length as usize).min(limit);
+                        let before = p.capacity();
+                        let after = grown_capacity(p.len(), before, keep, total);
+                        let held = self.held - before + after;
+                        if held > self.budget {
+                            return Err(ChunkError::BufferBudget {
+                                held,
+                                budget: self.budget,
+                            });
+                        }
                         append_bounded(p, buf.get(..keep).unwrap_or_default(), total);
+                        self.held = self.held - before + p.capacity();
                         st.received += n as u32;
                         if st.received >= st.length {
-                            done = st.partial.take().map(|p| st.message(csid, Bytes::from(p)));
+                            done = st.partial.take().map(|p| {
+                                self.held -= p.capacity();
+                                st.message(csid, Bytes::from(p))
+                            });
                         }
                     }
                 }
@@ -283,6 +321,13 @@ impl ChunkDecoder {
             if prev.is_none() && self.streams.len() >= MAX_CHUNK_STREAMS {
                 return Err(ChunkError::TooManyChunkStreams(self.streams.len() + 1));
             }
+            let held = self.held + self.assembly_capacity(length);
+            if length > 0 && held > self.budget {
+                return Err(ChunkError::BufferBudget {
+                    held,
+                    budget: self.budget,
+                });
+            }
         }
         let mut h = Header {
             fmt,
@@ -322,8 +367,14 @@ impl ChunkDecoder {
         Ok(Some(h))
     }
 
+    /// What a new partial message of `length` bytes starts with (see `commit`).
+    fn assembly_capacity(&self, length: u32) -> usize {
+        (length.min(self.chunk_size) as usize).min(INITIAL_ASSEMBLY_CAP)
+    }
+
     /// Apply a parsed header; returns a message if it completes one (zero length).
     fn commit(&mut self, h: &Header) -> Option<RawMessage> {
+        let cap = self.assembly_capacity(h.length);
         let st = self.streams.entry(h.csid).or_default();
         if h.fmt < 3 {
             st.extended = h.extended;
@@ -347,8 +398,9 @@ impl ChunkDecoder {
             if h.length == 0 {
                 return Some(st.message(h.csid, Bytes::new()));
             }
-            let cap = (h.length.min(self.chunk_size) as usize).min(INITIAL_ASSEMBLY_CAP);
-            st.partial = Some(Vec::with_capacity(cap));
+            let v = Vec::with_capacity(cap);
+            self.held += v.capacity();
+            st.partial = Some(v);
             st.received = 0;
             self.partial_count += 1;
         }
@@ -356,6 +408,17 @@ impl ChunkDecoder {
         let chunk = st.length.saturating_sub(received).min(self.chunk_size);
         self.in_chunk = Some((h.csid, chunk));
         None
+    }
+}
+
+/// The capacity `append_bounded` leaves a buffer of `len` bytes in `cap` with after
+/// appending `add` bytes.
+fn grown_capacity(len: usize, cap: usize, add: usize, total: usize) -> usize {
+    let need = len + add;
+    if need > cap {
+        need.max(cap.saturating_mul(2)).min(total.max(need))
+    } else {
+        cap
     }
 }
 
@@ -826,6 +889,67 @@ mod tests {
             drive(&mut dec, &mut buf).unwrap(),
             vec![msg(4, 20, 8, 1, &want)]
         );
+    }
+
+    #[test]
+    fn partial_messages_are_held_within_the_budget() {
+        // Two 3000-byte messages interleaved in 128-byte chunks: both partial at once.
+        let a = pattern(3000, 1);
+        let b = pattern(3000, 2);
+        let (mut ea, mut eb) = (BytesMut::new(), BytesMut::new());
+        encode_message(4, 0, 9, 1, &a, 128, &mut ea);
+        encode_message(5, 0, 8, 1, &b, 128, &mut eb);
+        // First chunk of each (headers 12 bytes + 128).
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&ea[..140]);
+        buf.extend_from_slice(&eb[..140]);
+        let mut dec = ChunkDecoder::new(MAX);
+        dec.set_budget(3000);
+        assert_eq!(drive(&mut dec, &mut buf).unwrap(), vec![]);
+        let held = dec.held();
+        assert!((256..=3000).contains(&held), "{held}");
+        // All of `a` (3000) beside the start of `b`: past the budget, refused before the
+        // growth that would pass it.
+        buf.extend_from_slice(&ea[140..]);
+        let err = drive(&mut dec, &mut buf).unwrap_err();
+        assert!(
+            matches!(err, ChunkError::BufferBudget { budget: 3000, .. }),
+            "{err}"
+        );
+        assert!(dec.held() <= 3000);
+
+        // With room, completion and Abort give the bytes back.
+        let mut dec = ChunkDecoder::new(MAX);
+        dec.set_budget(16 * 1024);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&ea);
+        buf.extend_from_slice(&eb[..140]);
+        let got = drive(&mut dec, &mut buf).unwrap();
+        assert_eq!(got, vec![msg(4, 0, 9, 1, &a)]);
+        assert!(dec.held() > 0);
+        dec.abort(5);
+        assert_eq!(dec.held(), 0);
+    }
+
+    #[test]
+    fn a_new_partial_message_past_the_budget_is_refused_at_its_header() {
+        let mut dec = ChunkDecoder::new(MAX);
+        dec.set_budget(1000);
+        let mut buf = BytesMut::new();
+        // Chunk size 4096, then a 10,000-byte message: its first chunk would need 4096.
+        encode_message(2, 0, 1, 0, &4096u32.to_be_bytes(), 128, &mut buf);
+        let mut m = BytesMut::new();
+        encode_message(4, 0, 9, 1, &pattern(10_000, 3), 4096, &mut m);
+        buf.extend_from_slice(&m[..20]);
+        let err = drive(&mut dec, &mut buf).unwrap_err();
+        assert_eq!(
+            err,
+            ChunkError::BufferBudget {
+                held: 4096,
+                budget: 1000
+            }
+        );
+        assert_eq!(dec.held(), 0);
     }
 
     #[test]

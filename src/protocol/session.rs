@@ -27,7 +27,16 @@ pub struct SessionConfig {
     /// Handshake S1 time field and PRNG seed.
     pub epoch: u32,
     pub seed: u64,
+    /// What partially assembled incoming messages may hold until a publish or play is
+    /// accepted: an unauthenticated peer controls this memory.
+    pub preauth_buffer: usize,
 }
+
+/// What a player's partial messages may hold: it only sends control messages.
+pub const PLAYER_BUFFER: usize = 64 * 1024;
+/// Beyond its message cap, what a publisher's other chunk streams may hold meanwhile
+/// (audio and data interleaved with a large video frame).
+pub const PUBLISHER_BUFFER_HEADROOM: usize = 256 * 1024;
 
 impl Default for SessionConfig {
     fn default() -> Self {
@@ -36,6 +45,7 @@ impl Default for SessionConfig {
             max_message_size: 16 << 20,
             epoch: 0,
             seed: 0x5eed,
+            preauth_buffer: 1 << 20,
         }
     }
 }
@@ -54,10 +64,11 @@ pub enum SessionError {
 
 impl SessionError {
     /// Every `kind()` label, so counters can exist at 0 before the first error.
-    pub const KINDS: [&'static str; 7] = [
+    pub const KINDS: [&'static str; 8] = [
         "handshake",
         "tls_on_plain_port",
         "message_too_large",
+        "buffer_budget",
         "invalid_chunk_size",
         "chunk",
         "message",
@@ -71,6 +82,7 @@ impl SessionError {
             Self::Handshake(_) => "handshake",
             Self::Chunk(ChunkError::MessageTooLarge { .. }) => "message_too_large",
             Self::Chunk(ChunkError::InvalidChunkSize(_)) => "invalid_chunk_size",
+            Self::Chunk(ChunkError::BufferBudget { .. }) => "buffer_budget",
             Self::Chunk(_) => "chunk",
             Self::Message(_) => "message",
             Self::Violation(_) => "violation",
@@ -231,10 +243,12 @@ pub fn publish_notice(chunk_size: u32, stream_id: u32, name: &str) -> Bytes {
 impl ServerSession {
     pub fn new(cfg: SessionConfig) -> Self {
         let hs = ServerHandshake::new(cfg.epoch, cfg.seed);
+        // Until the peer announces its window, ack at the one we announce (as nginx does):
+        // encoders like FMLE stall when nobody acks.
+        let mut link = Transport::server(hs, cfg.max_message_size, OUR_WINDOW_ACK);
+        link.set_buffer_budget(cfg.preauth_buffer);
         Self {
-            // Until the peer announces its window, ack at the one we announce (as nginx does):
-            // encoders like FMLE stall when nobody acks.
-            link: Transport::server(hs, cfg.max_message_size, OUR_WINDOW_ACK),
+            link,
             cfg,
             connected: false,
             events: VecDeque::new(),
@@ -261,6 +275,11 @@ impl ServerSession {
         self.link.bytes_received()
     }
 
+    /// Bytes partially assembled incoming messages hold now (for a server-wide budget).
+    pub fn buffered(&self) -> usize {
+        self.link.buffered()
+    }
+
     /// Processes bytes from the peer. Events and output accumulate until taken.
     pub fn feed(&mut self, data: &[u8]) -> Result<(), SessionError> {
         transport::feed(self, data)
@@ -275,7 +294,12 @@ impl ServerSession {
         self.link.take_output()
     }
 
+    /// Also lets the connection buffer what a publisher needs: one message of the largest
+    /// size plus its other chunk streams.
     pub fn accept_publish(&mut self, stream_id: u32, name: &str) {
+        let budget = self.cfg.max_message_size as usize + PUBLISHER_BUFFER_HEADROOM;
+        self.link
+            .set_buffer_budget(budget.max(self.link.buffer_budget()));
         self.link.user_control(UserControl::StreamBegin(stream_id));
         self.status(
             stream_id,
@@ -292,7 +316,12 @@ impl ServerSession {
     }
 
     /// Sends the play preamble; the caller sends metadata, sequence headers and the GOP next.
+    /// A player may buffer less from then on (a connection that also publishes keeps its
+    /// publisher budget).
     pub fn accept_play(&mut self, stream_id: u32, name: &str, reset: bool) {
+        if self.link.buffer_budget() <= self.cfg.preauth_buffer {
+            self.link.set_buffer_budget(PLAYER_BUFFER);
+        }
         self.link.user_control(UserControl::StreamBegin(stream_id));
         if reset {
             self.status(

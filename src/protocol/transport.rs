@@ -103,6 +103,20 @@ impl Transport {
         self.decoder.set_payload_limit(limit);
     }
 
+    /// Caps what partially assembled incoming messages may hold.
+    pub(super) fn set_buffer_budget(&mut self, bytes: usize) {
+        self.decoder.set_budget(bytes);
+    }
+
+    pub(super) fn buffer_budget(&self) -> usize {
+        self.decoder.budget()
+    }
+
+    /// Bytes held by partially assembled incoming messages.
+    pub(super) fn buffered(&self) -> usize {
+        self.decoder.held()
+    }
+
     pub(super) fn take_output(&mut self) -> Option<Bytes> {
         (!self.out.is_empty()).then(|| self.out.split().freeze())
     }

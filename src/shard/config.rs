@@ -16,6 +16,12 @@ pub struct ShardConfig {
     pub chunk_size: u32,
     /// Largest incoming message accepted.
     pub max_message_size: u32,
+    /// What one connection may buffer of partial messages before a publish or play is
+    /// accepted.
+    pub preauth_buffer: usize,
+    /// What all connections together may buffer of partial messages; past it, a connection
+    /// that adds to them is closed unless it is an accepted publisher.
+    pub max_buffered_total: usize,
     /// How every viewer is fed (queue budget, coalescing).
     pub viewer: ViewerPolicy,
     /// Latency budget for batching viewer writes; zero writes at once.
@@ -34,6 +40,10 @@ pub struct ShardConfig {
     pub shutdown_grace: Duration,
     /// RTMPS: a second address, whose connections speak TLS first.
     pub tls: Option<TlsListen>,
+    /// Called once a second on every shard thread to hand freed memory back to the OS
+    /// (`true`: all of it now, after large buffers were released). The binary knows the
+    /// allocator; the default does nothing.
+    pub release_memory: fn(bool),
 }
 
 /// Where RTMPS is served and with which certificates.

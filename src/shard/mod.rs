@@ -40,6 +40,8 @@ pub struct Shared {
     pub links: Vec<ShardLink>,
     pub next_conn_id: AtomicU64,
     pub hooks: Hooks,
+    /// Bytes every connection's partial incoming messages hold (see `conn::BufferShare`).
+    pub buffered: std::sync::atomic::AtomicUsize,
 }
 
 /// A shard thread ended (after a shutdown, or by panicking).
@@ -79,6 +81,12 @@ impl Drop for ExitNotice {
     }
 }
 
+/// Buffer bytes released on a shard within a second past which its allocator is asked to
+/// return everything free at once (else only what its own delay allows), for this many
+/// seconds.
+const RELEASE_FORCE_BYTES: usize = 256 << 10;
+const RELEASE_FORCE_TICKS: u32 = 3;
+
 /// Binds the listeners and starts every shard thread.
 pub fn start(cfg: ShardConfig, hooks: Hooks) -> std::io::Result<Server> {
     let n = cfg.shards.max(1);
@@ -100,6 +108,7 @@ pub fn start(cfg: ShardConfig, hooks: Hooks) -> std::io::Result<Server> {
         cfg,
         links: links.clone(),
         next_conn_id: AtomicU64::new(1),
+        buffered: Default::default(),
         hooks,
     });
     let (exit_tx, exits) = std_mpsc::channel();
@@ -186,9 +195,18 @@ async fn run_shard(
         // Once a second: histograms and counters to the control plane (cheap merges, off
         // the per-frame path); every --stats-interval-secs: a summary line in the log.
         let mut ticks = 0u64;
+        let mut force_ticks = 0u32;
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             stats_state.export();
+            // Memory freed on this thread goes back to the OS now, not when the allocator
+            // next needs the pages: after an attack or a burst, RSS returns to its baseline.
+            // Forced for a few seconds after buffers were released (closes trail in).
+            if conn::take_released() >= RELEASE_FORCE_BYTES {
+                force_ticks = RELEASE_FORCE_TICKS;
+            }
+            (stats_state.shared.cfg.release_memory)(force_ticks > 0);
+            force_ticks = force_ticks.saturating_sub(1);
             ticks += 1;
             if log_every > 0 && ticks.is_multiple_of(log_every) {
                 stats_state.stats.log_and_reset(stats_state.id);

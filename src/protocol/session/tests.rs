@@ -607,3 +607,40 @@ fn aggregate_messages_are_split_and_retimed() {
     );
     assert!(c.server.feed(&out).is_err());
 }
+
+#[test]
+fn buffer_budget_follows_the_role() {
+    let big = Bytes::from(vec![0x17u8; 2 << 20]);
+    let partial = |c: &mut Client, len: usize| {
+        let mut out = BytesMut::new();
+        c.enc
+            .encode_parts(4, 0, msg::VIDEO, 1, &big[..len], &mut out);
+        out.truncate(out.len() - 10); // never completes
+        c.server.feed(&out)
+    };
+    // Before a publish or play is accepted: 1 MiB (the default).
+    let mut c = Client::new();
+    c.connect();
+    let err = partial(&mut c, 2 << 20).unwrap_err();
+    assert_eq!(err.kind(), "buffer_budget", "{err}");
+
+    // A publisher: a message of the maximum size (16 MiB by default) and then some.
+    let mut c = Client::new();
+    c.connect();
+    c.command(0, "createStream", 2.0, &[Amf0Value::Null]);
+    c.command(1, "publish", 3.0, &[Amf0Value::Null, "t".into()]);
+    let _ = c.events();
+    c.server.accept_publish(1, "t");
+    partial(&mut c, 2 << 20).unwrap();
+    assert!(c.server.buffered() >= 2 << 20);
+
+    // A player: control messages only (64 KiB).
+    let mut c = Client::new();
+    c.connect();
+    c.command(0, "createStream", 2.0, &[Amf0Value::Null]);
+    c.command(1, "play", 3.0, &[Amf0Value::Null, "t".into()]);
+    let _ = c.events();
+    c.server.accept_play(1, "t", false);
+    let err = partial(&mut c, 200_000).unwrap_err();
+    assert_eq!(err.kind(), "buffer_budget", "{err}");
+}

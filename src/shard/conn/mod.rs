@@ -35,7 +35,7 @@ mod reader;
 mod writer;
 
 pub use handler::REJECT_REASONS;
-pub use reader::{TIMEOUT_KINDS, TLS_RECORD_ERROR};
+pub use reader::{BUFFER_BUDGET_SERVER, TIMEOUT_KINDS, TLS_RECORD_ERROR};
 
 /// Who a connection is, for log lines, the API and the shutdown.
 pub struct Tag {
@@ -137,11 +137,61 @@ struct ConnCtx {
     /// From `connect`, for authorization.
     connect_query: Option<String>,
     tc_url: Option<String>,
+    /// This connection's part of the server-wide buffered bytes.
+    share: BufferShare,
+}
+
+/// A connection's part of `Shared::buffered`, the server-wide count of bytes held by
+/// partial incoming messages; given back when the connection ends (or moves shards).
+struct BufferShare {
+    shared: Arc<super::Shared>,
+    held: usize,
+}
+
+impl BufferShare {
+    /// Records that this connection holds `now` bytes. Err(total) when it grew and the
+    /// server-wide total is past the limit: this connection is the newest offender.
+    fn update(&mut self, now: usize) -> Result<(), usize> {
+        let total = &self.shared.buffered;
+        let before = self.held;
+        self.held = now;
+        if now <= before {
+            total.fetch_sub(before - now, Ordering::Relaxed);
+            return Ok(());
+        }
+        let sum = total.fetch_add(now - before, Ordering::Relaxed) + (now - before);
+        if sum > self.shared.cfg.max_buffered_total {
+            return Err(sum);
+        }
+        Ok(())
+    }
+}
+
+impl Drop for BufferShare {
+    fn drop(&mut self) {
+        self.shared.buffered.fetch_sub(self.held, Ordering::Relaxed);
+        RELEASED.with(|r| r.set(r.get() + self.held));
+    }
+}
+
+thread_local! {
+    /// Partial-message bytes connections on this shard gave back since the last
+    /// `take_released`.
+    static RELEASED: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Bytes of partial messages freed by connections on this thread since the last call.
+pub fn take_released() -> usize {
+    RELEASED.with(|r| r.replace(0))
 }
 
 impl ConnCtx {
     fn new(state: Rc<ShardState>, conn: Conn, session: ServerSession, tag: Tag) -> Self {
         let tag = Rc::new(tag);
+        let share = BufferShare {
+            shared: state.shared.clone(),
+            held: 0,
+        };
         Self {
             state,
             conn: Rc::new(conn),
@@ -153,6 +203,7 @@ impl ConnCtx {
             pending: None,
             connect_query: None,
             tc_url: None,
+            share,
         }
     }
 }
@@ -164,6 +215,7 @@ pub fn accept(state: Rc<ShardState>, stream: TcpStream, peer: SocketAddr, tls: b
     let session = ServerSession::new(SessionConfig {
         out_chunk_size: cfg.chunk_size,
         max_message_size: cfg.max_message_size,
+        preauth_buffer: cfg.preauth_buffer,
         epoch: 0,
         seed: conn_id ^ (peer.port() as u64) << 32 ^ seed_from_clock(),
     });

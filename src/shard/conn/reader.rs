@@ -89,7 +89,25 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
             }
         };
         stats::bump(&ctx.state.stats.ingress_bytes, n as u64);
-        if let Err(e) = ctx.session.feed(&buf[..n]) {
+        let fed = ctx.session.feed(&buf[..n]);
+        let over = ctx.share.update(ctx.session.buffered());
+        // Accepted publishers count in the total but are held to their own cap: the
+        // connections closed for it are the ones nobody vouched for yet.
+        if let (Err(total), false) = (over, matches!(ctx.role, Role::Publisher { .. })) {
+            let limit = ctx.state.shared.cfg.max_buffered_total;
+            clog!(
+                warn,
+                ctx.tag,
+                held = ctx.share.held,
+                total,
+                limit,
+                "server-wide buffer budget exceeded by this connection's partial messages, closing"
+            );
+            metrics::counter!("rtmp_protocol_errors_total", "kind" => BUFFER_BUDGET_SERVER)
+                .increment(1);
+            return Exit::Closed;
+        }
+        if let Err(e) = fed {
             clog!(warn, ctx.tag, error = %e, "protocol error, closing connection");
             metrics::counter!("rtmp_protocol_errors_total", "kind" => e.kind()).increment(1);
             ctx.flush();
@@ -108,6 +126,11 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
 /// The `rtmp_protocol_errors_total` kind of a TLS record that did not decrypt or parse
 /// after the handshake (the session's own kinds are `SessionError::KINDS`).
 pub const TLS_RECORD_ERROR: &str = "tls_record";
+
+/// The `rtmp_protocol_errors_total` kind of a connection (not an accepted publisher) closed
+/// because all connections' partial messages together passed `--max-buffered-bytes-total`
+/// when it added to them.
+pub const BUFFER_BUDGET_SERVER: &str = "buffer_budget_server";
 
 /// The `rtmp_timeouts_total` kinds, every one (so they can be exported at 0).
 pub const TIMEOUT_KINDS: [&str; 2] = ["handshake/connect", "publisher idle"];
