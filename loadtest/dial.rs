@@ -25,9 +25,11 @@ pub async fn dial(t: &Target, timeout: Duration) -> Result<Conn, String> {
         };
         let session = trust.session(host).map_err(|e| format!("tls: {e}"))?;
         let conn = Conn::with_tls(stream, session);
+        let guard = conn.shutdown_guard();
         conn.tls_handshake()
             .await
             .map_err(|e| format!("tls handshake: {e}"))?;
+        guard.disarm();
         Ok(conn)
     };
     tokio::time::timeout(timeout, connect)

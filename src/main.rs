@@ -49,10 +49,11 @@ fn main() -> anyhow::Result<()> {
     if let Some(addr) = settings.control.http {
         rtmp_edge::control::serve(control.clone(), addr)?;
     }
-    let upstream = settings
+    let origin_pull = settings
         .origin
         .clone()
-        .map(|o| Arc::new(OriginPull::new(o)) as Arc<dyn UpstreamFactory>);
+        .map(|o| Arc::new(OriginPull::new(o)));
+    let upstream = origin_pull.clone().map(|o| o as Arc<dyn UpstreamFactory>);
     let hooks = Hooks {
         auth: auth.clone(),
         sinks,
@@ -75,7 +76,7 @@ fn main() -> anyhow::Result<()> {
             tls: settings.shard.tls.as_ref().map(|t| t.acceptor.clone()),
             flag_certs: settings.tls_certs.clone(),
             flag_cert_count: usize::from(cfg.tls_cert.is_some()),
-            tls_ca_file: settings.tls_ca_file.clone(),
+            origin: origin_pull.clone(),
         },
     )?;
     wait_for_shards(
@@ -158,7 +159,8 @@ struct Reloadable {
     /// The certificates at start: the flags' pair first (`flag_cert_count` of them).
     flag_certs: Vec<CertConfig>,
     flag_cert_count: usize,
-    tls_ca_file: Option<std::path::PathBuf>,
+    /// Edge mode: the origin pulls, whose CA file a reload re-reads.
+    origin: Option<Arc<OriginPull>>,
 }
 
 /// SIGTERM or SIGINT: every shard drains (see `ShardState::begin_shutdown`) and `main`
@@ -194,9 +196,9 @@ fn spawn_signal_thread(
 }
 
 impl Reloadable {
-    /// Re-reads certificates and CA files, then the config file's `[auth]`, `[[push]]` and
-    /// `[[tls_certificate]]`. What does not load or validate changes nothing: the running
-    /// configuration stays and the error is logged.
+    /// Re-reads the config file's `[auth]`, `[[push]]` and `[[tls_certificate]]`, every
+    /// certificate and every CA file. Everything is loaded and checked first; if any part
+    /// fails nothing changes (the running configuration stays and the error is logged).
     fn run(&self) {
         let fail = |e: &dyn std::fmt::Display| {
             tracing::error!(error = %e, "config reload failed, keeping the running configuration");
@@ -214,32 +216,47 @@ impl Reloadable {
             Some(f) => certs.extend(f.tls_certificate.iter().cloned()),
             None => certs.extend(self.flag_certs[self.flag_cert_count..].iter().cloned()),
         }
-        if let Some(acceptor) = &self.tls {
-            match acceptor.reload(&certs) {
-                Ok(()) => tracing::info!(certificates = certs.len(), "TLS certificates reloaded"),
+        let prepared = match &self.tls {
+            Some(_) => match Acceptor::prepare(&certs) {
+                Ok(p) => Some(p),
                 Err(e) => return fail(&e),
-            }
-        }
-        match ClientTls::new(self.tls_ca_file.as_deref()) {
-            Ok(trust) => self.push.replace_flag_trust(trust),
-            Err(e) => return fail(&e),
-        }
-        let Some(file) = file else {
-            self.control.reconcile_sinks();
-            tracing::info!("certificates reloaded (no --config file)");
-            return;
+            },
+            None => None,
         };
-        let auth = match Auth::from_config(&file.auth) {
+        let auth = match file
+            .as_ref()
+            .map(|f| Auth::from_config(&f.auth))
+            .transpose()
+        {
             Ok(a) => a,
             Err(e) => return fail(&e),
         };
-        if let Err(e) = self.push.replace_config(&file.push) {
-            return fail(&e);
+        // Validates the whole list before applying any of it: the last fallible step.
+        if let Some(f) = &file {
+            if let Err(e) = self.push.replace_config(&f.push) {
+                return fail(&e);
+            }
         }
-        self.auth.replace(auth);
+        // Commit.
+        if let (Some(acceptor), Some(p)) = (&self.tls, prepared) {
+            acceptor.install(p);
+            tracing::info!(certificates = certs.len(), "TLS certificates reloaded");
+        }
+        for (id, e) in self.push.reload_ca_files() {
+            tracing::warn!(id = %id, error = %e, "push destination's CA file did not reload; keeping the old one");
+        }
+        if let Some(origin) = &self.origin {
+            if let Err(e) = origin.reload_trust() {
+                tracing::warn!(error = %e, "origin CA file did not reload; keeping the old one");
+            }
+        }
+        if let Some(a) = auth {
+            self.auth.replace(a);
+        }
         self.control.reconcile_sinks();
-        if let Some(path) = &self.path {
-            tracing::info!(path = %path.display(), "config reloaded");
+        match &self.path {
+            Some(path) => tracing::info!(path = %path.display(), "config reloaded"),
+            None => tracing::info!("certificates reloaded (no --config file)"),
         }
     }
 }

@@ -152,8 +152,23 @@ pub fn tls_certs(cfg: &Config, file: &FileConfig) -> Result<Vec<CertConfig>, Con
 /// The RTMPS listener with its certificates loaded (and checked) now.
 fn tls_listen(cfg: &Config, certs: &[CertConfig]) -> Result<Option<TlsListen>, ConfigError> {
     let Some(addr) = cfg.listen_tls else {
+        if !certs.is_empty() {
+            tracing::warn!("TLS certificates are configured but --listen-tls is not: no RTMPS");
+        }
         return Ok(None);
     };
+    // SO_REUSEPORT would let both bind and split connections between them at random.
+    let overlaps = |a: std::net::SocketAddr, b: std::net::SocketAddr| {
+        // Port 0 picks a free port for each: no overlap.
+        a.port() != 0
+            && a.port() == b.port()
+            && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+    };
+    if overlaps(addr, cfg.listen) {
+        return Err(ConfigError::TlsSettings(
+            "--listen-tls must not overlap --listen (use another port, e.g. :443 or :1936)",
+        ));
+    }
     if certs.is_empty() {
         return Err(ConfigError::TlsSettings(
             "--listen-tls needs --tls-cert and --tls-key (or [[tls_certificate]] in the config file)",

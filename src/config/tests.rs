@@ -454,3 +454,51 @@ fn record_flags_win_and_overrides_apply_in_order() {
         None
     );
 }
+
+#[test]
+fn tls_settings_are_checked() {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/testdata/");
+    let cert = format!("{data}server.pem");
+    let key = format!("{data}server.key");
+    let assemble = |args: &[&str]| {
+        let (cfg, file) = load_args(args).unwrap();
+        super::Settings::assemble(&cfg, &file).map(|s| s.shard.tls.map(|t| t.addr))
+    };
+    let err = |args: &[&str]| assemble(args).unwrap_err().to_string();
+    assert!(err(&["--listen-tls", ":1936"]).contains("needs --tls-cert"));
+    assert!(err(&["--tls-cert", &cert]).contains("go together"));
+    // The same port as --listen on an overlapping address would split connections.
+    let same = [
+        "--listen",
+        "0.0.0.0:1935",
+        "--listen-tls",
+        "127.0.0.1:1935",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ];
+    assert!(err(&same).contains("must not overlap"));
+    let ok = [
+        "--listen-tls",
+        ":1936",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ];
+    assert_eq!(
+        assemble(&ok).unwrap().map(|a| a.to_string()).as_deref(),
+        Some("0.0.0.0:1936")
+    );
+    // A key that does not exist is named.
+    let bad = [
+        "--listen-tls",
+        ":1936",
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        "/nonexistent.key",
+    ];
+    assert!(err(&bad).contains("/nonexistent.key"));
+}

@@ -32,12 +32,17 @@ impl RtmpUrl {
             _ => return Err(UrlError::Scheme(s.to_string())),
         };
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let default_port = if tls { 443 } else { 1935 };
         let (host, port) = match authority.rsplit_once(':') {
+            // `[v6]` without a port: the colons are the address's.
+            _ if authority.starts_with('[') && authority.ends_with(']') => {
+                (&authority[1..authority.len() - 1], default_port)
+            }
             Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
                 h.trim_start_matches('[').trim_end_matches(']'),
                 p.parse().map_err(|_| UrlError::Port(s.to_string()))?,
             ),
-            _ => (authority, if tls { 443 } else { 1935 }),
+            _ => (authority, default_port),
         };
         let (app, key) = match path.split_once('/') {
             Some((a, k)) => (a, (!k.is_empty()).then(|| k.to_string())),
@@ -143,5 +148,8 @@ mod tests {
         assert_eq!((u.tls, u.port), (true, 1936));
         assert!(!RtmpUrl::parse("rtmp://x/y").unwrap().tls);
         assert!(RtmpUrl::parse("rtmpx://x/y").is_err());
+        let u = RtmpUrl::parse("rtmps://[2001:db8::1]/live").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("2001:db8::1", 443));
+        assert_eq!(u.authority(), "[2001:db8::1]:443");
     }
 }

@@ -97,8 +97,11 @@ pub async fn connect(
     }
     .map_err(HandshakeError::from)?;
     let conn = Conn::with_tls(tcp, session);
+    // Timed out, failed, or this future dropped by the caller: the socket closes now.
+    let guard = conn.shutdown_guard();
     tokio::time::timeout_at(deadline, conn.tls_handshake())
         .await
         .map_err(|_| RelayError::TlsTimeout)??;
+    guard.disarm();
     Ok(conn)
 }

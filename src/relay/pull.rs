@@ -7,6 +7,7 @@
 use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -63,11 +64,28 @@ impl OriginConfig {
 /// The shard's upstream factory: one pull per stream, on the stream's owner shard.
 pub struct OriginPull {
     config: OriginConfig,
+    /// The origins' trust settings, re-read on reload; each connect takes the current one.
+    trust: Arc<RwLock<ClientTls>>,
 }
 
 impl OriginPull {
     pub fn new(config: OriginConfig) -> Self {
-        Self { config }
+        let trust = Arc::new(RwLock::new(config.trust.clone()));
+        Self { config, trust }
+    }
+
+    /// Re-reads the CA file (SIGHUP); on an error the old settings stay.
+    pub fn reload_trust(&self) -> Result<(), crate::tls::TlsError> {
+        let current = self.trust.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let Some(path) = current.ca_file() else {
+            return Ok(());
+        };
+        let fresh = ClientTls::new(Some(path))?;
+        if fresh != current {
+            info!(ca_file = %path.display(), "origin CA file reloaded");
+            *self.trust.write().unwrap_or_else(|e| e.into_inner()) = fresh;
+        }
+        Ok(())
     }
 }
 
@@ -81,9 +99,12 @@ impl UpstreamFactory for OriginPull {
             .upstreams
             .borrow_mut()
             .insert(key.clone(), String::new());
-        state
-            .tasks
-            .spawn(run(state.clone(), key.clone(), self.config.clone()));
+        state.tasks.spawn(run(
+            state.clone(),
+            key.clone(),
+            self.config.clone(),
+            self.trust.clone(),
+        ));
     }
 }
 
@@ -103,16 +124,21 @@ struct Pull {
     publishing: bool,
     idle: Duration,
     idle_since: Option<Instant>,
-    trust: ClientTls,
+    trust: Arc<RwLock<ClientTls>>,
 }
 
-async fn run(state: Rc<ShardState>, key: StreamKey, config: OriginConfig) {
+async fn run(
+    state: Rc<ShardState>,
+    key: StreamKey,
+    config: OriginConfig,
+    trust: Arc<RwLock<ClientTls>>,
+) {
     let origins = config.origins;
     let name = key.split_once('/').map_or(&*key, |(_, n)| n).to_string();
     let mut p = Pull {
         id: state.shared.next_conn_id.fetch_add(1, Ordering::Relaxed),
         idle: config.idle,
-        trust: config.trust,
+        trust,
         state,
         key,
         name,
@@ -158,6 +184,10 @@ async fn run(state: Rc<ShardState>, key: StreamKey, config: OriginConfig) {
 }
 
 impl Pull {
+    fn current_trust(&self) -> ClientTls {
+        self.trust.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     fn idle_over(&mut self) -> bool {
         if self.state.tasks.is_stopping() {
             return true;
@@ -170,8 +200,9 @@ impl Pull {
     }
 
     async fn once(&mut self, origin: &RtmpUrl) -> Result<End, RelayError> {
+        let trust = self.current_trust();
         let conn = tokio::select! {
-            c = super::connect(origin, CONNECT_TIMEOUT, Some(&self.trust)) => Rc::new(c?),
+            c = super::connect(origin, CONNECT_TIMEOUT, Some(&trust)) => Rc::new(c?),
             _ = self.state.tasks.stopped() => return Ok(End::Idle),
         };
         let mut s = ClientSession::new(ClientConfig::new(&origin.app, &origin.tc_url()));

@@ -74,6 +74,27 @@ fn give_out(mut v: Vec<u8>) {
     }
 }
 
+/// See [`Conn::shutdown_guard`].
+pub struct ShutdownGuard {
+    fd: RawFd,
+    armed: bool,
+}
+
+impl ShutdownGuard {
+    pub fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for ShutdownGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            // SAFETY: shutdown(2) on the socket of a Conn that outlives this guard.
+            unsafe { libc::shutdown(self.fd, libc::SHUT_RDWR) };
+        }
+    }
+}
+
 impl Conn {
     pub fn new(stream: TcpStream) -> Self {
         // We batch writes ourselves (whole messages, coalescing budget); Nagle would only
@@ -173,6 +194,9 @@ impl Conn {
                     let n = t.read_plain(&mut buf);
                     return (Ok(n), buf);
                 }
+                if let Some(e) = t.take_failure() {
+                    return (Err(io::Error::new(io::ErrorKind::InvalidData, e)), buf);
+                }
                 if t.peer_closed() {
                     return (Ok(0), buf);
                 }
@@ -238,31 +262,47 @@ impl Conn {
     }
 
     /// Seals the batch a step at a time (full-size records across buffers, not one per
-    /// frame) into a pooled buffer and writes each step whole.
+    /// frame; a large frame is cut into steps too) into a pooled buffer and writes each step
+    /// whole, so a viewer never holds more than one step of ciphertext.
     async fn write_sealed(
         &self,
         tls: &RefCell<TlsSession>,
         mut bufs: Vec<Bytes>,
     ) -> (io::Result<()>, Vec<Bytes>) {
         let mut out = take_out();
-        let mut next = 0;
+        // Position in the batch: buffer index and offset into it.
+        let (mut next, mut off) = (0, 0);
         let result = loop {
-            {
+            let sealed = {
                 let mut t = tls.borrow_mut();
-                let start = next;
+                let mut slices: Vec<IoSlice<'_>> = Vec::new();
                 let mut size = 0;
-                while next < bufs.len() && (next == start || size + bufs[next].len() <= SEAL_STEP) {
-                    size += bufs[next].len();
-                    next += 1;
-                }
-                if next > start {
-                    let slices: Vec<IoSlice<'_>> =
-                        bufs[start..next].iter().map(|b| IoSlice::new(b)).collect();
-                    if let Err(e) = t.seal(&slices) {
-                        break Err(e);
+                while next < bufs.len() && size < SEAL_STEP {
+                    let b = &bufs[next][off..];
+                    let take = b.len().min(SEAL_STEP - size);
+                    slices.push(IoSlice::new(&b[..take]));
+                    size += take;
+                    if take == b.len() {
+                        (next, off) = (next + 1, 0);
+                    } else {
+                        off += take;
                     }
                 }
+                let sealed = if slices.is_empty() {
+                    Ok(())
+                } else {
+                    t.seal(&slices)
+                };
+                // Even after a failure: rustls may have queued an alert saying why.
                 t.write_to(&mut out);
+                sealed
+            };
+            if let Err(e) = sealed {
+                if !out.is_empty() {
+                    let (_, o) = self.stream.write_all(out).await;
+                    out = o;
+                }
+                break Err(e);
             }
             if out.is_empty() {
                 break Ok(());
@@ -280,6 +320,17 @@ impl Conn {
         give_out(out);
         bufs.clear();
         (result, bufs)
+    }
+
+    /// A guard that shuts this socket when dropped unless disarmed. For a future that owns
+    /// the connection through a handshake and may be dropped (a timeout, a stop): the read
+    /// it left in flight would otherwise keep the socket open until the peer spoke. Declare
+    /// it after the `Conn`, so it drops first.
+    pub fn shutdown_guard(&self) -> ShutdownGuard {
+        ShutdownGuard {
+            fd: self.stream.as_raw_fd(),
+            armed: true,
+        }
     }
 
     pub fn raw_fd(&self) -> RawFd {

@@ -10,7 +10,7 @@ mod session;
 use std::path::PathBuf;
 
 pub use client::ClientTls;
-pub use server::{Acceptor, CertConfig};
+pub use server::{Acceptor, CertConfig, PreparedCerts};
 pub use session::{TlsInfo, TlsSession};
 
 /// A TLS record layer or handshake failure, or a certificate file that cannot be used.

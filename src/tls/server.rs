@@ -49,15 +49,30 @@ impl Acceptor {
 
     /// Reads every file again; on any error the old certificates stay.
     pub fn reload(&self, certs: &[CertConfig]) -> Result<(), TlsError> {
-        let set = CertSet::load(certs)?;
-        *self.certs.set.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(set);
+        let prepared = Self::prepare(certs)?;
+        self.install(prepared);
         Ok(())
+    }
+
+    /// Loads and checks certificates without using them yet (a reload that may still be
+    /// called off by another part of the configuration).
+    pub fn prepare(certs: &[CertConfig]) -> Result<PreparedCerts, TlsError> {
+        Ok(PreparedCerts(CertSet::load(certs)?))
+    }
+
+    /// New handshakes use these certificates from now on.
+    pub fn install(&self, certs: PreparedCerts) {
+        *self.certs.set.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(certs.0);
     }
 
     pub fn session(&self) -> Result<TlsSession, TlsError> {
         TlsSession::server(self.config.clone())
     }
 }
+
+/// Certificates loaded by [`Acceptor::prepare`], not in use yet.
+#[derive(Debug)]
+pub struct PreparedCerts(CertSet);
 
 #[derive(Debug)]
 struct SniCerts {
@@ -85,10 +100,20 @@ impl CertSet {
             }
             for name in &c.names {
                 let name = name.to_ascii_lowercase();
-                match name.strip_prefix("*.") {
-                    Some(domain) => set.wildcard.insert(domain.to_string(), key.clone()),
-                    None => set.exact.insert(name, key.clone()),
+                let bad = |message: &str| TlsError::File {
+                    path: c.cert.clone(),
+                    message: format!("names: {name:?} {message}"),
                 };
+                let (map, key_name) = match name.strip_prefix("*.") {
+                    Some(domain) => (&mut set.wildcard, domain.to_string()),
+                    None => (&mut set.exact, name.clone()),
+                };
+                if key_name.is_empty() || key_name.contains('*') {
+                    return Err(bad("is not a host name or *.domain wildcard"));
+                }
+                if map.insert(key_name, key.clone()).is_some() {
+                    return Err(bad("is served by two certificates"));
+                }
             }
         }
         // Without an explicit default, the first certificate answers unknown names.

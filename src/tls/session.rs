@@ -18,6 +18,8 @@ pub struct TlsSession {
     /// How much of `plain` was already read.
     plain_pos: usize,
     peer_closed: bool,
+    /// A failure found while decrypting, reported once the plaintext before it was read.
+    failed: Option<TlsError>,
 }
 
 /// What a finished handshake agreed on (for the API, logs and metrics).
@@ -54,44 +56,63 @@ impl TlsSession {
             plain: Vec::new(),
             plain_pos: 0,
             peer_closed: false,
+            failed: None,
         }
     }
 
     /// Takes ciphertext from the socket, all of it, decrypting what completes records.
-    /// Handshake replies wait in the session (`wants_write`).
+    /// Handshake replies wait in the session (`wants_write`). A failure comes back at once
+    /// when nothing was decrypted before it; else after that plaintext (`take_failure`).
     pub fn feed(&mut self, mut cipher: &[u8]) -> Result<(), TlsError> {
-        while !cipher.is_empty() {
+        while !cipher.is_empty() && self.failed.is_none() {
             // Reads at most one buffer's worth; loop until the socket bytes are all in.
-            match self.conn.read_tls(&mut cipher) {
-                Ok(0) => return Err(TlsError::Stuck),
+            let step = match self.conn.read_tls(&mut cipher) {
+                Ok(0) => Err(TlsError::Stuck),
+                Ok(_) => self.conn.process_new_packets().map_err(TlsError::from),
+                Err(e) => Err(TlsError::Read(e.to_string())),
+            };
+            // Records before a bad one were decrypted: they are the peer's last words.
+            self.drain_plaintext();
+            match step {
+                Ok(state) if state.peer_has_closed() => {
+                    self.peer_closed = true;
+                    break;
+                }
                 Ok(_) => {}
-                Err(e) => return Err(TlsError::Read(e.to_string())),
+                Err(e) => self.failed = Some(e),
             }
-            let state = self.conn.process_new_packets()?;
-            if state.plaintext_bytes_to_read() > 0 {
-                self.take_plaintext(state.plaintext_bytes_to_read());
-            }
-            if state.peer_has_closed() {
-                self.peer_closed = true;
-                break;
+        }
+        if !self.has_plain() {
+            if let Some(e) = self.failed.take() {
+                return Err(e);
             }
         }
         Ok(())
     }
 
-    fn take_plaintext(&mut self, n: usize) {
-        if self.plain_pos == self.plain.len() {
-            self.plain.clear();
-            self.plain_pos = 0;
+    /// The failure `feed` kept back while plaintext before it waited to be read.
+    pub fn take_failure(&mut self) -> Option<TlsError> {
+        if self.has_plain() {
+            None
+        } else {
+            self.failed.take()
         }
-        let start = self.plain.len();
-        self.plain.resize(start + n, 0);
-        let got = self
-            .conn
-            .reader()
-            .read(&mut self.plain[start..])
-            .unwrap_or(0);
-        self.plain.truncate(start + got);
+    }
+
+    /// Moves what rustls decrypted into `plain` (sized by what arrived, not by a record).
+    fn drain_plaintext(&mut self) {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let got = self.conn.reader().read(&mut chunk).unwrap_or(0);
+            if got == 0 {
+                return;
+            }
+            if self.plain_pos == self.plain.len() {
+                self.plain.clear();
+                self.plain_pos = 0;
+            }
+            self.plain.extend_from_slice(&chunk[..got]);
+        }
     }
 
     /// Copies decrypted bytes out; 0 when there are none.

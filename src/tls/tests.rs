@@ -169,3 +169,24 @@ fn trust_settings_compare_by_ca_contents() {
     assert_ne!(a, ClientTls::public());
     assert_eq!(ClientTls::public(), ClientTls::public());
 }
+
+#[test]
+fn plaintext_before_a_bad_record_is_delivered_then_the_failure() {
+    let tls = ClientTls::new(Some(&data("ca.pem"))).unwrap();
+    let mut client = tls.session("localhost").unwrap();
+    let mut server = acceptor().session().unwrap();
+    pump(&mut client, &mut server).unwrap();
+    client.seal(&[IoSlice::new(b"deleteStream")]).unwrap();
+    let mut wire = Vec::new();
+    client.write_to(&mut wire);
+    // A record that cannot decrypt right behind it, in the same read.
+    wire.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x20]);
+    wire.extend_from_slice(&[0xAB; 32]);
+    server.feed(&wire).unwrap();
+    assert_eq!(read_all(&mut server), b"deleteStream");
+    let err = server.take_failure().expect("the bad record is reported");
+    assert_eq!(err.reason(), "other", "{err}");
+    // Alone, a bad record fails at once.
+    let mut server = acceptor().session().unwrap();
+    assert!(server.feed(&[0x17, 0x03, 0x03, 0x00, 0x01, 0x00]).is_err());
+}

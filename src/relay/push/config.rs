@@ -117,10 +117,11 @@ impl Destination {
 
     /// Same target and scope (a reload that left this destination alone).
     pub(super) fn same_as(&self, other: &Destination) -> bool {
+        // Trust only matters to a TLS destination: a CA change leaves plain ones alone.
         self.url == other.url
             && self.key == other.key
             && self.streams == other.streams
-            && self.trust == other.trust
+            && (!self.url.tls || self.trust == other.trust)
     }
 
     pub(super) fn matches(&self, stream: &str) -> bool {

@@ -153,17 +153,30 @@ impl PushRegistry {
         Ok(())
     }
 
-    /// A reload re-read `--tls-ca-file`: the flags' destinations whose trust changed start
-    /// new sessions with it.
-    pub fn replace_flag_trust(&self, trust: ClientTls) {
+    /// Re-reads the CA files of the `rtmps://` destinations from flags and the API (the
+    /// config file's are read with the file): one whose CA changed starts a new session with
+    /// it. A file that does not load keeps the old settings; the errors are returned.
+    pub fn reload_ca_files(&self) -> Vec<(String, crate::tls::TlsError)> {
+        let mut errors = Vec::new();
         let mut entries = self.write();
-        for e in entries.iter_mut().filter(|e| e.origin == Origin::Flag) {
-            if e.dest.trust != trust {
-                e.dest.trust = trust.clone();
-                e.generation = self.generation.fetch_add(1, Ordering::Relaxed);
-                info!(id = %e.id, dest = %e.dest.label(), "push destination's CA file changed");
+        for e in entries
+            .iter_mut()
+            .filter(|e| e.origin != Origin::Config && e.dest.url.tls)
+        {
+            let Some(path) = e.dest.trust.ca_file() else {
+                continue;
+            };
+            match ClientTls::new(Some(path)) {
+                Ok(fresh) if fresh != e.dest.trust => {
+                    e.dest.trust = fresh;
+                    e.generation = self.generation.fetch_add(1, Ordering::Relaxed);
+                    info!(id = %e.id, dest = %e.dest.label(), "push destination's CA file changed");
+                }
+                Ok(_) => {}
+                Err(err) => errors.push((e.id.clone(), err)),
             }
         }
+        errors
     }
 
     pub fn list(&self) -> Vec<PushEntry> {

@@ -308,7 +308,10 @@ async fn tls_accept(ctx: &ConnCtx) -> bool {
             "timeout"
         }
     };
-    metrics::counter!("rtmp_tls_handshake_failures_total", "reason" => reason).increment(1);
+    // A shutdown ends handshakes in progress; that is no failure of theirs.
+    if !ctx.state.tasks.is_stopping() {
+        metrics::counter!("rtmp_tls_handshake_failures_total", "reason" => reason).increment(1);
+    }
     false
 }
 

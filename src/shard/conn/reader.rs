@@ -11,8 +11,11 @@ use crate::shard::stats;
 pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
     let cfg = &ctx.state.shared.cfg;
     let handshake_timeout = cfg.handshake_timeout;
-    // From the accept: an RTMPS connection's TLS handshake spent part of it already.
-    let handshake_deadline = ctx.tag.since + handshake_timeout;
+    // From the accept: an RTMPS connection's TLS handshake spent part of it already. A
+    // connection that ends its publish or play (deleteStream) gets a fresh one to start
+    // the next.
+    let mut handshake_deadline = ctx.tag.since + handshake_timeout;
+    let mut had_role = false;
     let publisher_timeout = cfg.publisher_timeout;
     if let Some(ev) = first {
         if let Some(exit) = ctx.on_authorized(ev) {
@@ -50,6 +53,14 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
             // Thousands of players each hold a buffer for acks and pings: keep it small.
             Role::Player { .. } if buf.len() > READ_BUF_PLAYER => buf = vec![0u8; READ_BUF_PLAYER],
             _ => {}
+        }
+        match (&ctx.role, had_role) {
+            (Role::None, true) => {
+                handshake_deadline = Instant::now() + handshake_timeout;
+                had_role = false;
+            }
+            (Role::None, false) => {}
+            _ => had_role = true,
         }
         let limit = match ctx.role {
             Role::None => Some(handshake_deadline.saturating_duration_since(Instant::now())),
