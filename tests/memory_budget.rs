@@ -1,8 +1,9 @@
-//! Memory an unauthenticated peer can make the server hold. The attack: after the RTMP
+//! What an unauthenticated peer can make the server hold. The attack: after the RTMP
 //! handshake and before `connect`, open 64 chunk streams and send each an almost complete
 //! message of the largest allowed size. Per connection, what is buffered before
 //! authorization is capped, so the attack costs the server little, closes the offender
 //! with a log line and a counter, gives the memory back, and never disturbs a real stream.
+//! Connections themselves are limited overall and per address, refused at accept.
 
 mod common;
 
@@ -11,6 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::players::assert_decodes;
 use common::publisher::Publisher;
 use common::rtmp_client::*;
 use common::watcher::Watcher;
@@ -186,4 +188,68 @@ fn server_wide_buffer_budget_closes_the_newest_offenders() {
         gap < Duration::from_secs(1),
         "the real stream paused {gap:?}"
     );
+}
+
+/// Whether the server closed `s` (EOF or reset) within `within`.
+fn closed_by_server(s: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut b = [0u8; 16];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        // A timeout means still open; anything else (a reset) is a close.
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
+/// Connection limits: past `--max-conns-per-ip` (and `--max-conns`) a new socket is closed
+/// at accept and counted; a slot frees when its connection ends.
+#[test]
+fn connection_limits_refuse_at_accept() {
+    let _one = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = Server::start(&["--max-conns-per-ip", "4", "--max-conns", "6"]);
+    let connect = || std::net::TcpStream::connect(server.addr).unwrap();
+    let mut first: Vec<_> = (0..4).map(|_| connect()).collect();
+    thread::sleep(Duration::from_millis(300));
+    let mut fifth = connect();
+    assert!(
+        closed_by_server(&mut fifth, Duration::from_secs(2)),
+        "a 5th connection from one address was kept"
+    );
+    for s in &mut first {
+        assert!(
+            !closed_by_server(s, Duration::from_millis(100)),
+            "an allowed connection was closed"
+        );
+    }
+    // One ends: its slot is free again.
+    drop(first.pop());
+    thread::sleep(Duration::from_millis(300));
+    let mut again = connect();
+    assert!(!closed_by_server(&mut again, Duration::from_millis(300)));
+    let scrape = server.http_get("/metrics").1;
+    let refused = |reason: &str| {
+        scrape
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "rtmp_connections_refused_total{{reason=\"{reason}\"}}"
+                ))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(refused("max_conns_per_ip"), Some(1.0), "{scrape}");
+    assert!(server.count_log(&["connection refused: limit reached"]) >= 1);
+    // A publisher and a player still get in under both limits.
+    drop(first);
+    drop(again);
+    thread::sleep(Duration::from_millis(300));
+    let mut publisher = Publisher::live(&server, "live/lim");
+    assert_decodes(&server.url("live/lim"), 3, 50);
+    publisher.assert_running();
 }

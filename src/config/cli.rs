@@ -152,6 +152,16 @@ pub struct Config {
     #[arg(long, default_value_t = 10)]
     pub shutdown_grace_secs: u64,
 
+    /// Client connections open at once (players, publishers, handshakes; 0 = no limit);
+    /// more are closed right after accept, before they cost memory.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_conns: usize,
+
+    /// Client connections open at once from one IP address (0 = no limit): one host cannot
+    /// take every slot.
+    #[arg(long, default_value_t = 0)]
+    pub max_conns_per_ip: u32,
+
     /// Bytes of partially received messages one connection may hold before its publish or
     /// play is accepted (an unauthenticated peer controls this memory); past it the
     /// connection is closed.

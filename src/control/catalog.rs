@@ -95,6 +95,10 @@ pub(super) fn describe() {
         "Share of the last second a shard thread was busy on CPU (1 = saturated)."
     );
     describe_gauge!("rtmp_viewers", "Players connected, per shard.");
+    describe_counter!(
+        "rtmp_connections_refused_total",
+        "Connections closed at accept by --max-conns or --max-conns-per-ip."
+    );
     describe_gauge!(
         "rtmp_tls_connections",
         "Open RTMPS connections past their TLS handshake, per shard (also counted in rtmp_connections)."
@@ -135,6 +139,9 @@ fn zero_known_series() {
             metrics::counter!("rtmp_auth_callback_requests_total", "action" => action.label(), "result" => result)
                 .increment(0);
         }
+    }
+    for reason in crate::shard::conn::REFUSE_REASONS {
+        metrics::counter!("rtmp_connections_refused_total", "reason" => reason).increment(0);
     }
     for reason in crate::tls::FAILURE_REASONS {
         metrics::counter!("rtmp_tls_handshake_failures_total", "reason" => reason).increment(0);

@@ -19,6 +19,10 @@ pub struct ShardConfig {
     /// What one connection may buffer of partial messages before a publish or play is
     /// accepted.
     pub preauth_buffer: usize,
+    /// Client connections open at once (0: no limit); more are closed at accept.
+    pub max_conns: usize,
+    /// Client connections open at once from one address (0: no limit).
+    pub max_conns_per_ip: u32,
     /// What all connections together may buffer of partial messages; past it, a connection
     /// that adds to them is closed unless it is an accepted publisher.
     pub max_buffered_total: usize,

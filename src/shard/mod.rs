@@ -42,6 +42,9 @@ pub struct Shared {
     pub hooks: Hooks,
     /// Bytes every connection's partial incoming messages hold (see `conn::BufferShare`).
     pub buffered: std::sync::atomic::AtomicUsize,
+    /// Client connections open, overall and per address (see `conn::ConnSlot`).
+    pub conns: std::sync::atomic::AtomicUsize,
+    pub per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
 }
 
 /// A shard thread ended (after a shutdown, or by panicking).
@@ -109,6 +112,8 @@ pub fn start(cfg: ShardConfig, hooks: Hooks) -> std::io::Result<Server> {
         links: links.clone(),
         next_conn_id: AtomicU64::new(1),
         buffered: Default::default(),
+        conns: Default::default(),
+        per_ip: Default::default(),
         hooks,
     });
     let (exit_tx, exits) = std_mpsc::channel();
@@ -232,12 +237,26 @@ async fn accept_loop(state: Rc<ShardState>, listener: std::net::TcpListener, tls
     let listen_fd = listener.as_raw_fd();
     let listener = tokio_uring::net::TcpListener::from_std(listener);
     let tasks = state.tasks.clone();
+    let mut last_refusal_log: Option<Instant> = None;
     loop {
         tokio::select! {
             biased;
             _ = tasks.stopped() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => conn::accept(state.clone(), stream, peer, tls),
+                Ok((stream, peer)) => match conn::ConnSlot::take(&state.shared, peer.ip()) {
+                    Ok(slot) => conn::accept(state.clone(), stream, peer, tls, slot),
+                    Err(reason) => {
+                        // Closed before it costs anything; a flood logs once a second.
+                        drop(stream);
+                        metrics::counter!("rtmp_connections_refused_total", "reason" => reason)
+                            .increment(1);
+                        let now = Instant::now();
+                        if last_refusal_log.is_none_or(|t| now - t >= Duration::from_secs(1)) {
+                            last_refusal_log = Some(now);
+                            warn!(shard = state.id, peer = %peer, reason, "connection refused: limit reached");
+                        }
+                    }
+                },
                 Err(e) => {
                     // EMFILE and friends: back off instead of spinning.
                     error!(shard = state.id, error = %e, "accept failed");

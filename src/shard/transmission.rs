@@ -73,6 +73,8 @@ pub struct Handoff {
     pub fd: OwnedFd,
     /// An RTMPS connection's TLS state: its keys and sequence numbers go with the socket.
     pub tls: Option<Box<crate::tls::TlsSession>>,
+    /// Its place under the connection limits, kept across the move.
+    pub slot: super::conn::ConnSlot,
     pub session: Box<ServerSession>,
     pub conn_id: u64,
     pub peer: SocketAddr,

@@ -21,6 +21,7 @@ pub(super) fn migrate(
         conn,
         session,
         tag,
+        slot,
         ..
     } = ctx;
     let (fd, tls) = match Rc::try_unwrap(conn).map(Conn::into_parts) {
@@ -39,6 +40,7 @@ pub(super) fn migrate(
     let handoff = Box::new(Handoff {
         fd,
         tls,
+        slot,
         session: Box::new(session),
         conn_id: tag.id,
         peer: tag.peer,

@@ -29,10 +29,14 @@ macro_rules! clog {
     };
 }
 
+mod budget;
 mod handler;
 mod handoff;
 mod reader;
 mod writer;
+
+use budget::BufferShare;
+pub use budget::{take_released, ConnSlot, REFUSE_REASONS};
 
 pub use handler::REJECT_REASONS;
 pub use reader::{BUFFER_BUDGET_SERVER, TIMEOUT_KINDS, TLS_RECORD_ERROR};
@@ -139,54 +143,18 @@ struct ConnCtx {
     tc_url: Option<String>,
     /// This connection's part of the server-wide buffered bytes.
     share: BufferShare,
-}
-
-/// A connection's part of `Shared::buffered`, the server-wide count of bytes held by
-/// partial incoming messages; given back when the connection ends (or moves shards).
-struct BufferShare {
-    shared: Arc<super::Shared>,
-    held: usize,
-}
-
-impl BufferShare {
-    /// Records that this connection holds `now` bytes. Err(total) when it grew and the
-    /// server-wide total is past the limit: this connection is the newest offender.
-    fn update(&mut self, now: usize) -> Result<(), usize> {
-        let total = &self.shared.buffered;
-        let before = self.held;
-        self.held = now;
-        if now <= before {
-            total.fetch_sub(before - now, Ordering::Relaxed);
-            return Ok(());
-        }
-        let sum = total.fetch_add(now - before, Ordering::Relaxed) + (now - before);
-        if sum > self.shared.cfg.max_buffered_total {
-            return Err(sum);
-        }
-        Ok(())
-    }
-}
-
-impl Drop for BufferShare {
-    fn drop(&mut self) {
-        self.shared.buffered.fetch_sub(self.held, Ordering::Relaxed);
-        RELEASED.with(|r| r.set(r.get() + self.held));
-    }
-}
-
-thread_local! {
-    /// Partial-message bytes connections on this shard gave back since the last
-    /// `take_released`.
-    static RELEASED: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Bytes of partial messages freed by connections on this thread since the last call.
-pub fn take_released() -> usize {
-    RELEASED.with(|r| r.replace(0))
+    /// Its place under the connection limits.
+    slot: ConnSlot,
 }
 
 impl ConnCtx {
-    fn new(state: Rc<ShardState>, conn: Conn, session: ServerSession, tag: Tag) -> Self {
+    fn new(
+        state: Rc<ShardState>,
+        conn: Conn,
+        session: ServerSession,
+        tag: Tag,
+        slot: ConnSlot,
+    ) -> Self {
         let tag = Rc::new(tag);
         let share = BufferShare {
             shared: state.shared.clone(),
@@ -204,12 +172,19 @@ impl ConnCtx {
             connect_query: None,
             tc_url: None,
             share,
+            slot,
         }
     }
 }
 
 /// A connection the listener accepted; `tls` when it came in on the RTMPS port.
-pub fn accept(state: Rc<ShardState>, stream: TcpStream, peer: SocketAddr, tls: bool) {
+pub fn accept(
+    state: Rc<ShardState>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tls: bool,
+    slot: ConnSlot,
+) {
     let conn_id = state.shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
     let cfg = &state.shared.cfg;
     let session = ServerSession::new(SessionConfig {
@@ -246,7 +221,7 @@ pub fn accept(state: Rc<ShardState>, stream: TcpStream, peer: SocketAddr, tls: b
         Conn::new(stream)
     };
     clog!(debug, tag, tls, "accepted");
-    let ctx = ConnCtx::new(state.clone(), conn, session, tag);
+    let ctx = ConnCtx::new(state.clone(), conn, session, tag, slot);
     state.tasks.spawn(run(ctx, None));
 }
 
@@ -266,7 +241,7 @@ pub fn adopt(state: Rc<ShardState>, h: Handoff) {
         tls: RefCell::new(conn.tls_info().map(Box::new)),
     };
     clog!(debug, tag, "adopted publisher");
-    let ctx = ConnCtx::new(state.clone(), conn, *h.session, tag);
+    let ctx = ConnCtx::new(state.clone(), conn, *h.session, tag, h.slot);
     // Authorized on the shard that accepted it.
     let first = Event::Publish {
         stream_id: h.stream_id,
