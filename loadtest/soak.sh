@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Soak: MINUTES of churn against one rtmp-edge, watching for leaks.
+#   loadtest/soak.sh [MINUTES] (default 10)
+# Every cycle (60 s): 4 rtmp-load publishers (they stop and republish next cycle) and 200
+# viewers that come and go, one ffmpeg publisher restarted every cycle, every stream pushed
+# to a second rtmp-edge and recorded to FLV, the API and /metrics scraped every 2 s. RSS
+# and open fds are sampled every 10 s; at the end it prints the RSS slope after warm-up
+# (the first quarter) in MiB and % per hour, fds against the idle baseline, and any
+# warn/error log lines other than the expected ones. Everything stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MINUTES=${1:-10}
+cargo build --release -q --bin rtmp-edge --bin rtmp-load
+BIN=$PWD/target/release
+WORK=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true' EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+A=$(free_port) B=$(free_port) HTTP=$(free_port)
+
+"$BIN/rtmp-edge" --listen 127.0.0.1:$B --http off --log-level warn 2>"$WORK/b.log" &
+"$BIN/rtmp-edge" --listen 127.0.0.1:$A --http 127.0.0.1:$HTTP --log-level warn \
+  --record all --record-dir "$WORK/rec" --push "rtmp://127.0.0.1:$B/live" 2>"$WORK/a.log" &
+APID=$!
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$HTTP/readyz" >/dev/null && break; sleep 0.2; done
+ffmpeg -hide_banner -loglevel error -f lavfi -i testsrc2=size=640x360:rate=25 -f lavfi -i sine \
+  -t 20 -c:v libx264 -preset ultrafast -g 50 -c:a aac -f flv "$WORK/media.flv"
+
+rss_kib() { awk '/VmRSS/{print $2}' "/proc/$APID/status"; }
+fds() { ls "/proc/$APID/fd" | wc -l; }
+IDLE_RSS=$(rss_kib) IDLE_FDS=$(fds)
+echo "soak: $MINUTES min; idle RSS $((IDLE_RSS / 1024)) MiB, $IDLE_FDS fds"
+echo "t_s,rss_kib,fds" >"$WORK/samples.csv"
+END=$(( $(date +%s) + MINUTES * 60 ))
+START=$(date +%s)
+
+( # sampler: while the cycles run
+  while [ ! -e "$WORK/done" ]; do
+    echo "$(( $(date +%s) - START )),$(rss_kib),$(fds)" >>"$WORK/samples.csv"; sleep 10
+  done ) &
+( # scraper
+  while [ ! -e "$WORK/done" ]; do
+    curl -s "http://127.0.0.1:$HTTP/metrics" >/dev/null; curl -s "http://127.0.0.1:$HTTP/api/v1/streams" >/dev/null
+    curl -s "http://127.0.0.1:$HTTP/api/v1/clients" >/dev/null; sleep 2
+  done ) &
+cycle=0
+while [ $(( $(date +%s) + 60 )) -le "$END" ]; do
+  cycle=$((cycle + 1))
+  timeout 58 ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -i "$WORK/media.flv" -c copy \
+    -f flv "rtmp://127.0.0.1:$A/live/ff" 2>>"$WORK/ffmpeg.log" &
+  ff=$!
+  "$BIN/rtmp-load" --url "rtmp://127.0.0.1:$A/live/soak" --publishers 4 --viewers 200 \
+    --duration 50s --ramp 50 --quiet --report "$WORK/cycle-$cycle.json" >/dev/null 2>>"$WORK/load.log" || true
+  python3 - "$WORK/cycle-$cycle.json" "$cycle" "$(rss_kib)" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1])); v = r["viewers"]
+print(f"cycle {sys.argv[2]}: viewers {v['connected']}/{v['requested']} below95 {v['below_95pct_expected']} "
+      f"failed {v['failed']}; RSS {int(sys.argv[3]) // 1024} MiB")
+PY
+  wait $ff 2>/dev/null || true
+  sleep 5
+done
+touch "$WORK/done"
+sleep 12 # clients gone, push grace over
+END_RSS=$(rss_kib) END_FDS=$(fds)
+python3 - "$WORK/samples.csv" "$IDLE_RSS" "$END_RSS" "$IDLE_FDS" "$END_FDS" <<'PY'
+import csv, sys
+rows = [(float(r["t_s"]), float(r["rss_kib"]), int(r["fds"])) for r in csv.DictReader(open(sys.argv[1]))]
+idle_rss, end_rss, idle_fds, end_fds = map(int, sys.argv[2:6])
+warm = [r for r in rows if r[0] >= rows[-1][0] / 4] if rows else []
+if len(warm) >= 3:
+    n = len(warm); mx = sum(r[0] for r in warm) / n; my = sum(r[1] for r in warm) / n
+    slope = sum((r[0] - mx) * (r[1] - my) for r in warm) / sum((r[0] - mx) ** 2 for r in warm)
+    per_h = slope * 3600 / 1024
+    print(f"RSS slope after warm-up: {per_h:+.2f} MiB/h ({100 * per_h * 1024 / my:+.2f} %/h of {my / 1024:.1f} MiB mean)")
+print(f"RSS idle {idle_rss // 1024} MiB, under load max {max(r[1] for r in rows) // 1024:.0f} MiB, after {end_rss // 1024} MiB")
+print(f"fds idle {idle_fds}, under load max {max(r[2] for r in rows)}, after {end_fds}")
+PY
+# Warn/error lines, minus the expected ones (clients leaving mid-write, push reconnects).
+grep -E "WARN|ERROR" "$WORK/a.log" | grep -vE "peer stopped reading|push destination failed|publish ended" \
+  | sed -E 's/^[^ ]+ +//' | cut -c1-160 | sort | uniq -c | sort -rn | head -10 || true
+echo "recordings: $(ls "$WORK/rec" | wc -l) files; work dir $WORK"
