@@ -72,7 +72,8 @@ pub fn split(data: &[u8], seed: u16) -> Vec<&[u8]> {
         return vec![data];
     }
     let mut x = u32::from(seed) | 0x1_0000;
-    let max = 1usize << ((seed & 0x0F) as usize).max(1); // 2 .. 32768
+    // Pieces of 1 .. 2^(seed % 16) bytes, but at most ~256 of them (speed).
+    let max = (1usize << ((seed & 0x0F) as usize).max(1)).max(data.len() / 128);
     let mut out = Vec::new();
     let mut rest = data;
     while !rest.is_empty() {
