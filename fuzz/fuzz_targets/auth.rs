@@ -39,7 +39,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let req = AuthRequest {
-        action: if b0 & 1 == 0 { Action::Publish } else { Action::Play },
+        action: if b0 & 1 == 0 {
+            Action::Publish
+        } else {
+            Action::Play
+        },
         app: next().unwrap_or_default(),
         name: next().unwrap_or_default(),
         query: next(),
@@ -48,6 +52,10 @@ fuzz_target!(|data: &[u8]| {
         peer: "127.0.0.1:1".parse().unwrap(),
         conn_id: 1,
     };
-    let now = if b0 & 2 == 0 { 1_700_000_000 } else { u64::MAX - u64::from(b0) };
+    let now = if b0 & 2 == 0 {
+        1_700_000_000
+    } else {
+        u64::MAX - u64::from(b0)
+    };
     let _ = auth.check_credentials(&req, now);
 });

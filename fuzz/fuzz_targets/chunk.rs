@@ -62,6 +62,10 @@ fuzz_target!(|data: &[u8]| {
     // assembly buffer is at most 64 KiB) plus a small multiple of what it sent.
     let peak = peak_since(base);
     let bound = 64 * input.len() + MAX_PARTIAL_STREAMS * 64 * 1024 + (1 << 20);
-    assert!(peak <= bound, "peak {peak} > {bound} for {} input bytes", input.len());
+    assert!(
+        peak <= bound,
+        "peak {peak} > {bound} for {} input bytes",
+        input.len()
+    );
     let _ = buf.remaining();
 });

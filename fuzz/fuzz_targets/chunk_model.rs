@@ -38,11 +38,22 @@ enum Op {
         chunks: u8,
     },
     /// More chunks of the partial message on a csid.
-    Continue { csid: u8, chunks: u8 },
-    SetChunkSize { size: u32, short: bool },
-    Abort { csid: u8 },
+    Continue {
+        csid: u8,
+        chunks: u8,
+    },
+    SetChunkSize {
+        size: u32,
+        short: bool,
+    },
+    Abort {
+        csid: u8,
+    },
     /// A message longer than the limit (the decoder must refuse it).
-    TooLong { csid: u8, extra: u16 },
+    TooLong {
+        csid: u8,
+        extra: u16,
+    },
 }
 
 #[derive(Arbitrary, Debug)]
@@ -94,7 +105,11 @@ impl Writer {
     /// `header_written`, each starts with a fmt3 header.
     fn send_chunks(&mut self, csid: u32, chunks: u8, mut header_written: bool) {
         let cs = self.chunk_size as usize;
-        let mut left = if chunks == 0 { usize::MAX } else { usize::from(chunks) };
+        let mut left = if chunks == 0 {
+            usize::MAX
+        } else {
+            usize::from(chunks)
+        };
         let st = self.streams.get_mut(&csid).unwrap();
         let Some((payload, sent)) = st.partial.as_mut() else {
             return;
@@ -213,7 +228,15 @@ impl Writer {
     fn control(&mut self, type_id: u8, payload: &[u8]) {
         // Whole, fmt0 on csid 2 (never used for data here), at the current chunk size.
         let mut b = BytesMut::new();
-        encode_message(CONTROL_CSID, 0, type_id, 0, payload, self.chunk_size, &mut b);
+        encode_message(
+            CONTROL_CSID,
+            0,
+            type_id,
+            0,
+            payload,
+            self.chunk_size,
+            &mut b,
+        );
         self.out.extend_from_slice(&b);
         self.streams.entry(CONTROL_CSID).or_default().started = true;
     }
@@ -335,7 +358,11 @@ fuzz_target!(|input: Input| {
         }
     }
     assert_eq!(failed, w.fails, "decoder failure differs from the model");
-    assert_eq!(got.len(), w.expected.len(), "message count differs from the model");
+    assert_eq!(
+        got.len(),
+        w.expected.len(),
+        "message count differs from the model"
+    );
     for (g, e) in got.iter().zip(&w.expected) {
         assert_eq!(g, e, "message differs from the model");
     }
@@ -365,7 +392,9 @@ fuzz_target!(|input: Input| {
         }
         while let Some(ev) = s.poll_event() {
             match ev {
-                Event::Publish { stream_id, name, .. } => s.accept_publish(stream_id, &name),
+                Event::Publish {
+                    stream_id, name, ..
+                } => s.accept_publish(stream_id, &name),
                 Event::Play {
                     stream_id,
                     name,

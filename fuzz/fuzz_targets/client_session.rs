@@ -52,5 +52,9 @@ fuzz_target!(|data: &[u8]| {
     drop(c);
     let peak = peak_since(base);
     let bound = 256 * stream.len() + (8 << 20);
-    assert!(peak <= bound, "peak {peak} > {bound} for {} input bytes", stream.len());
+    assert!(
+        peak <= bound,
+        "peak {peak} > {bound} for {} input bytes",
+        stream.len()
+    );
 });

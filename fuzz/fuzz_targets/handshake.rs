@@ -36,7 +36,14 @@ fuzz_target!(|data: &[u8]| {
         assert!(used_total <= C0C1C2);
         assert_eq!(hs.is_done(), used_total == C0C1C2);
         // S0S1S2 exactly once, when C1 is complete.
-        assert_eq!(out.len(), if used_total > HANDSHAKE_SIZE { C0C1C2 } else { 0 });
+        assert_eq!(
+            out.len(),
+            if used_total > HANDSHAKE_SIZE {
+                C0C1C2
+            } else {
+                0
+            }
+        );
         if !out.is_empty() && !hs.is_complex() {
             assert_eq!(&out[1 + HANDSHAKE_SIZE..], &input[1..1 + HANDSHAKE_SIZE]);
         }
@@ -63,7 +70,11 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(used_total <= C0C1C2);
         assert_eq!(hs.is_done(), used_total == C0C1C2);
-        let c2 = if used_total > HANDSHAKE_SIZE { HANDSHAKE_SIZE } else { 0 };
+        let c2 = if used_total > HANDSHAKE_SIZE {
+            HANDSHAKE_SIZE
+        } else {
+            0
+        };
         assert_eq!(out.len(), 1 + HANDSHAKE_SIZE + c2);
         if c2 > 0 {
             // C2 echoes S1.

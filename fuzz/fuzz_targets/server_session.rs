@@ -40,7 +40,9 @@ fuzz_target!(|data: &[u8]| {
         }
         while let Some(ev) = s.poll_event() {
             match ev {
-                Event::Publish { stream_id, name, .. } => {
+                Event::Publish {
+                    stream_id, name, ..
+                } => {
                     if refuse || !valid_name(&name) {
                         s.reject_publish(stream_id, "NetStream.Publish.BadName", "bad name");
                     } else {
@@ -69,9 +71,18 @@ fuzz_target!(|data: &[u8]| {
             break; // the connection is closed
         }
     }
-    let _ = (s.app().len(), s.out_chunk_size(), s.bytes_received(), out_bytes);
+    let _ = (
+        s.app().len(),
+        s.out_chunk_size(),
+        s.bytes_received(),
+        out_bytes,
+    );
     drop(s);
     let peak = peak_since(base);
     let bound = 256 * stream.len() + (8 << 20);
-    assert!(peak <= bound, "peak {peak} > {bound} for {} input bytes", stream.len());
+    assert!(
+        peak <= bound,
+        "peak {peak} > {bound} for {} input bytes",
+        stream.len()
+    );
 });
