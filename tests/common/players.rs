@@ -85,8 +85,13 @@ pub fn ffprobe(input: &str, seconds: u32, decode: bool, extra: &[&str]) -> Probe
 
 /// Decodes `seconds` of `url`: clean, H.264 and AAC, at least `min_frames` frames of each.
 pub fn assert_decodes(url: &str, seconds: u32, min_frames: u64) -> Probe {
-    let probe = ffprobe(url, seconds, true, &[]);
-    eprintln!("ffprobe {url}: {probe:?}");
+    assert_decodes_args(url, seconds, min_frames, &[])
+}
+
+/// `assert_decodes` with `extra` ffprobe options before the input (e.g. TLS verification).
+pub fn assert_decodes_args(url: &str, seconds: u32, min_frames: u64, extra: &[&str]) -> Probe {
+    let probe = ffprobe(url, seconds, true, extra);
+    eprintln!("ffprobe {url} {extra:?}: {probe:?}");
     assert!(probe.clean(), "ffprobe failed or logged errors: {probe:?}");
     assert_eq!(
         probe.field("video", "codec_name"),

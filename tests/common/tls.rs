@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use super::nginx::{free_port, wait_port};
-use super::players::{ffprobe, spawn_quiet, stderr_of, Probe};
+use super::players::{spawn_quiet, stderr_of, Probe};
 use super::{run_with_timeout, Proc};
 
 /// Whether `tool` runs at all (`<tool> <arg>` spawns); for skip messages.
@@ -328,28 +328,10 @@ pub fn tls_args(ca: &Path) -> Vec<String> {
     ]
 }
 
-/// Like `players::assert_decodes`, with `extra` options before the input (`tls_args`):
-/// clean, H.264 and AAC, at least `min_frames` decoded frames of each.
+/// Like `players::assert_decodes`, with `extra` options before the input (`tls_args`).
 pub fn assert_decodes_with(url: &str, seconds: u32, min_frames: u64, extra: &[String]) -> Probe {
     let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-    let probe = ffprobe(url, seconds, true, &extra);
-    eprintln!("ffprobe {url} {extra:?}: {probe:?}");
-    assert!(probe.clean(), "ffprobe failed or logged errors: {probe:?}");
-    assert_eq!(
-        probe.field("video", "codec_name"),
-        Some("h264"),
-        "{probe:?}"
-    );
-    assert_eq!(probe.field("audio", "codec_name"), Some("aac"), "{probe:?}");
-    assert!(
-        probe.count("video") >= min_frames,
-        "video frames: {probe:?}"
-    );
-    assert!(
-        probe.count("audio") >= min_frames,
-        "audio frames: {probe:?}"
-    );
-    probe
+    super::players::assert_decodes_args(url, seconds, min_frames, &extra)
 }
 
 /// ffmpeg publishing `media` (looped, real time, stream copy, at most `limit_secs`) to an
