@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use arbitrary::Arbitrary;
 use bytes::BytesMut;
-use fuzz_common::{client_handshake_prefix, split};
+use fuzz_common::{handshake_prefix, split};
 use libfuzzer_sys::fuzz_target;
 use rtmp_edge::protocol::amf::Amf0Value;
 use rtmp_edge::protocol::chunk::{encode_message, ChunkDecoder, RawMessage};
@@ -376,7 +376,7 @@ fuzz_target!(|input: Input| {
         max_message_size: MAX,
         ..SessionConfig::default()
     });
-    let mut stream = client_handshake_prefix();
+    let mut stream = handshake_prefix();
     let connect = command_body(
         "connect",
         1.0,

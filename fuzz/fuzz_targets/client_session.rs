@@ -4,19 +4,12 @@
 //! payload limit; bytes 1-2: split seed. Real captures start with 0x00.
 #![no_main]
 use bytes::Bytes as B;
-use fuzz_common::{mark, peak_since, server_handshake_prefix, split, Bytes};
+use fuzz_common::{mark, peak_since, session_input, split};
 use libfuzzer_sys::fuzz_target;
 use rtmp_edge::protocol::client::{ClientConfig, ClientEvent, ClientSession};
 
 fuzz_target!(|data: &[u8]| {
-    let mut r = Bytes(data);
-    let mode = r.u8();
-    let seed = r.u16();
-    let mut stream = Vec::new();
-    if mode & 1 != 0 {
-        stream = server_handshake_prefix();
-    }
-    stream.extend_from_slice(r.0);
+    let (mode, seed, stream) = session_input(data);
     let base = mark();
     let mut cfg = ClientConfig::new("live", "rtmp://127.0.0.1/live");
     cfg.complex_handshake = mode & 4 != 0;

@@ -6,7 +6,7 @@
 //! with byte 0 = 0x00 (their own handshake). Checks that memory stays proportional to
 //! what the peer sent.
 #![no_main]
-use fuzz_common::{client_handshake_prefix, mark, peak_since, split, Bytes};
+use fuzz_common::{mark, peak_since, session_input, split};
 use libfuzzer_sys::fuzz_target;
 use rtmp_edge::protocol::session::{Event, ServerSession, SessionConfig};
 
@@ -16,14 +16,7 @@ fn valid_name(name: &str) -> bool {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut r = Bytes(data);
-    let mode = r.u8();
-    let seed = r.u16();
-    let mut stream = Vec::new();
-    if mode & 1 != 0 {
-        stream = client_handshake_prefix();
-    }
-    stream.extend_from_slice(r.0);
+    let (mode, seed, stream) = session_input(data);
     let refuse = mode & 2 != 0;
     let max_message_size = [16 << 20, 1 << 20, 4096, 128][usize::from(mode >> 2 & 3)];
     let base = mark();

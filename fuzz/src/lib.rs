@@ -87,18 +87,26 @@ pub fn split(data: &[u8], seed: u16) -> Vec<&[u8]> {
     out
 }
 
-/// C0 + a plain C1 (zero version: the simple handshake) + C2, 3073 bytes a client sends.
-pub fn client_handshake_prefix() -> Vec<u8> {
+/// 3073 bytes that complete a plain handshake from either side: C0 + a zero C1 + C2 as a
+/// client sends them, or S0 + S1 + S2 as our server answers a zero C1 (the same bytes).
+pub fn handshake_prefix() -> Vec<u8> {
     let mut v = vec![0u8; 1 + 2 * 1536];
     v[0] = 3;
     v
 }
 
-/// What a server sends for a plain C1 of zeros: S0, S1 (all zero here), S2.
-pub fn server_handshake_prefix() -> Vec<u8> {
-    let mut v = vec![0u8; 1 + 2 * 1536];
-    v[0] = 3;
-    v
+/// The session targets' input layout: a mode byte, a split seed, then the peer's byte
+/// stream, which mode bit 0 prefixes with a completed handshake.
+pub fn session_input(data: &[u8]) -> (u8, u16, Vec<u8>) {
+    let mut r = Bytes(data);
+    let mode = r.u8();
+    let seed = r.u16();
+    let mut stream = Vec::new();
+    if mode & 1 != 0 {
+        stream = handshake_prefix();
+    }
+    stream.extend_from_slice(r.0);
+    (mode, seed, stream)
 }
 
 /// Reads little pieces of the fuzz input in order, yielding zeros once it runs out.
