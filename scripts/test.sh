@@ -21,6 +21,8 @@ command -v promtool >/dev/null || missing+=(prometheus)
 # RTMPS tests: openssl makes a test CA, stunnel4 terminates TLS in front of nginx-rtmp.
 command -v openssl >/dev/null || missing+=(openssl)
 command -v stunnel4 >/dev/null || missing+=(stunnel4)
+# Network-fault tests: namespaces and addresses (they skip, saying so, when not root).
+command -v ip >/dev/null || missing+=(iproute2)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test peers: ${missing[*]}"
@@ -30,7 +32,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     ffmpeg rtmpdump gstreamer1.0-tools gstreamer1.0-plugins-base \
     gstreamer1.0-plugins-good gstreamer1.0-plugins-bad nginx libnginx-mod-rtmp \
-    prometheus openssl stunnel4 >/dev/null
+    prometheus openssl stunnel4 iproute2 >/dev/null
 fi
 
 cargo test "$@"

@@ -124,3 +124,61 @@ fn publish_again_without_fcunpublish_is_refused_and_the_stream_goes_on() {
     assert!(watcher.is_running());
     assert_eq!(server.count_log(&["publish ended", "republish"]), 0);
 }
+
+/// An encoder whose network dropped reconnects while its old connection still looks open
+/// to us: once the old publisher has been silent for 2 s, the new publish replaces it (the
+/// old connection is closed, players hear of the change and carry on). A publisher that is
+/// still sending keeps its stream.
+#[test]
+fn a_new_publish_replaces_a_silent_publisher() {
+    let server = Server::start(&[]);
+    let mut old = RtmpClient::connect(server.addr, "live").expect("encoder connect");
+    old.create_stream().unwrap();
+    assert_eq!(old.publish("stale").unwrap().1, "NetStream.Publish.Start");
+    let watcher = Watcher::start(server.addr, "live", "stale");
+    send_gop(&mut old, 0);
+    assert!(watcher.wait_media(watcher.started, 5, Duration::from_secs(5)));
+
+    let mut early = RtmpClient::connect(server.addr, "live").expect("second connect");
+    early.create_stream().unwrap();
+    assert_eq!(
+        early.publish("stale").unwrap().1,
+        "NetStream.Publish.BadName",
+        "a publisher that just sent media must keep its stream"
+    );
+
+    // The old encoder goes silent without closing, as behind a dead link.
+    std::thread::sleep(Duration::from_millis(3500));
+    let mut new = RtmpClient::connect(server.addr, "live").expect("reconnect");
+    new.create_stream().unwrap();
+    assert_eq!(new.publish("stale").unwrap().1, "NetStream.Publish.Start");
+    let replaced = Instant::now();
+    assert!(
+        old.wait_closed(Instant::now() + Duration::from_secs(3)),
+        "the silent publisher's connection stayed open"
+    );
+    send_gop(&mut new, 0);
+    assert!(
+        watcher.wait_media(replaced, 5, Duration::from_secs(5)),
+        "no media from the new publisher"
+    );
+    let codes = watcher.codes_since(watcher.started);
+    let unpub = codes
+        .iter()
+        .position(|c| c == "NetStream.Play.UnpublishNotify");
+    let publ = codes
+        .iter()
+        .position(|c| c == "NetStream.Play.PublishNotify");
+    assert!(
+        matches!((unpub, publ), (Some(u), Some(p)) if u < p),
+        "player statuses: {codes:?}"
+    );
+    assert!(watcher.is_running());
+    let line = server
+        .wait_log(
+            &["silent publisher replaced", "live/stale"],
+            Duration::from_secs(1),
+        )
+        .expect("no log line for the replacement");
+    assert!(line.contains("WARN"), "{line}");
+}

@@ -20,6 +20,10 @@ pub(super) fn describe() {
         "rtmp_publish_rejects_total",
         "Publishes refused, by reason."
     );
+    describe_counter!(
+        "rtmp_publishers_replaced_total",
+        "Publishers silent for 2 s replaced by a new publish of their stream."
+    );
     describe_counter!("rtmp_plays_total", "Plays started.");
     describe_counter!(
         "rtmp_protocol_errors_total",
@@ -152,6 +156,7 @@ fn zero_known_series() {
     for name in [
         "rtmp_connections_accepted_total",
         "rtmp_publishes_total",
+        "rtmp_publishers_replaced_total",
         "rtmp_plays_total",
         "rtmp_record_dropped_frames_total",
     ] {

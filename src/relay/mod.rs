@@ -74,6 +74,22 @@ pub async fn resolve(url: &RtmpUrl) -> Result<SocketAddr, RelayError> {
     rx.await.map_err(|_| RelayError::ResolverGone)?
 }
 
+/// Data a relay peer leaves unacknowledged this long fails the connection
+/// (`TCP_USER_TIMEOUT`): a destination or origin cut off by the network is noticed and
+/// retried with backoff, instead of TCP retransmitting into silence for many minutes, or the
+/// stream resuming late by itself only after the retransmission backoff. Matches the pull's
+/// silence timeout.
+const UNACKED_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn fail_unacked_after(tcp: &tokio_uring::net::TcpStream, after: std::time::Duration) {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the fd belongs to `tcp`, which outlives this borrow.
+    let fd = unsafe { BorrowedFd::borrow_raw(tcp.as_raw_fd()) };
+    if let Err(e) = socket2::SockRef::from(&fd).set_tcp_user_timeout(Some(after)) {
+        tracing::debug!(error = %e, "TCP_USER_TIMEOUT not set");
+    }
+}
+
 /// Connects to `url` within `timeout` (resolving off the shard) on the shard's runtime. An
 /// `rtmps://` URL also runs the TLS handshake, verifying the server against `trust` (the
 /// public roots when None), within the same time.
@@ -88,6 +104,7 @@ pub async fn connect(
         .await
         .map_err(|_| RelayError::ConnectTimeout)?
         .map_err(RelayError::Connect)?;
+    fail_unacked_after(&tcp, UNACKED_TIMEOUT);
     if !url.tls {
         return Ok(Conn::new(tcp));
     }

@@ -3,9 +3,10 @@
 //! shards mirror it. Frames are encoded once here and cross to each mirror shard once.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tracing::warn;
 
 use super::hooks::StreamSink;
 use super::state::{PublishError, ShardState, StreamKey};
@@ -15,6 +16,9 @@ use crate::media::cache::StreamCache;
 use crate::media::frame::{Frame, MediaKind, SharedFrame};
 use crate::media::metadata::Picture;
 use crate::media::tag;
+
+/// How long a publisher must have been silent before a new publish of its key replaces it.
+const TAKEOVER_QUIET: Duration = Duration::from_secs(2);
 
 /// Keeps one stream's timestamps moving forward when a publisher reconnects from zero.
 #[derive(Default)]
@@ -51,6 +55,8 @@ pub(super) struct Source {
     pub since: Option<Instant>,
     bytes_in: u64,
     rate_mark: Option<(Instant, u64)>,
+    /// Since when the publisher has sent nothing (seen at the once-a-second stats tick).
+    quiet_since: Option<Instant>,
     pub bitrate_bps: f64,
     pub video: Option<String>,
     pub audio: Option<String>,
@@ -69,6 +75,11 @@ impl Source {
             return;
         }
         if let Some((at, bytes)) = self.rate_mark {
+            if self.bytes_in == bytes {
+                self.quiet_since.get_or_insert(at);
+            } else {
+                self.quiet_since = None;
+            }
             let secs = now.duration_since(at).as_secs_f64();
             if secs > 0.0 {
                 let bps = (self.bytes_in - bytes) as f64 * 8.0 / secs;
@@ -163,21 +174,48 @@ impl ShardState {
         }
     }
 
+    /// Starts `conn_id`'s publish of `key`. A publisher already there keeps the stream,
+    /// unless it has sent nothing for `TAKEOVER_QUIET`: an encoder reconnecting after its
+    /// network dropped finds its old connection still open (nothing tells a receiver that
+    /// a silent peer is gone), and waiting out the publisher timeout would keep it off air.
     pub fn start_publish(&self, key: &StreamKey, conn_id: u64) -> Result<(), PublishError> {
         if self.tasks.is_stopping() {
             return Err(PublishError::ShuttingDown);
         }
+        let stale = {
+            let sources = self.sources.borrow();
+            match sources.get(key) {
+                Some(src) => match (src.publisher, src.quiet_since) {
+                    (Some(old), Some(q)) if q.elapsed() >= TAKEOVER_QUIET => Some((old, q)),
+                    (Some(_), _) => return Err(PublishError::BadName),
+                    (None, _) => None,
+                },
+                None => None,
+            }
+        };
+        if let Some((old, quiet)) = stale {
+            warn!(
+                key = &**key,
+                old_conn = old,
+                new_conn = conn_id,
+                quiet_ms = quiet.elapsed().as_millis() as u64,
+                "silent publisher replaced by a new publish"
+            );
+            metrics::counter!("rtmp_publishers_replaced_total").increment(1);
+            if let Some(t) = self.clients.borrow().get(&old) {
+                t.queue.kill();
+            }
+            self.end_publish(key, old);
+        }
         let mut sources = self.sources.borrow_mut();
         let src = sources.entry(key.clone()).or_default();
-        if src.publisher.is_some() {
-            return Err(PublishError::BadName);
-        }
         src.publisher = Some(conn_id);
         src.cache.clear();
         src.rebase.need_base = true;
         src.since = Some(Instant::now());
         src.bytes_in = 0;
         src.rate_mark = None;
+        src.quiet_since = None;
         src.bitrate_bps = 0.0;
         src.video = None;
         src.audio = None;

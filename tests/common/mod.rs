@@ -239,10 +239,12 @@ pub fn test_media_locked() -> PathBuf {
     test_media()
 }
 
+pub mod netns;
 pub mod nginx;
 pub mod players;
 pub mod publisher;
 pub mod recording;
+pub mod timeline;
 pub mod tls;
 pub mod watcher;
 
@@ -250,7 +252,17 @@ impl Server {
     /// Like `start`, but listening on `listen` (e.g. a port a killed server used, to
     /// restart it in place). `extra` must not contain `--listen`.
     pub fn start_on(listen: &str, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rtmp-edge"))
+        Self::spawn(Command::new(env!("CARGO_BIN_EXE_rtmp-edge")), listen, extra)
+    }
+
+    /// Like `start_on`, inside the network namespace `ns` (see `netns`).
+    pub fn start_in_netns(ns: &str, listen: &str, extra: &[&str]) -> Server {
+        let cmd = netns::exec_in(ns, Command::new(env!("CARGO_BIN_EXE_rtmp-edge")));
+        Self::spawn(cmd, listen, extra)
+    }
+
+    fn spawn(mut cmd: Command, listen: &str, extra: &[&str]) -> Server {
+        let mut child = cmd
             .args([
                 "--listen",
                 listen,

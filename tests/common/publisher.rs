@@ -18,6 +18,7 @@ pub struct PublishSpec {
     url: String,
     looping: bool,
     limit_secs: Option<u32>,
+    netns: Option<String>,
 }
 
 impl PublishSpec {
@@ -28,6 +29,7 @@ impl PublishSpec {
             url: url.to_string(),
             looping: true,
             limit_secs: None,
+            netns: None,
         }
     }
 
@@ -44,9 +46,18 @@ impl PublishSpec {
         self
     }
 
+    /// Run ffmpeg inside the network namespace `ns` (see `netns`).
+    pub fn in_netns(mut self, ns: &str) -> PublishSpec {
+        self.netns = Some(ns.to_string());
+        self
+    }
+
     /// The ffmpeg command line, not yet run.
     pub fn command(&self) -> Command {
-        let mut cmd = Command::new("ffmpeg");
+        let mut cmd = match &self.netns {
+            Some(ns) => super::netns::exec_in(ns, Command::new("ffmpeg")),
+            None => Command::new("ffmpeg"),
+        };
         // -v error: stderr stays empty unless something went wrong, so tests can assert on it.
         cmd.args(["-v", "error", "-re"]);
         if self.looping {
