@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds every fuzz target and runs each for SECONDS_PER_TARGET (default 60) on the seed
 # corpus, one at a time. Exits non-zero on any crash, leak, timeout or OOM; prints the
-# executions and coverage per target. TARGETS="chunk amf" runs a subset.
+# executions and coverage per target. TARGETS="chunk amf" runs a subset; FUZZ_TARGET_DIR
+# builds elsewhere than fuzz/target (CI, or beside a long run using other flags).
 #   fuzz/run.sh [SECONDS_PER_TARGET]
 set -uo pipefail
 secs=${1:-60}
@@ -12,6 +13,8 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked || exit 1
 fi
 toolchain=${FUZZ_TOOLCHAIN:-+nightly}
+target_dir=()
+[ -n "${FUZZ_TARGET_DIR:-}" ] && target_dir=(--target-dir "$FUZZ_TARGET_DIR")
 
 # Longest input per target: big enough for the seeds (whole captures are up to 64 KiB).
 declare -A max_len=(
@@ -22,7 +25,7 @@ declare -A max_len=(
 targets=${TARGETS:-"handshake chunk chunk_model amf server_session client_session tag flv config tls auth"}
 
 # Release with debug assertions: arithmetic overflow panics too.
-cargo $toolchain fuzz build -O -a || exit 1
+cargo $toolchain fuzz build -O -a "${target_dir[@]}" || exit 1
 
 status=0
 summary=()
@@ -34,7 +37,7 @@ for t in $targets; do
   [ -d "$here/seeds/$t" ] && cp -n "$here/seeds/$t"/* "$corpus"/ 2>/dev/null
   log=$logs/$t.log
   echo "== $t: ${secs}s" >&2
-  cargo $toolchain fuzz run -O -a "$t" "$corpus" -- \
+  cargo $toolchain fuzz run -O -a "${target_dir[@]}" "$t" "$corpus" -- \
     -max_total_time="$secs" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10 \
     -max_len="${max_len[$t]:-65536}" -print_final_stats=1 >"$log" 2>&1
   rc=$?

@@ -190,22 +190,6 @@ fn server_wide_buffer_budget_closes_the_newest_offenders() {
     );
 }
 
-/// Whether the server closed `s` (EOF or reset) within `within`.
-fn closed_by_server(s: &mut std::net::TcpStream, within: Duration) -> bool {
-    use std::io::Read;
-    s.set_read_timeout(Some(within)).unwrap();
-    let mut b = [0u8; 16];
-    match s.read(&mut b) {
-        Ok(0) => true,
-        Ok(_) => false,
-        // A timeout means still open; anything else (a reset) is a close.
-        Err(e) => !matches!(
-            e.kind(),
-            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-        ),
-    }
-}
-
 /// Connection limits: past `--max-conns-per-ip` (and `--max-conns`) a new socket is closed
 /// at accept and counted; a slot frees when its connection ends.
 #[test]

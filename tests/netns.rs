@@ -316,3 +316,66 @@ fn partitioned_push_target_backs_off_alone() {
     );
     assert_eq!(target2.count_log(&["publish started", "live/push"]), 1);
 }
+
+/// `--max-handshakes-per-ip`: connections from one (non-loopback) address that are not yet
+/// publishing or playing are capped; one that publishes or plays frees its place; loopback
+/// is exempt.
+#[test]
+fn handshakes_in_flight_are_limited_per_address() {
+    let Some(net) = net_or_skip(&["server", "client"]) else {
+        return;
+    };
+    let (sh, ch) = (net.host("server"), net.host("client"));
+    let server = server(sh, &["--max-handshakes-per-ip", "3"]);
+    let remote: SocketAddr = format!("{}:{PORT}", sh.ip).parse().unwrap();
+    let connect = || netns::within(&ch.ns, || std::net::TcpStream::connect(remote).unwrap());
+
+    let mut idle: Vec<_> = (0..3).map(|_| connect()).collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fourth = connect();
+    assert!(
+        closed_by_server(&mut fourth, Duration::from_secs(2)),
+        "a 4th connection in its handshake from one address was kept"
+    );
+    for s in &mut idle {
+        assert!(!closed_by_server(s, Duration::from_millis(100)));
+    }
+    // Loopback is exempt: local tools and sidecars are not limited.
+    let mut local_ones: Vec<_> = netns::within(&sh.ns, || {
+        (0..5)
+            .map(|_| std::net::TcpStream::connect(local()).unwrap())
+            .collect()
+    });
+    for s in &mut local_ones {
+        assert!(!closed_by_server(s, Duration::from_millis(100)));
+    }
+
+    // One place frees: a real publisher from that address gets in, and once it publishes it
+    // no longer counts, so a player gets in beside the two idle ones.
+    drop(idle.pop());
+    std::thread::sleep(Duration::from_millis(300));
+    let url = format!("rtmp://{remote}/live/lim");
+    let _publisher = PublishSpec::new(&test_media_locked(), &url)
+        .in_netns(&ch.ns)
+        .start();
+    wait_published(&server, "live/lim");
+    let p = netns::within(&ch.ns, || Player::start(remote, "live", "lim"));
+    assert!(
+        p.wait_video(30, Duration::from_secs(10)),
+        "the player beside two handshakes got no video"
+    );
+    // Two idle handshakes + this one make 3 again; a 4th is refused.
+    let mut third = connect();
+    assert!(!closed_by_server(&mut third, Duration::from_millis(300)));
+    let mut one_more = connect();
+    assert!(
+        closed_by_server(&mut one_more, Duration::from_secs(2)),
+        "the limit no longer held"
+    );
+    let scrape = netns::within(&sh.ns, || server.http_get("/metrics").1);
+    let refused = scrape
+        .lines()
+        .find(|l| l.starts_with("rtmp_connections_refused_total{reason=\"max_handshakes_per_ip\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+    assert_eq!(refused, Some(2.0), "{scrape}");
+}

@@ -162,6 +162,12 @@ pub struct Config {
     #[arg(long, default_value_t = 0)]
     pub max_conns_per_ip: u32,
 
+    /// Connections from one IP address not yet publishing or playing (in their TLS or RTMP
+    /// handshake, connect, or authorization) at once; more are closed at accept. Loopback
+    /// addresses are exempt (local load generators and sidecars); 0 = no limit.
+    #[arg(long, default_value_t = 64)]
+    pub max_handshakes_per_ip: u32,
+
     /// Bytes of partially received messages one connection may hold before its publish or
     /// play is accepted (an unauthenticated peer controls this memory); past it the
     /// connection is closed.

@@ -107,6 +107,7 @@ fn shard_config(cfg: &Config) -> ShardConfig {
         max_message_size: cfg.max_message_size,
         max_conns: cfg.max_conns,
         max_conns_per_ip: cfg.max_conns_per_ip,
+        max_handshakes_per_ip: cfg.max_handshakes_per_ip,
         preauth_buffer: usize::try_from(cfg.max_preauth_buffer_bytes).unwrap_or(usize::MAX),
         max_buffered_total: usize::try_from(cfg.max_buffered_bytes_total).unwrap_or(usize::MAX),
         viewer: ViewerPolicy {

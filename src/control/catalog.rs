@@ -101,7 +101,7 @@ pub(super) fn describe() {
     describe_gauge!("rtmp_viewers", "Players connected, per shard.");
     describe_counter!(
         "rtmp_connections_refused_total",
-        "Connections closed at accept by --max-conns or --max-conns-per-ip."
+        "Connections closed at accept by --max-conns, --max-conns-per-ip or --max-handshakes-per-ip."
     );
     describe_gauge!(
         "rtmp_tls_connections",

@@ -23,6 +23,9 @@ pub struct ShardConfig {
     pub max_conns: usize,
     /// Client connections open at once from one address (0: no limit).
     pub max_conns_per_ip: u32,
+    /// Connections from one non-loopback address not yet publishing or playing (0: no
+    /// limit); more are closed at accept.
+    pub max_handshakes_per_ip: u32,
     /// What all connections together may buffer of partial messages; past it, a connection
     /// that adds to them is closed unless it is an accepted publisher.
     pub max_buffered_total: usize,

@@ -45,6 +45,8 @@ pub struct Shared {
     /// Client connections open, overall and per address (see `conn::ConnSlot`).
     pub conns: std::sync::atomic::AtomicUsize,
     pub per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
+    /// Per address: connections not yet publishing or playing.
+    pub pending_per_ip: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
 }
 
 /// A shard thread ended (after a shutdown, or by panicking).
@@ -114,6 +116,7 @@ pub fn start(cfg: ShardConfig, hooks: Hooks) -> std::io::Result<Server> {
         buffered: Default::default(),
         conns: Default::default(),
         per_ip: Default::default(),
+        pending_per_ip: Default::default(),
         hooks,
     });
     let (exit_tx, exits) = std_mpsc::channel();

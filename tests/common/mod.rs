@@ -229,6 +229,22 @@ pub fn wait_published(server: &Server, key: &str) {
         .unwrap_or_else(|| panic!("{key} was never published"));
 }
 
+/// Whether the server closed `s` (EOF or reset) within `within`.
+pub fn closed_by_server(s: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut b = [0u8; 16];
+    match s.read(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        // A timeout means still open; anything else (a reset) is a close.
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+    }
+}
+
 pub mod rtmp_client;
 
 /// `test_media()`, made at most once at a time per test binary: `media()` names its temp

@@ -3,9 +3,10 @@
 //! connection limits, overall and per client address (`ConnSlot`).
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::shard::Shared;
 
@@ -54,13 +55,35 @@ pub fn take_released() -> usize {
 }
 
 /// Which limit refused a connection (the `rtmp_connections_refused_total` reason).
-pub const REFUSE_REASONS: [&str; 2] = ["max_conns", "max_conns_per_ip"];
+pub const REFUSE_REASONS: [&str; 3] = ["max_conns", "max_conns_per_ip", "max_handshakes_per_ip"];
 
-/// A connection's place under `--max-conns` and `--max-conns-per-ip`; moves with a
-/// publisher handed to another shard.
+/// A connection's place under `--max-conns`, `--max-conns-per-ip` and, until it publishes
+/// or plays, `--max-handshakes-per-ip`; moves with a publisher handed to another shard.
 pub struct ConnSlot {
     shared: Arc<Shared>,
     ip: IpAddr,
+    /// Counted among its address's connections not yet publishing or playing.
+    pending: bool,
+}
+
+fn count_up(map: &Mutex<HashMap<IpAddr, u32>>, ip: IpAddr, limit: u32) -> bool {
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    let count = map.entry(ip).or_insert(0);
+    if *count >= limit {
+        return false;
+    }
+    *count += 1;
+    true
+}
+
+fn count_down(map: &Mutex<HashMap<IpAddr, u32>>, ip: IpAddr) {
+    let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(count) = map.get_mut(&ip) {
+        *count -= 1;
+        if *count == 0 {
+            map.remove(&ip);
+        }
+    }
 }
 
 impl ConnSlot {
@@ -73,34 +96,38 @@ impl ConnSlot {
             return Err(REFUSE_REASONS[0]);
         }
         let ip = ip.to_canonical();
-        if cfg.max_conns_per_ip > 0 {
-            let mut per_ip = shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            let count = per_ip.entry(ip).or_insert(0);
-            if *count >= cfg.max_conns_per_ip {
-                drop(per_ip);
-                shared.conns.fetch_sub(1, Ordering::Relaxed);
-                return Err(REFUSE_REASONS[1]);
-            }
-            *count += 1;
+        if cfg.max_conns_per_ip > 0 && !count_up(&shared.per_ip, ip, cfg.max_conns_per_ip) {
+            shared.conns.fetch_sub(1, Ordering::Relaxed);
+            return Err(REFUSE_REASONS[1]);
         }
-        Ok(ConnSlot {
+        let mut slot = ConnSlot {
             shared: shared.clone(),
             ip,
-        })
+            pending: false,
+        };
+        if cfg.max_handshakes_per_ip > 0 && !ip.is_loopback() {
+            if !count_up(&shared.pending_per_ip, ip, cfg.max_handshakes_per_ip) {
+                return Err(REFUSE_REASONS[2]); // the dropped slot gives the rest back
+            }
+            slot.pending = true;
+        }
+        Ok(slot)
+    }
+
+    /// The connection publishes or plays now: it no longer counts as a handshake.
+    pub(crate) fn settle(&mut self) {
+        if std::mem::take(&mut self.pending) {
+            count_down(&self.shared.pending_per_ip, self.ip);
+        }
     }
 }
 
 impl Drop for ConnSlot {
     fn drop(&mut self) {
+        self.settle();
         self.shared.conns.fetch_sub(1, Ordering::Relaxed);
         if self.shared.cfg.max_conns_per_ip > 0 {
-            let mut per_ip = self.shared.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(count) = per_ip.get_mut(&self.ip) {
-                *count -= 1;
-                if *count == 0 {
-                    per_ip.remove(&self.ip);
-                }
-            }
+            count_down(&self.shared.per_ip, self.ip);
         }
     }
 }

@@ -309,6 +309,7 @@ impl ConnCtx {
             Ok(()) => {
                 clog!(info, self.tag, "publish started");
                 self.tag.role.set(ClientRole::Publisher);
+                self.slot.settle();
                 metrics::counter!("rtmp_publishes_total").increment(1);
                 self.session.accept_publish(stream_id, &name);
                 self.role = Role::Publisher {
@@ -381,6 +382,7 @@ impl ConnCtx {
         let slot = self.state.add_viewer(&key, viewer);
         clog!(info, self.tag, "play started");
         self.tag.role.set(ClientRole::Player);
+        self.slot.settle();
         metrics::counter!("rtmp_plays_total").increment(1);
         self.role = Role::Player { key, slot };
     }
