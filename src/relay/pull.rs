@@ -125,6 +125,8 @@ struct Pull {
     idle: Duration,
     idle_since: Option<Instant>,
     trust: Arc<RwLock<ClientTls>>,
+    /// This upstream connection delivered media (the backoff restarts when it fails).
+    streamed: bool,
 }
 
 async fn run(
@@ -144,6 +146,7 @@ async fn run(
         name,
         publishing: false,
         idle_since: None,
+        streamed: false,
     };
     let mut next = 0usize;
     let mut failures = 0u32;
@@ -162,6 +165,11 @@ async fn run(
             Err(e) => {
                 warn!(stream = &*p.key, origin = %origin.public(), error = %e, "origin pull failed");
                 next += 1;
+                // An upstream that streamed before failing starts the backoff over: hours
+                // of streaming and one drop retry at once, as a first failure does.
+                if std::mem::take(&mut p.streamed) {
+                    failures = 0;
+                }
                 failures += 1;
                 let delay = backoff(
                     failures.saturating_sub(origins.len() as u32),
@@ -287,8 +295,9 @@ impl Pull {
                     fresh = false;
                 }
                 last_media.set(Some(Instant::now()));
+                self.streamed = true;
                 self.state
-                    .publish_frame(&self.key, kind, timestamp, payload);
+                    .publish_frame(&self.key, self.id, kind, timestamp, payload);
             }
         }
     }

@@ -194,6 +194,11 @@ impl ShardState {
             }
         };
         if let Some((old, quiet)) = stale {
+            // Only a client connection is replaced: it is closed here. An origin pull
+            // holding the key keeps it (it fails over by itself).
+            let Some(tag) = self.clients.borrow().get(&old).cloned() else {
+                return Err(PublishError::BadName);
+            };
             warn!(
                 key = &**key,
                 old_conn = old,
@@ -202,9 +207,7 @@ impl ShardState {
                 "silent publisher replaced by a new publish"
             );
             metrics::counter!("rtmp_publishers_replaced_total").increment(1);
-            if let Some(t) = self.clients.borrow().get(&old) {
-                t.queue.kill();
-            }
+            tag.queue.kill();
             self.end_publish(key, old);
         }
         let mut sources = self.sources.borrow_mut();
@@ -256,9 +259,21 @@ impl ShardState {
     }
 
     /// Ingests one message from the stream's publisher: encode once, cache, forward once per shard.
-    pub fn publish_frame(&self, key: &StreamKey, kind: MediaKind, timestamp: u32, payload: Bytes) {
+    /// Frames from a connection that no longer holds the publisher slot (just replaced, with
+    /// bytes still buffered) are dropped.
+    pub fn publish_frame(
+        &self,
+        key: &StreamKey,
+        publisher: u64,
+        kind: MediaKind,
+        timestamp: u32,
+        payload: Bytes,
+    ) {
         let mut sources = self.sources.borrow_mut();
-        let Some(src) = sources.get_mut(key) else {
+        let Some(src) = sources
+            .get_mut(key)
+            .filter(|s| s.publisher == Some(publisher))
+        else {
             return;
         };
         let ts = src.rebase.apply(timestamp);

@@ -389,7 +389,8 @@ impl ConnCtx {
 
     fn ingest(&mut self, kind: MediaKind, timestamp: u32, payload: Bytes) {
         if let Role::Publisher { key, .. } = &self.role {
-            self.state.publish_frame(key, kind, timestamp, payload);
+            self.state
+                .publish_frame(key, self.tag.id, kind, timestamp, payload);
         }
     }
 
