@@ -164,8 +164,9 @@ pub struct Config {
 
     /// Connections from one IP address not yet publishing or playing (in their TLS or RTMP
     /// handshake, connect, or authorization) at once; more are closed at accept. Loopback
-    /// addresses are exempt (local load generators and sidecars); 0 = no limit.
-    #[arg(long, default_value_t = 64)]
+    /// addresses are exempt (local load generators and sidecars); 0 = no limit. Room for a
+    /// load generator on another host ramping 500 viewers a second over a slow path.
+    #[arg(long, default_value_t = 256)]
     pub max_handshakes_per_ip: u32,
 
     /// Bytes of partially received messages one connection may hold before its publish or
