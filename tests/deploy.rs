@@ -9,127 +9,15 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use serde::Deserialize;
+use common::manifests::{
+    check_config, deploy, flag_value, is_subset, port_of, read, repo, s, seq, string_map, strings,
+    tmp_file, yaml, K8s,
+};
 use serde_yaml::Value;
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn deploy(rel: &str) -> PathBuf {
-    repo().join("deploy").join(rel)
-}
-
-fn read(path: &Path) -> String {
-    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()))
-}
-
-/// One YAML document, with `<<` merge keys applied (compose's x- anchors).
-fn yaml(path: &Path) -> Value {
-    let mut v: Value = serde_yaml::from_str(&read(path))
-        .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()));
-    v.apply_merge()
-        .unwrap_or_else(|e| panic!("{}: merge keys: {e}", path.display()));
-    v
-}
-
-/// Every non-empty document of a (possibly multi-document) YAML file.
-fn yaml_docs(path: &Path) -> Vec<Value> {
-    let text = read(path);
-    serde_yaml::Deserializer::from_str(&text)
-        .map(|doc| {
-            Value::deserialize(doc)
-                .unwrap_or_else(|e| panic!("{} is not valid YAML: {e}", path.display()))
-        })
-        .filter(|v| !v.is_null())
-        .collect()
-}
-
-fn s(v: &Value) -> &str {
-    v.as_str().unwrap_or("")
-}
-
-fn seq(v: &Value) -> &[Value] {
-    v.as_sequence().map(Vec::as_slice).unwrap_or(&[])
-}
-
-fn strings(v: &Value) -> Vec<String> {
-    seq(v)
-        .iter()
-        .map(|x| match x {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            Value::Bool(b) => b.to_string(),
-            other => panic!("expected a scalar, found {other:?}"),
-        })
-        .collect()
-}
-
-/// A mapping of string keys to string values (labels, selectors).
-fn string_map(v: &Value) -> BTreeMap<String, String> {
-    v.as_mapping()
-        .map(|m| {
-            m.iter()
-                .map(|(k, v)| (s(k).to_string(), s(v).to_string()))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn is_subset(small: &BTreeMap<String, String>, big: &BTreeMap<String, String>) -> bool {
-    !small.is_empty() && small.iter().all(|(k, v)| big.get(k) == Some(v))
-}
-
-/// The value of `--flag value` or `--flag=value` in an argument list.
-fn flag_value<'a>(args: &'a [String], flag: &str) -> Option<&'a str> {
-    let eq = format!("{flag}=");
-    args.iter().enumerate().find_map(|(i, a)| {
-        if a == flag {
-            args.get(i + 1).map(String::as_str)
-        } else {
-            a.strip_prefix(&eq)
-        }
-    })
-}
-
-fn port_of(addr: &str) -> u16 {
-    addr.rsplit(':')
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("no port in {addr:?}"))
-}
-
-/// Runs the real binary with `args` plus `--check-config`; panics with its output unless it
-/// exits 0. `what` names the source of the arguments in the message.
-fn check_config(what: &str, args: &[String]) -> String {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtmp-edge"));
-    cmd.args(args)
-        .arg("--check-config")
-        .env_remove("RTMP_EDGE_API_TOKEN")
-        .env_remove("RTMP_EDGE_CONFIG");
-    let out = common::run_with_timeout(&mut cmd, Duration::from_secs(20));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{what}: `rtmp-edge {} --check-config` failed ({}):\n{}{}",
-        args.join(" "),
-        out.status,
-        stdout,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-fn tmp_file(name: &str, contents: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("deploy-{}-{name}", std::process::id()));
-    std::fs::write(&path, contents).unwrap();
-    path
-}
 
 // ------------------------------------------------------------------ docker compose
 
@@ -528,382 +416,58 @@ fn dashboard_structure() {
 
 // ------------------------------------------------------------------ kubernetes
 
-struct K8s {
-    /// (file name, document)
-    docs: Vec<(String, Value)>,
-}
-
-impl K8s {
-    fn load() -> K8s {
-        let dir = deploy("k8s");
-        let mut docs = Vec::new();
-        let mut files: Vec<_> = std::fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-            .collect();
-        files.sort();
-        for f in files {
-            let name = f.file_name().unwrap().to_string_lossy().into_owned();
-            for d in yaml_docs(&f) {
-                assert!(
-                    d["apiVersion"].is_string() && d["kind"].is_string(),
-                    "{name}: a document without apiVersion/kind"
-                );
-                docs.push((name.clone(), d));
-            }
-        }
-        K8s { docs }
-    }
-
-    fn of_kind(&self, kind: &str) -> Vec<&Value> {
-        self.docs
-            .iter()
-            .filter(|(_, d)| s(&d["kind"]) == kind)
-            .map(|(_, d)| d)
-            .collect()
-    }
-
-    fn one(&self, kind: &str) -> &Value {
-        let all = self.of_kind(kind);
-        assert_eq!(all.len(), 1, "expected one {kind}");
-        all[0]
-    }
-
-    fn deployment(&self) -> &Value {
-        self.one("Deployment")
-    }
-
-    fn container(&self) -> &Value {
-        let cs = seq(&self.deployment()["spec"]["template"]["spec"]["containers"]);
-        cs.iter()
-            .find(|c| s(&c["name"]) == "rtmp-edge")
-            .expect("a container named rtmp-edge")
-    }
-
-    fn pod_labels(&self) -> BTreeMap<String, String> {
-        string_map(&self.deployment()["spec"]["template"]["metadata"]["labels"])
-    }
-
-    /// Container port by name or number -> number.
-    fn container_port(&self, port: &Value) -> Option<u16> {
-        seq(&self.container()["ports"])
-            .iter()
-            .find(|p| match port {
-                Value::String(name) => s(&p["name"]) == name,
-                Value::Number(n) => p["containerPort"].as_u64() == n.as_u64(),
-                _ => false,
-            })
-            .and_then(|p| p["containerPort"].as_u64())
-            .map(|p| p as u16)
-    }
-
-    /// The --config path from the container args, and the ConfigMap file mounted there.
-    fn config_toml(&self) -> (String, String) {
-        let args = strings(&self.container()["args"]);
-        let path = flag_value(&args, "--config")
-            .expect("container args carry --config")
-            .to_string();
-        let (dir, file) = path.rsplit_once('/').unwrap();
-        let mount = seq(&self.container()["volumeMounts"])
-            .iter()
-            .find(|m| {
-                let p = s(&m["mountPath"]);
-                p == dir || (p == path && m["subPath"].is_string())
-            })
-            .unwrap_or_else(|| panic!("nothing mounted at {dir}"));
-        let vol = seq(&self.deployment()["spec"]["template"]["spec"]["volumes"])
-            .iter()
-            .find(|v| v["name"] == mount["name"])
-            .expect("the mounted volume exists");
-        let cm_name = s(&vol["configMap"]["name"]);
-        assert!(!cm_name.is_empty(), "{dir} is not a ConfigMap volume");
-        // The key that lands as `file` (items remap keys to paths).
-        let key = match mount["subPath"].as_str() {
-            Some(sub) => sub.to_string(),
-            None => seq(&vol["configMap"]["items"])
-                .iter()
-                .find(|i| s(&i["path"]) == file)
-                .map(|i| s(&i["key"]).to_string())
-                .unwrap_or_else(|| file.to_string()),
-        };
-        let cm = self
-            .of_kind("ConfigMap")
-            .into_iter()
-            .find(|c| s(&c["metadata"]["name"]) == cm_name)
-            .unwrap_or_else(|| panic!("no ConfigMap {cm_name}"));
-        let toml = s(&cm["data"][key.as_str()]).to_string();
-        assert!(!toml.is_empty(), "ConfigMap {cm_name} has no key {key}");
-        (path, toml)
-    }
+fn k8s() -> K8s {
+    K8s::load(&deploy("k8s"))
 }
 
 #[test]
 fn k8s_deployment() {
-    let k = K8s::load();
-    let dep = k.deployment();
-    let spec = &dep["spec"];
-    assert_eq!(spec["replicas"].as_u64(), Some(2));
-    assert!(
-        is_subset(
-            &string_map(&spec["selector"]["matchLabels"]),
-            &k.pod_labels()
-        ),
-        "Deployment selector does not match its pod labels"
-    );
-    let pod = &spec["template"]["spec"];
-    for host in ["hostNetwork", "hostPID", "hostIPC"] {
-        assert_ne!(pod[host].as_bool(), Some(true), "{host}");
-    }
-    let grace = pod["terminationGracePeriodSeconds"]
-        .as_u64()
-        .expect("terminationGracePeriodSeconds");
-    // preStop sleep + up to 5 s of finalizing recordings must fit.
-    assert!(
-        grace >= 15,
-        "terminationGracePeriodSeconds {grace} too short"
-    );
-
-    let c = k.container();
-    assert_eq!(k.container_port(&Value::from("rtmp")), Some(1935));
-    assert_eq!(k.container_port(&Value::from("http")), Some(8080));
-    for (probe, path) in [("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")] {
-        let get = &c[probe]["httpGet"];
-        assert_eq!(s(&get["path"]), path, "{probe}");
-        assert_eq!(k.container_port(&get["port"]), Some(8080), "{probe} port");
-    }
-    for kind in ["requests", "limits"] {
-        for res in ["cpu", "memory"] {
-            assert!(
-                !c["resources"][kind][res].is_null(),
-                "resources.{kind}.{res} missing"
-            );
-        }
-    }
-    let sc = &c["securityContext"];
-    assert_eq!(sc["readOnlyRootFilesystem"].as_bool(), Some(true));
-    assert_eq!(sc["allowPrivilegeEscalation"].as_bool(), Some(false));
-    assert_ne!(sc["privileged"].as_bool(), Some(true));
-    assert!(
-        sc["runAsNonRoot"].as_bool() == Some(true)
-            || pod["securityContext"]["runAsNonRoot"].as_bool() == Some(true),
-        "runAsNonRoot"
-    );
-    assert!(
-        strings(&sc["capabilities"]["drop"]).contains(&"ALL".to_string()),
-        "drop ALL capabilities"
-    );
-    // The API token comes from a Secret, never a literal.
-    let env = seq(&c["env"]);
-    let token = env
-        .iter()
-        .find(|e| s(&e["name"]) == "RTMP_EDGE_API_TOKEN")
-        .expect("RTMP_EDGE_API_TOKEN env");
-    assert!(token["value"].is_null(), "API token as a literal value");
-    let secret = &token["valueFrom"]["secretKeyRef"];
-    assert!(!s(&secret["name"]).is_empty() && !s(&secret["key"]).is_empty());
-    // Every mount names a volume; the read-only root leaves the state dir writable.
-    let volumes: BTreeSet<&str> = seq(&pod["volumes"]).iter().map(|v| s(&v["name"])).collect();
-    let mounts = seq(&c["volumeMounts"]);
-    for m in mounts {
-        assert!(
-            volumes.contains(s(&m["name"])),
-            "mount of unknown volume {m:?}"
-        );
-    }
-    let (_, toml_text) = k.config_toml();
-    let cfg: toml::Value = toml::from_str(&toml_text).expect("config.toml is TOML");
-    if let Some(dir) = cfg
-        .get("record")
-        .and_then(|r| r.get("dir"))
-        .and_then(|d| d.as_str())
-    {
-        assert!(
-            mounts
-                .iter()
-                .any(|m| dir.starts_with(s(&m["mountPath"]))
-                    && m["readOnly"].as_bool() != Some(true)),
-            "record dir {dir} is not on a writable volume"
-        );
-    }
-    // The ports the config file binds are the container's ports.
-    let server = cfg.get("server").expect("config.toml has a [server] table");
-    let listen = server
-        .get("listen")
-        .and_then(|v| v.as_str())
-        .unwrap_or("0.0.0.0:1935");
-    let http = server
-        .get("http")
-        .and_then(|v| v.as_str())
-        .unwrap_or("0.0.0.0:8080");
-    assert_eq!(
-        port_of(listen),
-        1935,
-        "[server] listen vs containerPort rtmp"
-    );
-    assert_eq!(port_of(http), 8080, "[server] http vs containerPort http");
-    assert!(
-        http.starts_with("0.0.0.0:") || http.starts_with("[::]:"),
-        "probes and Prometheus reach the pod IP: [server] http must not be loopback"
-    );
+    let k = k8s();
+    let dep = k.workload("Deployment", "rtmp-edge");
+    assert_eq!(dep.spec()["replicas"].as_u64(), Some(2));
+    dep.check_pod();
 }
 
 #[test]
 fn k8s_args_and_configmap_pass_check_config() {
-    let k = K8s::load();
-    let mut args = strings(&k.container()["args"]);
-    let (path, toml_text) = k.config_toml();
-    let tmp = tmp_file("config.toml", &toml_text);
-    for a in args.iter_mut() {
-        if *a == path {
-            *a = tmp.display().to_string();
-        }
-    }
-    let summary = check_config("k8s Deployment args + ConfigMap config.toml", &args);
+    let k = k8s();
+    let summary = k
+        .workload("Deployment", "rtmp-edge")
+        .check_args_and_config();
     eprintln!("{summary}");
-    let _ = std::fs::remove_file(tmp);
 }
 
 #[test]
 fn k8s_services_monitor_and_kustomization() {
-    let k = K8s::load();
-    let pod = k.pod_labels();
+    let k = k8s();
+    let dep = k.workload("Deployment", "rtmp-edge");
+    let pod = dep.pod_labels();
     let services = k.of_kind("Service");
     assert!(!services.is_empty(), "no Service");
     let mut exposed = BTreeMap::new();
     for svc in &services {
-        let name = s(&svc["metadata"]["name"]);
         assert!(
             is_subset(&string_map(&svc["spec"]["selector"]), &pod),
-            "Service {name} does not select the rtmp-edge pods"
+            "Service {} does not select the rtmp-edge pods",
+            s(&svc["metadata"]["name"])
         );
-        let ty = svc["spec"]["type"].as_str().unwrap_or("ClusterIP");
-        if ty == "LoadBalancer" || ty == "NodePort" {
-            assert!(
-                svc["spec"]["externalTrafficPolicy"].is_string(),
-                "Service {name}: choose externalTrafficPolicy explicitly"
-            );
-        }
-        for p in seq(&svc["spec"]["ports"]) {
-            let target = if p["targetPort"].is_null() {
-                &p["port"]
-            } else {
-                &p["targetPort"]
-            };
-            let port = k.container_port(target).unwrap_or_else(|| {
-                panic!("Service {name}: targetPort {target:?} is no container port")
-            });
-            // The control port (metrics and the API) stays off public load balancers.
-            assert!(
-                !(port == 8080 && ty == "LoadBalancer"),
-                "Service {name} exposes the control port on a LoadBalancer"
-            );
-            exposed.insert(s(&p["name"]).to_string(), port);
-        }
+        exposed.extend(k.check_service(svc, &dep));
     }
     assert_eq!(exposed.get("rtmp"), Some(&1935), "rtmp port: {exposed:?}");
     assert_eq!(exposed.get("http"), Some(&8080), "http port: {exposed:?}");
-
-    let monitors: Vec<_> = k
-        .of_kind("ServiceMonitor")
-        .into_iter()
-        .chain(k.of_kind("PodMonitor"))
-        .collect();
-    assert!(!monitors.is_empty(), "no ServiceMonitor or PodMonitor");
-    for m in monitors {
-        assert_eq!(s(&m["apiVersion"]), "monitoring.coreos.com/v1");
-        let selector = string_map(&m["spec"]["selector"]["matchLabels"]);
-        if s(&m["kind"]) == "PodMonitor" {
-            assert!(
-                is_subset(&selector, &pod),
-                "PodMonitor selects no rtmp-edge pod"
-            );
-            for e in seq(&m["spec"]["podMetricsEndpoints"]) {
-                assert_eq!(k.container_port(&e["port"]), Some(8080));
-                assert_eq!(e["path"].as_str().unwrap_or("/metrics"), "/metrics");
-            }
-            continue;
-        }
-        let matched: Vec<_> = services
-            .iter()
-            .filter(|svc| is_subset(&selector, &string_map(&svc["metadata"]["labels"])))
-            .collect();
-        assert!(
-            !matched.is_empty(),
-            "ServiceMonitor selects no Service: {selector:?}"
-        );
-        let endpoints = seq(&m["spec"]["endpoints"]);
-        assert!(!endpoints.is_empty());
-        for e in endpoints {
-            assert_eq!(e["path"].as_str().unwrap_or("/metrics"), "/metrics");
-            let port = s(&e["port"]);
-            for svc in &matched {
-                let p = seq(&svc["spec"]["ports"])
-                    .iter()
-                    .find(|p| s(&p["name"]) == port)
-                    .unwrap_or_else(|| {
-                        panic!(
-                            "Service {} has no port named {port}",
-                            svc["metadata"]["name"].as_str().unwrap()
-                        )
-                    });
-                let target = if p["targetPort"].is_null() {
-                    &p["port"]
-                } else {
-                    &p["targetPort"]
-                };
-                assert_eq!(k.container_port(target), Some(8080), "scraped port");
-            }
-        }
-    }
-    for pdb in k.of_kind("PodDisruptionBudget") {
-        assert!(is_subset(
-            &string_map(&pdb["spec"]["selector"]["matchLabels"]),
-            &pod
-        ));
-    }
-
-    // The kustomization lists exactly the other manifests.
-    let kz = deploy("k8s/kustomization.yaml");
-    if kz.exists() {
-        let listed: BTreeSet<String> = strings(&yaml(&kz)["resources"]).into_iter().collect();
-        let files: BTreeSet<String> = k
-            .docs
-            .iter()
-            .map(|(f, _)| f.clone())
-            .filter(|f| f != "kustomization.yaml")
-            .collect();
-        assert_eq!(
-            listed, files,
-            "kustomization resources vs files in deploy/k8s"
-        );
-        match Command::new("kubectl")
-            .arg("version")
-            .arg("--client")
-            .output()
-        {
-            Ok(o) if o.status.success() => {
-                let out = common::run_with_timeout(
-                    Command::new("kubectl").arg("kustomize").arg(deploy("k8s")),
-                    Duration::from_secs(30),
-                );
-                assert!(
-                    out.status.success(),
-                    "kubectl kustomize failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            _ => eprintln!("note: kubectl not installed; skipping `kubectl kustomize`"),
-        }
-    }
+    let only = BTreeSet::from(["rtmp-edge".to_string()]);
+    assert_eq!(k.check_monitors(&[dep]), only, "scraped");
+    assert_eq!(k.check_pdbs(&[dep]), only, "under a PodDisruptionBudget");
+    k.check_kustomization(&[]);
 }
 
 #[test]
 fn k8s_probe_paths_are_in_the_openapi_contract() {
-    let k = K8s::load();
+    let k = k8s();
+    let dep = k.workload("Deployment", "rtmp-edge");
     let api = openapi();
     for probe in ["livenessProbe", "readinessProbe"] {
-        let path = s(&k.container()[probe]["httpGet"]["path"]);
+        let path = s(&dep.container()[probe]["httpGet"]["path"]);
         let op = &api["paths"][path]["get"];
         assert!(
             op.is_mapping(),

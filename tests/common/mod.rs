@@ -255,6 +255,7 @@ pub fn test_media_locked() -> PathBuf {
     test_media()
 }
 
+pub mod manifests;
 pub mod netns;
 pub mod nginx;
 pub mod players;
