@@ -33,6 +33,8 @@ pub enum ConfigError {
     #[error(transparent)]
     Push(#[from] crate::relay::push::PushConfigError),
     #[error(transparent)]
+    Origin(#[from] crate::relay::pull::BadOrigin),
+    #[error(transparent)]
     Record(#[from] crate::record::RecordError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),

@@ -90,7 +90,7 @@ impl Settings {
                 &cfg.origin,
                 Duration::from_secs(cfg.origin_idle_secs),
                 flag_trust,
-            ),
+            )?,
             tls_certs,
             tls_ca_file: cfg.tls_ca_file.clone(),
             config_path: cfg.config.clone(),

@@ -385,11 +385,22 @@ fn check_summarizes() {
     for bad in [
         &["--http", "nope"][..],
         &["--push", "http://not-rtmp/"],
+        &["--origin", "rtmpx://origin/live"],
+        &["--origin", "rtmp://o/live", "--origin", "rtmp://o:x/live"],
         &["--record", "all"],
         &["--log-level", "info,=["],
     ] {
         let (c, file) = load_args(bad).unwrap();
         assert!(check(&c, &file).is_err(), "{bad:?}");
+    }
+    // A bad URL's error names it without what may be a credential.
+    for (flag, url) in [
+        ("--origin", "rtmpx://o/live?token=s3cret"),
+        ("--push", "rtmpx://a.example/app/s3cret"),
+    ] {
+        let (c, file) = load_args(&[flag, url]).unwrap();
+        let e = check(&c, &file).unwrap_err().to_string();
+        assert!(!e.contains("s3cret") && e.contains("rtmp"), "{e}");
     }
     let f = TempFile::new("check_auth", "[auth.publish]\nsecret = ''\n");
     let (c, file) = load_args(&["--config", &f.arg()]).unwrap();

@@ -14,14 +14,16 @@ pub struct RtmpUrl {
     pub key: Option<String>,
 }
 
+/// What is wrong with a URL. The URL itself is not in the message: it may carry a stream
+/// key or token; callers add a redacted form.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UrlError {
-    #[error("not an rtmp:// or rtmps:// URL: {0}")]
-    Scheme(String),
-    #[error("bad port in {0}")]
+    #[error("not an rtmp:// or rtmps:// URL")]
+    Scheme,
+    #[error("bad port {0:?}")]
     Port(String),
-    #[error("missing host or app in {0}")]
-    Missing(String),
+    #[error("missing host or app")]
+    Missing,
 }
 
 impl RtmpUrl {
@@ -29,7 +31,7 @@ impl RtmpUrl {
         let (tls, rest) = match (s.strip_prefix("rtmp://"), s.strip_prefix("rtmps://")) {
             (Some(rest), _) => (false, rest),
             (None, Some(rest)) => (true, rest),
-            _ => return Err(UrlError::Scheme(s.to_string())),
+            _ => return Err(UrlError::Scheme),
         };
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let default_port = if tls { 443 } else { 1935 };
@@ -40,7 +42,7 @@ impl RtmpUrl {
             }
             Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (
                 h.trim_start_matches('[').trim_end_matches(']'),
-                p.parse().map_err(|_| UrlError::Port(s.to_string()))?,
+                p.parse().map_err(|_| UrlError::Port(p.to_string()))?,
             ),
             _ => (authority, default_port),
         };
@@ -49,7 +51,7 @@ impl RtmpUrl {
             None => (path, None),
         };
         if host.is_empty() || app.is_empty() {
-            return Err(UrlError::Missing(s.to_string()));
+            return Err(UrlError::Missing);
         }
         Ok(Self {
             tls,

@@ -41,25 +41,34 @@ pub struct OriginConfig {
 }
 
 impl OriginConfig {
-    /// From the flags' URLs; an unparsable one is logged and skipped. None without any.
-    pub fn from_urls(urls: &[String], idle: Duration, trust: ClientTls) -> Option<Self> {
-        let origins: Vec<RtmpUrl> = urls
+    /// From the flags' URLs, in failover order; None without any. A bad URL is an error:
+    /// an edge silently short of an origin would fail over to nothing.
+    pub fn from_urls(
+        urls: &[String],
+        idle: Duration,
+        trust: ClientTls,
+    ) -> Result<Option<Self>, BadOrigin> {
+        let origins = urls
             .iter()
-            .filter_map(|u| match RtmpUrl::parse(u) {
-                Ok(url) => Some(url),
-                Err(e) => {
-                    warn!(error = %e, "ignoring bad --origin");
-                    None
-                }
-            })
-            .collect();
-        (!origins.is_empty()).then_some(Self {
+            .map(|u| RtmpUrl::parse(u).map_err(|e| BadOrigin(shown(u), e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((!origins.is_empty()).then_some(Self {
             origins,
             idle,
             trust,
-        })
+        }))
     }
 }
+
+/// An unparsable origin URL as it may be shown: without its query (a token may be there).
+fn shown(url: &str) -> String {
+    url.split('?').next().unwrap_or_default().to_string()
+}
+
+/// An `--origin` (or `[server] origin`) URL that does not parse.
+#[derive(Debug, thiserror::Error)]
+#[error("bad origin {0}: {1}")]
+pub struct BadOrigin(String, crate::protocol::url::UrlError);
 
 /// The shard's upstream factory: one pull per stream, on the stream's owner shard.
 pub struct OriginPull {
