@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Soak: MINUTES of churn against one rtmp-edge, watching for leaks.
-#   loadtest/soak.sh [MINUTES] (default 10)
-# Every cycle (60 s): 4 rtmp-load publishers (they stop and republish next cycle) and 200
+#   loadtest/soak.sh [MINUTES] (default 10); CYCLE_SECS=15 churns four times as fast
+# Every cycle (CYCLE_SECS, default 60 s): 4 rtmp-load publishers (they stop and republish next cycle) and 200
 # viewers that come and go, one ffmpeg publisher restarted every cycle, every stream pushed
 # to a second rtmp-edge and recorded to FLV, the API and /metrics scraped every 2 s. RSS
 # and open fds are sampled every 10 s; at the end it prints the RSS slope after warm-up
@@ -10,6 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MINUTES=${1:-10}
+CYCLE=${CYCLE_SECS:-60}
+[ "$CYCLE" -ge 15 ] || { echo "CYCLE_SECS must be at least 15" >&2; exit 2; }
 cargo build --release -q --bin rtmp-edge --bin rtmp-load
 BIN=$PWD/target/release
 WORK=$(mktemp -d)
@@ -43,13 +45,13 @@ START=$(date +%s)
     curl -s "http://127.0.0.1:$HTTP/api/v1/clients" >/dev/null; sleep 2
   done ) &
 cycle=0
-while [ $(( $(date +%s) + 60 )) -le "$END" ]; do
+while [ $(( $(date +%s) + CYCLE )) -le "$END" ]; do
   cycle=$((cycle + 1))
-  timeout 58 ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -i "$WORK/media.flv" -c copy \
+  timeout $((CYCLE - 2)) ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -i "$WORK/media.flv" -c copy \
     -f flv "rtmp://127.0.0.1:$A/live/ff" 2>>"$WORK/ffmpeg.log" &
   ff=$!
   "$BIN/rtmp-load" --url "rtmp://127.0.0.1:$A/live/soak" --publishers 4 --viewers 200 \
-    --duration 50s --ramp 50 --quiet --report "$WORK/cycle-$cycle.json" >/dev/null 2>>"$WORK/load.log" || true
+    --duration $((CYCLE - 10))s --ramp 50 --quiet --report "$WORK/cycle-$cycle.json" >/dev/null 2>>"$WORK/load.log" || true
   python3 - "$WORK/cycle-$cycle.json" "$cycle" "$(rss_kib)" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1])); v = r["viewers"]
@@ -68,10 +70,23 @@ rows = [(float(r["t_s"]), float(r["rss_kib"]), int(r["fds"])) for r in csv.DictR
 idle_rss, end_rss, idle_fds, end_fds = map(int, sys.argv[2:6])
 warm = [r for r in rows if r[0] >= rows[-1][0] / 4] if rows else []
 if len(warm) >= 3:
+    import statistics
     n = len(warm); mx = sum(r[0] for r in warm) / n; my = sum(r[1] for r in warm) / n
     slope = sum((r[0] - mx) * (r[1] - my) for r in warm) / sum((r[0] - mx) ** 2 for r in warm)
     per_h = slope * 3600 / 1024
-    print(f"RSS slope after warm-up: {per_h:+.2f} MiB/h ({100 * per_h * 1024 / my:+.2f} %/h of {my / 1024:.1f} MiB mean)")
+    print(f"RSS slope after warm-up: {per_h:+.2f} MiB/h ({100 * per_h * 1024 / my:+.2f} %/h of {my / 1024:.1f} MiB mean), least squares")
+    # RSS saw-tooths with every cycle: a median-based slope is less swayed by where the
+    # run happens to stop in a cycle.
+    pairs = [(b[1] - a[1]) / (b[0] - a[0]) for i, a in enumerate(warm) for b in warm[i + 1:] if b[0] > a[0]]
+    ts = statistics.median(pairs) * 3600 / 1024
+    print(f"RSS slope after warm-up: {ts:+.2f} MiB/h ({100 * ts * 1024 / my:+.2f} %/h), Theil-Sen")
+    step = 300
+    meds = []
+    for start in range(int(warm[0][0]), int(rows[-1][0]) + 1, step):
+        seg = [r[1] for r in warm if start <= r[0] < start + step]
+        if seg:
+            meds.append(f"{statistics.median(seg) / 1024:.1f}")
+    print("RSS medians per 5 min after warm-up (MiB): " + " ".join(meds))
 print(f"RSS idle {idle_rss // 1024} MiB, under load max {max(r[1] for r in rows) // 1024:.0f} MiB, after {end_rss // 1024} MiB")
 print(f"fds idle {idle_fds}, under load max {max(r[2] for r in rows)}, after {end_fds}")
 PY
