@@ -28,16 +28,19 @@ ffmpeg -hide_banner -loglevel error -f lavfi -i testsrc2=size=640x360:rate=25 -f
   -t 20 -c:v libx264 -preset ultrafast -g 50 -c:a aac -f flv "$WORK/media.flv"
 
 rss_kib() { awk '/VmRSS/{print $2}' "/proc/$APID/status"; }
+# Heap and other anonymous memory only: RSS also counts the binary's code pages, read in
+# as code paths first run.
+anon_kib() { awk '/RssAnon/{print $2}' "/proc/$APID/status"; }
 fds() { ls "/proc/$APID/fd" | wc -l; }
 IDLE_RSS=$(rss_kib) IDLE_FDS=$(fds)
 echo "soak: $MINUTES min; idle RSS $((IDLE_RSS / 1024)) MiB, $IDLE_FDS fds"
-echo "t_s,rss_kib,fds" >"$WORK/samples.csv"
+echo "t_s,rss_kib,anon_kib,fds" >"$WORK/samples.csv"
 END=$(( $(date +%s) + MINUTES * 60 ))
 START=$(date +%s)
 
 ( # sampler: while the cycles run
   while [ ! -e "$WORK/done" ]; do
-    echo "$(( $(date +%s) - START )),$(rss_kib),$(fds)" >>"$WORK/samples.csv"; sleep 10
+    echo "$(( $(date +%s) - START )),$(rss_kib),$(anon_kib),$(fds)" >>"$WORK/samples.csv"; sleep 10
   done ) &
 ( # scraper
   while [ ! -e "$WORK/done" ]; do
@@ -66,27 +69,33 @@ sleep 12 # clients gone, push grace over
 END_RSS=$(rss_kib) END_FDS=$(fds)
 python3 - "$WORK/samples.csv" "$IDLE_RSS" "$END_RSS" "$IDLE_FDS" "$END_FDS" <<'PY'
 import csv, sys
-rows = [(float(r["t_s"]), float(r["rss_kib"]), int(r["fds"])) for r in csv.DictReader(open(sys.argv[1]))]
+rows = [(float(r["t_s"]), float(r["rss_kib"]), int(r["fds"]), float(r["anon_kib"])) for r in csv.DictReader(open(sys.argv[1]))]
 idle_rss, end_rss, idle_fds, end_fds = map(int, sys.argv[2:6])
 warm = [r for r in rows if r[0] >= rows[-1][0] / 4] if rows else []
-if len(warm) >= 3:
+
+
+def trend(what, col):
     import statistics
-    n = len(warm); mx = sum(r[0] for r in warm) / n; my = sum(r[1] for r in warm) / n
-    slope = sum((r[0] - mx) * (r[1] - my) for r in warm) / sum((r[0] - mx) ** 2 for r in warm)
-    per_h = slope * 3600 / 1024
-    print(f"RSS slope after warm-up: {per_h:+.2f} MiB/h ({100 * per_h * 1024 / my:+.2f} %/h of {my / 1024:.1f} MiB mean), least squares")
+    pts = [(r[0], r[col]) for r in warm]
+    n = len(pts); mx = sum(p[0] for p in pts) / n; my = sum(p[1] for p in pts) / n
+    ls = sum((p[0] - mx) * (p[1] - my) for p in pts) / sum((p[0] - mx) ** 2 for p in pts) * 3600 / 1024
     # RSS saw-tooths with every cycle: a median-based slope is less swayed by where the
     # run happens to stop in a cycle.
-    pairs = [(b[1] - a[1]) / (b[0] - a[0]) for i, a in enumerate(warm) for b in warm[i + 1:] if b[0] > a[0]]
-    ts = statistics.median(pairs) * 3600 / 1024
-    print(f"RSS slope after warm-up: {ts:+.2f} MiB/h ({100 * ts * 1024 / my:+.2f} %/h), Theil-Sen")
-    step = 300
+    ts = statistics.median([(q[1] - p[1]) / (q[0] - p[0]) for i, p in enumerate(pts)
+                            for q in pts[i + 1:] if q[0] > p[0]]) * 3600 / 1024
+    print(f"{what} slope after warm-up: {ls:+.2f} MiB/h least squares, {ts:+.2f} MiB/h Theil-Sen "
+          f"({100 * ls * 1024 / my:+.2f} / {100 * ts * 1024 / my:+.2f} %/h of {my / 1024:.1f} MiB mean)")
     meds = []
-    for start in range(int(warm[0][0]), int(rows[-1][0]) + 1, step):
-        seg = [r[1] for r in warm if start <= r[0] < start + step]
+    for start in range(int(pts[0][0]), int(pts[-1][0]) + 1, 300):
+        seg = [p[1] for p in pts if start <= p[0] < start + 300]
         if seg:
             meds.append(f"{statistics.median(seg) / 1024:.1f}")
-    print("RSS medians per 5 min after warm-up (MiB): " + " ".join(meds))
+    print(f"{what} medians per 5 min after warm-up (MiB): " + " ".join(meds))
+
+
+if len(warm) >= 3:
+    trend("RSS", 1)
+    trend("RssAnon (heap)", 3)
 print(f"RSS idle {idle_rss // 1024} MiB, under load max {max(r[1] for r in rows) // 1024:.0f} MiB, after {end_rss // 1024} MiB")
 print(f"fds idle {idle_fds}, under load max {max(r[2] for r in rows)}, after {end_fds}")
 PY
