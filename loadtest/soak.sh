@@ -12,7 +12,8 @@ cd "$(dirname "$0")/.."
 MINUTES=${1:-10}
 CYCLE=${CYCLE_SECS:-60}
 [ "$CYCLE" -ge 15 ] || { echo "CYCLE_SECS must be at least 15" >&2; exit 2; }
-cargo build --release -q --bin rtmp-edge --bin rtmp-load
+# FEATURES=system-alloc soaks with the C library's malloc instead of mimalloc.
+cargo build --release -q --bin rtmp-edge --bin rtmp-load ${FEATURES:+--features "$FEATURES"}
 BIN=$PWD/target/release
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true' EXIT

@@ -18,6 +18,10 @@ use rtmp_edge::shard::transmission::ShardLink;
 use rtmp_edge::shard::{self, Server};
 use rtmp_edge::tls::{Acceptor, CertConfig, ClientTls};
 
+// `--features system-alloc` swaps in the C library's malloc, so heap profilers that hook
+// malloc (heaptrack, valgrind) see every allocation, and allocator effects can be told
+// from the program's own in a soak.
+#[cfg(not(feature = "system-alloc"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -95,9 +99,17 @@ fn main() -> anyhow::Result<()> {
 
 /// Gives the calling thread's free memory back to the OS (see `ShardConfig::release_memory`).
 fn release_memory(force: bool) {
+    #[cfg(not(feature = "system-alloc"))]
     // SAFETY: mi_collect only walks and trims the calling thread's heap; it is safe to call
     // at any time from any thread that uses mimalloc (the global allocator here).
-    unsafe { libmimalloc_sys::mi_collect(force) };
+    unsafe {
+        libmimalloc_sys::mi_collect(force)
+    };
+    #[cfg(feature = "system-alloc")]
+    if force {
+        // SAFETY: malloc_trim only returns free memory of glibc's heap to the OS.
+        unsafe { libc::malloc_trim(0) };
+    }
 }
 
 fn init_logging(settings: &Settings) -> anyhow::Result<()> {
