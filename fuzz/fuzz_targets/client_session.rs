@@ -4,7 +4,7 @@
 //! payload limit; bytes 1-2: split seed. Real captures start with 0x00.
 #![no_main]
 use bytes::Bytes as B;
-use fuzz_common::{mark, peak_since, session_input, split};
+use fuzz_common::{assert_peak_bounded, mark, session_input, split};
 use libfuzzer_sys::fuzz_target;
 use rtmp_edge::protocol::client::{ClientConfig, ClientEvent, ClientSession};
 
@@ -43,11 +43,5 @@ fuzz_target!(|data: &[u8]| {
     }
     let _ = (c.stream_id(), c.bytes_received());
     drop(c);
-    let peak = peak_since(base);
-    let bound = 256 * stream.len() + (8 << 20);
-    assert!(
-        peak <= bound,
-        "peak {peak} > {bound} for {} input bytes",
-        stream.len()
-    );
+    assert_peak_bounded(base, stream.len());
 });

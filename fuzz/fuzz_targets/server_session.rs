@@ -6,7 +6,7 @@
 //! with byte 0 = 0x00 (their own handshake). Checks that memory stays proportional to
 //! what the peer sent.
 #![no_main]
-use fuzz_common::{mark, peak_since, session_input, split};
+use fuzz_common::{assert_peak_bounded, mark, session_input, split};
 use libfuzzer_sys::fuzz_target;
 use rtmp_edge::protocol::session::{Event, ServerSession, SessionConfig};
 
@@ -71,11 +71,5 @@ fuzz_target!(|data: &[u8]| {
         out_bytes,
     );
     drop(s);
-    let peak = peak_since(base);
-    let bound = 256 * stream.len() + (8 << 20);
-    assert!(
-        peak <= bound,
-        "peak {peak} > {bound} for {} input bytes",
-        stream.len()
-    );
+    assert_peak_bounded(base, stream.len());
 });

@@ -65,6 +65,17 @@ pub fn peak_since(base: usize) -> usize {
     PEAK.load(Relaxed).saturating_sub(base)
 }
 
+/// A session fed `input_len` bytes may have allocated at most 256 bytes per input byte plus
+/// 8 MiB (one message of the default cap) since `base`: memory proportional to input.
+pub fn assert_peak_bounded(base: usize, input_len: usize) {
+    let peak = peak_since(base);
+    let bound = 256 * input_len + (8 << 20);
+    assert!(
+        peak <= bound,
+        "peak {peak} > {bound} for {input_len} input bytes"
+    );
+}
+
 /// Cuts `data` into pieces whose lengths come from `seed` (a tiny xorshift), so one input
 /// is fed as a whole (seed 0) or in fuzzer-chosen slices, like socket reads.
 pub fn split(data: &[u8], seed: u16) -> Vec<&[u8]> {
