@@ -12,16 +12,17 @@ cd "$(dirname "$0")/.."
 MINUTES=${1:-10}
 CYCLE=${CYCLE_SECS:-60}
 [ "$CYCLE" -ge 15 ] || { echo "CYCLE_SECS must be at least 15" >&2; exit 2; }
-# FEATURES=system-alloc soaks with the C library's malloc instead of mimalloc.
+# FEATURES=system-alloc soaks with the C library's malloc instead of mimalloc; CARGO_TARGET_DIR
+# keeps such a build apart, so two soaks can run side by side.
 cargo build --release -q --bin rtmp-edge --bin rtmp-load ${FEATURES:+--features "$FEATURES"}
-BIN=$PWD/target/release
+BIN=${CARGO_TARGET_DIR:-$PWD/target}/release
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 A=$(free_port) B=$(free_port) HTTP=$(free_port)
 
-"$BIN/rtmp-edge" --listen 127.0.0.1:$B --http off --log-level warn 2>"$WORK/b.log" &
-"$BIN/rtmp-edge" --listen 127.0.0.1:$A --http 127.0.0.1:$HTTP --log-level warn \
+"$BIN/rtmp-edge" --listen 127.0.0.1:$B --http off --http-media off --log-level warn 2>"$WORK/b.log" &
+"$BIN/rtmp-edge" --listen 127.0.0.1:$A --http 127.0.0.1:$HTTP --http-media off --log-level warn \
   --record all --record-dir "$WORK/rec" --push "rtmp://127.0.0.1:$B/live" 2>"$WORK/a.log" &
 APID=$!
 for _ in $(seq 50); do curl -sf "http://127.0.0.1:$HTTP/readyz" >/dev/null && break; sleep 0.2; done

@@ -46,6 +46,14 @@ fn main() -> anyhow::Result<()> {
     if let Some(r) = &recorder {
         sinks.push(r.clone());
     }
+    // HLS: a packaging sink per stream, read by the media listener's own threads.
+    let hls = rtmp_edge::hls::Hls::new(settings.hls.clone());
+    if settings.hls.mode != rtmp_edge::hls::HlsMode::None || !settings.hls.overrides.is_empty() {
+        sinks.push(hls.clone());
+    }
+    if let Some(addr) = settings.http_media {
+        rtmp_edge::web::serve(hls.clone(), addr)?;
+    }
     // Control plane (metrics, health, API) on its own thread, installed before the shards.
     let control = Control::new(settings.shard.shards, &settings.control)?;
     control.attach_push(push.clone());

@@ -25,6 +25,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("storage", 6),
     ("channel", 6),
     ("control", 7),
+    ("web", 7),
     ("config", 8),
     ("main", 9),
 ];

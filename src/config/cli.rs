@@ -82,6 +82,27 @@ pub struct Config {
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub http: String,
 
+    /// Media HTTP listener for viewers: HLS / LL-HLS and the preview page ("off" to disable).
+    #[arg(long, default_value = "0.0.0.0:8888")]
+    pub http_media: String,
+
+    /// Which streams get HLS: every stream, none, or each while someone plays it
+    /// (per-stream overrides come from the config file's [hls] table).
+    #[arg(long, value_enum)]
+    pub hls: Option<crate::hls::HlsMode>,
+
+    /// HLS segment target duration in seconds (segments start at keyframes).
+    #[arg(long, default_value_t = 2.0)]
+    pub hls_segment_secs: f64,
+
+    /// Low-Latency HLS part target duration in milliseconds.
+    #[arg(long, default_value_t = 200)]
+    pub hls_part_ms: u64,
+
+    /// Segments each HLS playlist keeps.
+    #[arg(long, default_value_t = 10)]
+    pub hls_window: usize,
+
     /// Bearer token required on the HTTP API (/api/v1/*).
     #[arg(long, env = "RTMP_EDGE_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -212,6 +233,16 @@ fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 }
 
 impl Config {
+    /// The media listener's address, None when `--http-media off`.
+    pub fn http_media_addr(
+        &self,
+    ) -> Result<Option<std::net::SocketAddr>, std::net::AddrParseError> {
+        match self.http_media.as_str() {
+            "off" | "" => Ok(None),
+            a => a.parse().map(Some),
+        }
+    }
+
     /// The control listener's address, None when `--http off`.
     pub fn http_addr(&self) -> Result<Option<std::net::SocketAddr>, std::net::AddrParseError> {
         match self.http.as_str() {

@@ -52,6 +52,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub record: RecordConfig,
     #[serde(default)]
+    pub hls: crate::hls::HlsConfig,
+    #[serde(default)]
     pub push: Vec<PushDestination>,
     #[serde(default)]
     pub tls_certificate: Vec<CertConfig>,
@@ -152,6 +154,7 @@ impl FileConfig {
                 }
                 "record" => return Err(err(key, "set the mode as [record] mode".into())),
                 "record_dir" => return Err(err(key, "set the directory as [record] dir".into())),
+                "hls" => return Err(err(key, "set the mode as [hls] mode".into())),
                 "help" | "version" => return Err(err(key, "unknown key".into())),
                 _ => {}
             }

@@ -30,6 +30,10 @@ pub enum ConfigError {
     LogLevel(String, String),
     #[error("bad --http {0:?} (an address:port, or \"off\"): {1}")]
     Http(String, std::net::AddrParseError),
+    #[error("bad --http-media {0:?} (an address:port, or \"off\"): {1}")]
+    HttpMedia(String, std::net::AddrParseError),
+    #[error(transparent)]
+    Hls(#[from] crate::hls::HlsError),
     #[error(transparent)]
     Push(#[from] crate::relay::push::PushConfigError),
     #[error(transparent)]

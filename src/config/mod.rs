@@ -25,6 +25,7 @@ use crate::auth::AuthConfig;
 use crate::control::ControlConfig;
 use crate::fanout::admission::AdmissionPolicy;
 use crate::fanout::viewer::ViewerPolicy;
+use crate::hls::{HlsConfig, HlsMode, HlsPolicy};
 use crate::record::RecordConfig;
 use crate::relay::pull::OriginConfig;
 use crate::relay::push::{PushDestination, PushPolicy};
@@ -46,6 +47,10 @@ pub struct Settings {
     pub push_entries: Vec<PushDestination>,
     /// `[record]` with `--record` / `--record-dir` applied.
     pub record: RecordConfig,
+    /// `[hls]` with the `--hls*` flags applied.
+    pub hls: HlsPolicy,
+    /// `--http-media`; None when off.
+    pub http_media: Option<std::net::SocketAddr>,
     pub auth: AuthConfig,
     /// Edge mode; None without a usable `--origin`.
     pub origin: Option<OriginConfig>,
@@ -62,6 +67,9 @@ impl Settings {
         let http = cfg
             .http_addr()
             .map_err(|e| ConfigError::Http(cfg.http.clone(), e))?;
+        let http_media = cfg
+            .http_media_addr()
+            .map_err(|e| ConfigError::HttpMedia(cfg.http_media.clone(), e))?;
         let tls_certs = tls_certs(cfg, file)?;
         let mut shard = shard_config(cfg);
         shard.tls = tls_listen(cfg, &tls_certs)?;
@@ -85,6 +93,8 @@ impl Settings {
             push_flags: cfg.push.clone(),
             push_entries: file.push.clone(),
             record: record_config(cfg, file),
+            hls: HlsPolicy::from_config(&hls_config(cfg, file))?,
+            http_media,
             auth: file.auth.clone(),
             origin: OriginConfig::from_urls(
                 &cfg.origin,
@@ -181,6 +191,22 @@ fn tls_listen(cfg: &Config, certs: &[CertConfig]) -> Result<Option<TlsListen>, C
         addr,
         acceptor: Acceptor::new(certs)?,
     }))
+}
+
+/// `[hls]` with the flags applied: `--hls` wins over the file's mode.
+pub(crate) fn hls_config(cfg: &Config, file: &FileConfig) -> HlsConfig {
+    HlsConfig {
+        mode: match cfg.hls {
+            Some(HlsMode::All) => Some("all".into()),
+            Some(HlsMode::None) => Some("none".into()),
+            Some(HlsMode::OnDemand) => Some("on-demand".into()),
+            None => file.hls.mode.clone(),
+        },
+        segment_secs: Some(cfg.hls_segment_secs),
+        part_ms: Some(cfg.hls_part_ms),
+        window: Some(cfg.hls_window),
+        streams: file.hls.streams.clone(),
+    }
 }
 
 /// `[record]` with the flags applied: `--record-dir` and `--record` win over the file's

@@ -255,6 +255,7 @@ pub fn test_media_locked() -> PathBuf {
     test_media()
 }
 
+pub mod hls;
 pub mod manifests;
 pub mod netns;
 pub mod nginx;
@@ -279,6 +280,10 @@ impl Server {
     }
 
     fn spawn(mut cmd: Command, listen: &str, extra: &[&str]) -> Server {
+        // The media listener's default port would clash between servers run in parallel.
+        if !extra.contains(&"--http-media") {
+            cmd.args(["--http-media", "off"]);
+        }
         let mut child = cmd
             .args([
                 "--listen",
@@ -326,6 +331,18 @@ impl Server {
 }
 
 impl Server {
+    /// The media HTTP listener's address (a server started with `--http-media`).
+    pub fn media_addr(&self) -> SocketAddr {
+        let line = self
+            .wait_log(&["media http listening", "addr="], Duration::from_secs(5))
+            .unwrap_or_else(|| panic!("no `media http listening` line: {:#?}", self.log_lines()));
+        line.split("addr=")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .and_then(|a| a.trim_matches('"').parse().ok())
+            .unwrap_or_else(|| panic!("unparsable media addr in {line:?}"))
+    }
+
     /// The RTMPS listener's address (from the `rtmps listening tls_addr=` log line of a
     /// server started with `--listen-tls`), waiting up to 5 s for it.
     pub fn tls_addr(&self) -> SocketAddr {

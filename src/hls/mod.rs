@@ -1,0 +1,426 @@
+//! HLS and Low-Latency HLS for browsers (`--hls`, `[hls]` in the config file): each packaged
+//! stream gets a sink on its owner shard that turns the shared frames into CMAF parts
+//! (`packager`), kept in memory in a timeline (`playlist`) that the media HTTP listener
+//! (`web`) reads. The shard never waits on a reader: a sink takes the timeline's lock
+//! only to add a finished part, about five times a second.
+//!
+//! With `on-demand` (the default) a stream is packaged only while someone asked for it in
+//! the last `IDLE_AFTER`; the first request starts packaging at the next keyframe.
+
+pub mod codec;
+pub mod fmp4;
+pub mod packager;
+pub mod playlist;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Deserialize;
+use tokio::sync::watch;
+
+use crate::media::frame::SharedFrame;
+use crate::shard::hooks::{SinkContext, SinkFactory, StreamSink};
+use crate::shard::state::StreamKey;
+use crate::util::glob_match;
+use packager::{Out, Packager, PackagerConfig};
+use playlist::{Timeline, TimelineConfig};
+
+/// An on-demand stream stops being packaged this long after its last request.
+pub const IDLE_AFTER: Duration = Duration::from_secs(30);
+/// A timeline whose publisher left is forgotten after this long without a republish.
+pub const KEEP_ENDED: Duration = Duration::from_secs(60);
+
+const SINK_ID: &str = "hls";
+
+#[derive(Debug, thiserror::Error)]
+pub enum HlsError {
+    #[error("[hls] mode {0:?} must be \"all\", \"none\" or \"on-demand\"")]
+    BadMode(String),
+    #[error("HLS part duration {part_ms} ms must be between 50 ms and the segment duration ({segment_ms} ms)")]
+    BadPart { part_ms: u64, segment_ms: u64 },
+    #[error("HLS segment duration must be between 0.5 and 60 s, not {0}")]
+    BadSegment(f64),
+    #[error("HLS window must be 3 to 1000 segments, not {0}")]
+    BadWindow(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum HlsMode {
+    All,
+    None,
+    #[default]
+    OnDemand,
+}
+
+/// The `[hls]` table (mode and per-stream overrides); `config` fills in the durations and
+/// the window from the `--hls*` flags.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HlsConfig {
+    /// "all", "none" or "on-demand".
+    pub mode: Option<String>,
+    #[serde(skip)]
+    pub segment_secs: Option<f64>,
+    #[serde(skip)]
+    pub part_ms: Option<u64>,
+    #[serde(skip)]
+    pub window: Option<usize>,
+    /// Per-stream overrides, first match wins.
+    #[serde(default)]
+    pub streams: Vec<HlsOverride>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HlsOverride {
+    /// `app/name`, exact or with `*` / `?` wildcards.
+    #[serde(rename = "match")]
+    pub pattern: String,
+    pub hls: bool,
+}
+
+/// Which streams are packaged, and how.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HlsPolicy {
+    pub mode: HlsMode,
+    pub overrides: Vec<HlsOverride>,
+    pub segment_ms: u64,
+    pub part_ms: u64,
+    pub window: usize,
+}
+
+impl HlsPolicy {
+    pub fn from_config(c: &HlsConfig) -> Result<Self, HlsError> {
+        let mode = match c.mode.as_deref() {
+            None | Some("on-demand") => HlsMode::OnDemand,
+            Some("all") => HlsMode::All,
+            Some("none") => HlsMode::None,
+            Some(other) => return Err(HlsError::BadMode(other.to_string())),
+        };
+        let secs = c.segment_secs.unwrap_or(2.0);
+        if !(0.5..=60.0).contains(&secs) {
+            return Err(HlsError::BadSegment(secs));
+        }
+        let segment_ms = (secs * 1000.0).round() as u64;
+        let part_ms = c.part_ms.unwrap_or(200);
+        if !(50..=segment_ms).contains(&part_ms) {
+            return Err(HlsError::BadPart {
+                part_ms,
+                segment_ms,
+            });
+        }
+        let window = c.window.unwrap_or(10);
+        if !(3..=1000).contains(&window) {
+            return Err(HlsError::BadWindow(window));
+        }
+        Ok(Self {
+            mode,
+            overrides: c.streams.clone(),
+            segment_ms,
+            part_ms,
+            window,
+        })
+    }
+
+    /// Whether `key` may be packaged at all (on demand or always).
+    pub fn packages(&self, key: &str) -> bool {
+        self.overrides
+            .iter()
+            .find(|o| glob_match(&o.pattern, key))
+            .map_or(self.mode != HlsMode::None, |o| o.hls)
+    }
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// One stream's HLS state, shared by its sink (owner shard) and the HTTP threads.
+pub struct StreamHls {
+    pub key: StreamKey,
+    pub timeline: Mutex<Timeline>,
+    /// Bumped on every change; blocking requests wait on it.
+    pub changed: watch::Sender<u64>,
+    /// Last request (ms since the epoch), for on-demand packaging.
+    pub last_request_ms: AtomicU64,
+    /// Packaged regardless of requests (`all` or an override).
+    pub always: bool,
+    /// The packager outlives a publisher, so a republish continues the same timeline.
+    parked: Mutex<Option<Packager>>,
+    /// A sink currently feeds it.
+    attached: AtomicBool,
+}
+
+impl StreamHls {
+    /// A request arrived: on-demand packaging starts (or goes on).
+    pub fn touch(&self) {
+        self.last_request_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    fn wanted(&self, now_ms: u64) -> bool {
+        self.always
+            || now_ms.saturating_sub(self.last_request_ms.load(Ordering::Relaxed))
+                < IDLE_AFTER.as_millis() as u64
+    }
+
+    pub fn is_attached(&self) -> bool {
+        self.attached.load(Ordering::Relaxed)
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|v| *v += 1);
+    }
+}
+
+/// Every packaged stream: a `SinkFactory` for the shards, the lookup for the HTTP side.
+pub struct Hls {
+    policy: HlsPolicy,
+    streams: Mutex<HashMap<StreamKey, Arc<StreamHls>>>,
+}
+
+impl Hls {
+    pub fn new(policy: HlsPolicy) -> Arc<Self> {
+        Arc::new(Self {
+            policy,
+            streams: Mutex::default(),
+        })
+    }
+
+    pub fn policy(&self) -> &HlsPolicy {
+        &self.policy
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<StreamHls>> {
+        self.streams.lock().ok()?.get(key).cloned()
+    }
+
+    /// Keys of the streams a sink feeds now (the preview page lists them).
+    pub fn live_keys(&self) -> Vec<StreamKey> {
+        let Ok(map) = self.streams.lock() else {
+            return Vec::new();
+        };
+        let mut keys: Vec<StreamKey> = map
+            .values()
+            .filter(|s| s.is_attached())
+            .map(|s| s.key.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Forgets timelines whose publisher left more than `KEEP_ENDED` ago.
+    pub fn sweep(&self) {
+        let now = now_ms();
+        if let Ok(mut map) = self.streams.lock() {
+            map.retain(|_, s| {
+                s.is_attached()
+                    || s.timeline.lock().is_ok_and(|t| {
+                        t.ended_at_ms
+                            .is_none_or(|at| now.saturating_sub(at) < KEEP_ENDED.as_millis() as u64)
+                    })
+            });
+        }
+    }
+
+    fn entry(&self, key: &StreamKey) -> Option<Arc<StreamHls>> {
+        let mut map = self.streams.lock().ok()?;
+        let always = self.policy.mode == HlsMode::All
+            || self
+                .policy
+                .overrides
+                .iter()
+                .find(|o| glob_match(&o.pattern, key))
+                .is_some_and(|o| o.hls);
+        let cfg = TimelineConfig {
+            window: self.policy.window,
+            segment_ms: self.policy.segment_ms,
+            part_ms: self.policy.part_ms,
+        };
+        Some(
+            map.entry(key.clone())
+                .or_insert_with(|| {
+                    Arc::new(StreamHls {
+                        key: key.clone(),
+                        timeline: Mutex::new(Timeline::new(cfg, now_ms())),
+                        changed: watch::Sender::new(0),
+                        last_request_ms: AtomicU64::new(0),
+                        always,
+                        parked: Mutex::new(None),
+                        attached: AtomicBool::new(false),
+                    })
+                })
+                .clone(),
+        )
+    }
+}
+
+impl SinkFactory for Hls {
+    fn sinks_for(
+        &self,
+        _ctx: &SinkContext,
+        key: &StreamKey,
+        existing: &[&str],
+    ) -> Vec<Box<dyn StreamSink>> {
+        if existing.contains(&SINK_ID) || !self.policy.packages(key) {
+            return Vec::new();
+        }
+        let Some(stream) = self.entry(key) else {
+            return Vec::new();
+        };
+        let cfg = PackagerConfig {
+            segment_ms: self.policy.segment_ms,
+            part_ms: self.policy.part_ms,
+        };
+        let packager = stream
+            .parked
+            .lock()
+            .ok()
+            .and_then(|mut p| p.take())
+            .unwrap_or_else(|| Packager::new(cfg));
+        stream.attached.store(true, Ordering::Relaxed);
+        vec![Box::new(HlsSink {
+            stream,
+            packager: Some(packager),
+            cfg,
+            out: Vec::new(),
+            active: false,
+        })]
+    }
+}
+
+/// One stream's packaging on its owner shard.
+struct HlsSink {
+    stream: Arc<StreamHls>,
+    packager: Option<Packager>,
+    cfg: PackagerConfig,
+    out: Vec<Out>,
+    /// Packaging now (on demand: someone asked recently).
+    active: bool,
+}
+
+impl HlsSink {
+    fn publish_out(&mut self) {
+        if self.out.is_empty() {
+            return;
+        }
+        let now = now_ms();
+        let mut parts = 0u64;
+        if let Ok(mut t) = self.stream.timeline.lock() {
+            for o in self.out.drain(..) {
+                match &o {
+                    Out::Part(p) => {
+                        parts += 1;
+                        if p.starts_segment {
+                            metrics::counter!("rtmp_hls_segments_total").increment(1);
+                        }
+                    }
+                    Out::Init(_) | Out::End => {}
+                }
+                t.apply(o, now);
+            }
+        }
+        self.out.clear();
+        metrics::counter!("rtmp_hls_parts_total").increment(parts);
+        self.stream.notify();
+    }
+}
+
+impl StreamSink for HlsSink {
+    fn id(&self) -> &str {
+        SINK_ID
+    }
+
+    fn on_publish(&mut self) {
+        if let Some(p) = &mut self.packager {
+            p.on_publish();
+        }
+        if let Ok(mut t) = self.stream.timeline.lock() {
+            t.on_publish();
+        }
+        self.stream.notify();
+    }
+
+    fn on_frame(&mut self, frame: &SharedFrame) {
+        let wanted = self.stream.wanted(now_ms());
+        if wanted != self.active {
+            self.active = wanted;
+            if !wanted {
+                // Nobody asked for a while: stop, and start afresh when someone does.
+                if let Some(p) = &mut self.packager {
+                    p.on_unpublish(&mut self.out);
+                }
+                self.publish_out();
+                self.packager = Some(Packager::new(self.cfg));
+            }
+        }
+        if !self.active {
+            return;
+        }
+        if let Some(p) = &mut self.packager {
+            p.push(frame, &mut self.out);
+        }
+        self.publish_out();
+    }
+
+    fn on_unpublish(&mut self) -> bool {
+        if let Some(mut p) = self.packager.take() {
+            p.on_unpublish(&mut self.out);
+            self.publish_out();
+            if let Ok(mut parked) = self.stream.parked.lock() {
+                *parked = Some(p);
+            }
+        }
+        if let Ok(mut t) = self.stream.timeline.lock() {
+            t.apply(Out::End, now_ms());
+        }
+        self.stream.attached.store(false, Ordering::Relaxed);
+        self.stream.notify();
+        false
+    }
+
+    fn stop(&mut self) {
+        self.on_unpublish();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_from_config() {
+        let p = HlsPolicy::from_config(&HlsConfig::default()).unwrap();
+        assert_eq!(
+            (p.mode, p.segment_ms, p.part_ms, p.window),
+            (HlsMode::OnDemand, 2000, 200, 10)
+        );
+        assert!(p.packages("live/x"));
+        let c = HlsConfig {
+            mode: Some("none".into()),
+            streams: vec![HlsOverride {
+                pattern: "live/web*".into(),
+                hls: true,
+            }],
+            ..HlsConfig::default()
+        };
+        let p = HlsPolicy::from_config(&c).unwrap();
+        assert!(p.packages("live/web1") && !p.packages("live/cam"));
+        let bad = HlsConfig {
+            part_ms: Some(3000),
+            ..HlsConfig::default()
+        };
+        assert!(matches!(
+            HlsPolicy::from_config(&bad),
+            Err(HlsError::BadPart { .. })
+        ));
+        let bad = HlsConfig {
+            mode: Some("sometimes".into()),
+            ..HlsConfig::default()
+        };
+        assert!(HlsPolicy::from_config(&bad).is_err());
+    }
+}

@@ -1,0 +1,578 @@
+//! One stream's packaging, sans-IO: RTMP frames in (with the wall clock of their arrival),
+//! init segments and CMAF parts out. Segments start at video keyframes once the target
+//! duration is reached (audio-only streams cut on duration); parts close near the part
+//! target and at every keyframe, so each keyframe starts an independent part.
+//!
+//! A sample is written once the next sample of its track arrives, so every duration is
+//! the real difference of decode times rather than a guess; the cost is one frame of
+//! delay. Times are milliseconds unwrapped from RTMP's 32-bit timestamps.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::codec::{self, AudioConfig, AudioPacket, Coded, VideoConfig, VideoPacket};
+use super::fmp4::{self, Run, Sample, Tracks, AUDIO_TRACK, VIDEO_TRACK};
+use crate::media::frame::{Frame, MediaKind};
+
+#[derive(Debug, Clone, Copy)]
+pub struct PackagerConfig {
+    pub segment_ms: u64,
+    pub part_ms: u64,
+}
+
+/// How long audio may run without any video configuration before the stream is packaged
+/// as audio-only.
+const AUDIO_ONLY_AFTER_MS: u64 = 1000;
+
+/// An init segment and what the multivariant playlist says about it.
+#[derive(Debug)]
+pub struct Init {
+    pub id: u32,
+    pub data: Bytes,
+    pub tracks: Tracks,
+}
+
+/// One CMAF fragment: a part, and a piece of its segment.
+#[derive(Debug, Clone)]
+pub struct Part {
+    pub data: Vec<Bytes>,
+    pub len: usize,
+    pub duration_ms: u64,
+    pub independent: bool,
+    /// The first part of a new segment.
+    pub starts_segment: bool,
+    /// Stream time of its first sample, ms.
+    pub start_ms: u64,
+}
+
+#[derive(Debug)]
+pub enum Out {
+    /// A new init segment: the next part starts a segment after a discontinuity.
+    Init(Arc<Init>),
+    Part(Part),
+    /// The publisher left: the open segment is complete.
+    End,
+}
+
+#[derive(Debug, Clone)]
+struct Pending {
+    t: u64,
+    coded: Coded,
+}
+
+#[derive(Debug, Default)]
+struct TrackState {
+    pending: Option<Pending>,
+    /// Completed samples of the open part: (decode time ms, cts ms, keyframe, data, dur ms).
+    done: Vec<(u64, Pending, u64)>,
+    last_duration: u64,
+}
+
+pub struct Packager {
+    cfg: PackagerConfig,
+    video_cfg: Option<VideoConfig>,
+    audio_cfg: Option<AudioConfig>,
+    init: Option<Arc<Init>>,
+    next_init_id: u32,
+    /// A configuration differs from the init's: a new init at the next chance.
+    reinit: bool,
+    /// A republish: the next keyframe starts a new segment.
+    cut_next: bool,
+    first_audio_ms: Option<u64>,
+    video: TrackState,
+    audio: TrackState,
+    part_start: u64,
+    part_starts_segment: bool,
+    segment_start: u64,
+    sequence: u32,
+    last_ts: Option<u32>,
+    unwrapped: u64,
+}
+
+impl Packager {
+    pub fn new(cfg: PackagerConfig) -> Self {
+        Self {
+            cfg,
+            video_cfg: None,
+            audio_cfg: None,
+            init: None,
+            next_init_id: 0,
+            reinit: false,
+            cut_next: false,
+            first_audio_ms: None,
+            video: TrackState::default(),
+            audio: TrackState::default(),
+            part_start: 0,
+            part_starts_segment: true,
+            segment_start: 0,
+            sequence: 0,
+            last_ts: None,
+            unwrapped: 0,
+        }
+    }
+
+    pub fn init(&self) -> Option<&Arc<Init>> {
+        self.init.as_ref()
+    }
+
+    /// RTMP timestamps wrap after 49.7 days; tfdt must not.
+    fn unwrap_ts(&mut self, ts: u32) -> u64 {
+        match self.last_ts {
+            None => self.unwrapped = u64::from(ts),
+            Some(last) => {
+                let step = ts.wrapping_sub(last) as i32;
+                self.unwrapped = self.unwrapped.saturating_add_signed(i64::from(step));
+            }
+        }
+        self.last_ts = Some(ts);
+        self.unwrapped
+    }
+
+    /// A publisher (re)started the stream: a new segment begins at its first keyframe.
+    pub fn on_publish(&mut self) {
+        self.cut_next = true;
+    }
+
+    /// The publisher left: what is pending becomes the last part, and the segment ends.
+    pub fn on_unpublish(&mut self, out: &mut Vec<Out>) {
+        if self.init.is_some() {
+            let end = self.flush_pending();
+            self.emit_part(end, out);
+            out.push(Out::End);
+        }
+        self.cut_next = true;
+        self.first_audio_ms = None;
+    }
+
+    pub fn push(&mut self, f: &Frame, out: &mut Vec<Out>) {
+        match f.kind {
+            MediaKind::Video => match codec::video(&f.payload) {
+                VideoPacket::Config(c) => {
+                    if self.video_cfg.as_ref() != Some(&c) {
+                        self.reinit |= self.init.is_some();
+                        self.video_cfg = Some(c);
+                    }
+                }
+                VideoPacket::Frame(coded) => {
+                    let t = self.unwrap_ts(f.timestamp);
+                    self.on_video(t, coded, out);
+                }
+                VideoPacket::Other => {}
+            },
+            MediaKind::Audio => match codec::audio(&f.payload) {
+                AudioPacket::Config(c) => {
+                    if self.audio_cfg.as_ref() != Some(&c) {
+                        self.reinit |= self.init.is_some();
+                        self.audio_cfg = Some(c);
+                    }
+                }
+                AudioPacket::Frame(data) => {
+                    let t = self.unwrap_ts(f.timestamp);
+                    self.on_audio(t, data, out);
+                }
+                AudioPacket::Other => {}
+            },
+            MediaKind::Metadata | MediaKind::Data => {}
+        }
+    }
+
+    fn has_video(&self) -> bool {
+        self.init.as_ref().is_some_and(|i| i.tracks.video.is_some())
+    }
+
+    fn on_video(&mut self, t: u64, coded: Coded, out: &mut Vec<Out>) {
+        if self.video_cfg.is_none() {
+            return;
+        }
+        let key = coded.keyframe;
+        if key && (self.init.is_none() || self.reinit || !self.has_video()) {
+            if self.init.is_some() {
+                let end = self.flush_pending();
+                self.emit_part(end.max(t), out);
+            }
+            self.start_init(t, out);
+        } else if !self.has_video() {
+            return; // before the first keyframe, or a video track the init lacks
+        }
+        let seg_cut = key && (self.cut_next || t >= self.segment_start + self.cfg.segment_ms);
+        self.complete(true, t);
+        let part_age = t.saturating_sub(self.part_start);
+        // Cut before the next frame would take the part past its target.
+        let next = self.video.last_duration;
+        let part_cut =
+            seg_cut || (!self.video.done.is_empty() && (key || part_age + next > self.cfg.part_ms));
+        if part_cut {
+            self.emit_part(t, out);
+            self.part_start = t;
+            self.part_starts_segment = seg_cut;
+        }
+        if seg_cut {
+            self.segment_start = t;
+            self.cut_next = false;
+        }
+        self.video.pending = Some(Pending { t, coded });
+    }
+
+    fn on_audio(&mut self, t: u64, data: Bytes, out: &mut Vec<Out>) {
+        if self.audio_cfg.is_none() {
+            return;
+        }
+        let first = *self.first_audio_ms.get_or_insert(t);
+        if self.video_cfg.is_none()
+            && (self.init.is_none() || self.reinit)
+            && t >= first + AUDIO_ONLY_AFTER_MS
+        {
+            if self.init.is_some() {
+                let end = self.flush_pending();
+                self.emit_part(end.max(t), out);
+            }
+            self.start_init(t, out);
+        }
+        let Some(init) = &self.init else {
+            return;
+        };
+        if init.tracks.audio.is_none() {
+            return;
+        }
+        let coded = Coded {
+            cts_ms: 0,
+            keyframe: true,
+            data,
+        };
+        if init.tracks.video.is_some() {
+            self.complete(false, t);
+            self.audio.pending = Some(Pending { t, coded });
+            return;
+        }
+        // Audio-only: audio drives parts and segments.
+        let seg_cut = self.cut_next || t >= self.segment_start + self.cfg.segment_ms;
+        self.complete(false, t);
+        let part_age = t.saturating_sub(self.part_start);
+        let next = self.audio.last_duration;
+        if seg_cut || (!self.audio.done.is_empty() && part_age + next > self.cfg.part_ms) {
+            self.emit_part(t, out);
+            self.part_start = t;
+            self.part_starts_segment = seg_cut;
+        }
+        if seg_cut {
+            self.segment_start = t;
+            self.cut_next = false;
+        }
+        self.audio.pending = Some(Pending { t, coded });
+    }
+
+    /// The pending sample of a track is complete now that the next one is here at `t`.
+    fn complete(&mut self, video: bool, t: u64) {
+        let tr = if video {
+            &mut self.video
+        } else {
+            &mut self.audio
+        };
+        if let Some(p) = tr.pending.take() {
+            let d = t.saturating_sub(p.t);
+            tr.last_duration = d;
+            tr.done.push((p.t, p, d));
+        }
+    }
+
+    /// Completes pending samples with their track's last duration (nothing follows them);
+    /// returns where the last one ends.
+    fn flush_pending(&mut self) -> u64 {
+        let mut end = self.part_start;
+        for tr in [&mut self.video, &mut self.audio] {
+            if let Some(p) = tr.pending.take() {
+                let d = if tr.last_duration > 0 {
+                    tr.last_duration
+                } else {
+                    20
+                };
+                end = end.max(p.t + d);
+                tr.done.push((p.t, p, d));
+            }
+        }
+        end
+    }
+
+    fn start_init(&mut self, t: u64, out: &mut Vec<Out>) {
+        self.video.done.clear();
+        self.audio.done.clear();
+        self.video.pending = None;
+        self.audio.pending = None;
+        let tracks = Tracks {
+            video: self.video_cfg.clone(),
+            audio: self.audio_cfg.clone(),
+        };
+        let init = Arc::new(Init {
+            id: self.next_init_id,
+            data: fmp4::init_segment(&tracks),
+            tracks,
+        });
+        self.next_init_id += 1;
+        self.init = Some(init.clone());
+        self.reinit = false;
+        self.cut_next = true;
+        self.part_start = t;
+        self.segment_start = t;
+        self.part_starts_segment = true;
+        out.push(Out::Init(init));
+    }
+
+    /// Writes the completed samples as one fragment ending at `end`.
+    fn emit_part(&mut self, end: u64, out: &mut Vec<Out>) {
+        let Some(init) = self.init.clone() else {
+            return;
+        };
+        if self.video.done.is_empty() && self.audio.done.is_empty() {
+            return;
+        }
+        let to_samples = |done: &[(u64, Pending, u64)], timescale: u32, video: bool| {
+            let ticks = |ms: u64| ms * u64::from(timescale) / 1000;
+            let samples: Vec<Sample> = done
+                .iter()
+                .map(|(t, p, d)| Sample {
+                    duration: (ticks(t + d) - ticks(*t)) as u32,
+                    cts: if video {
+                        (i64::from(p.coded.cts_ms) * i64::from(timescale) / 1000) as i32
+                    } else {
+                        0
+                    },
+                    keyframe: p.coded.keyframe,
+                    data: p.coded.data.clone(),
+                })
+                .collect();
+            (done.first().map_or(0, |d| ticks(d.0)), samples)
+        };
+        let (vbase, vs) = to_samples(&self.video.done, fmp4::VIDEO_TIMESCALE, true);
+        let (abase, as_) = to_samples(&self.audio.done, init.tracks.timescale(AUDIO_TRACK), false);
+        let independent = match self.video.done.first() {
+            Some(v) => v.1.coded.keyframe,
+            None => init.tracks.video.is_none(),
+        };
+        self.sequence = self.sequence.wrapping_add(1);
+        let (data, len) = fmp4::fragment(
+            self.sequence,
+            &[
+                Run {
+                    track: VIDEO_TRACK,
+                    base: vbase,
+                    samples: &vs,
+                    is_video: true,
+                },
+                Run {
+                    track: AUDIO_TRACK,
+                    base: abase,
+                    samples: &as_,
+                    is_video: false,
+                },
+            ],
+        );
+        let start_ms = self.part_start;
+        out.push(Out::Part(Part {
+            data,
+            len,
+            duration_ms: end.saturating_sub(start_ms),
+            independent,
+            starts_segment: self.part_starts_segment,
+            start_ms,
+        }));
+        self.video.done.clear();
+        self.audio.done.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hls::codec::tests::AVCC_640X360;
+
+    fn frame(kind: MediaKind, ts: u32, payload: Vec<u8>) -> Frame {
+        Frame::new(kind, ts, Bytes::from(payload), 4096)
+    }
+
+    fn video_seq() -> Frame {
+        let mut p = vec![0x17, 0, 0, 0, 0];
+        p.extend_from_slice(AVCC_640X360);
+        frame(MediaKind::Video, 0, p)
+    }
+
+    fn video(ts: u32, key: bool) -> Frame {
+        frame(
+            MediaKind::Video,
+            ts,
+            vec![
+                if key { 0x17 } else { 0x27 },
+                1,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                2,
+                0x65,
+                0,
+            ],
+        )
+    }
+
+    fn audio(ts: u32) -> Frame {
+        frame(MediaKind::Audio, ts, vec![0xAF, 1, 0x21, 0x00])
+    }
+
+    fn parts(out: &[Out]) -> Vec<&Part> {
+        out.iter()
+            .filter_map(|o| match o {
+                Out::Part(p) => Some(p),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// 25 fps video with a keyframe every `gop` frames and AAC at 44.1 kHz, for `secs`.
+    fn run(p: &mut Packager, start: u32, secs: u32, gop: u32, out: &mut Vec<Out>) {
+        let mut frames = Vec::new();
+        for i in 0..secs * 25 {
+            frames.push(video(start + i * 40, i % gop == 0));
+        }
+        let mut a = 0u32;
+        while a * 1024 * 1000 / 44100 < secs * 1000 {
+            frames.push(audio(start + a * 1024 * 1000 / 44100));
+            a += 1;
+        }
+        frames.sort_by_key(|f| f.timestamp);
+        for f in &frames {
+            p.push(f, out);
+        }
+    }
+
+    fn packager() -> (Packager, Vec<Out>) {
+        let mut p = Packager::new(PackagerConfig {
+            segment_ms: 2000,
+            part_ms: 200,
+        });
+        let mut out = Vec::new();
+        p.push(&video_seq(), &mut out);
+        p.push(
+            &frame(MediaKind::Audio, 0, vec![0xAF, 0, 0x12, 0x10]),
+            &mut out,
+        );
+        (p, out)
+    }
+
+    #[test]
+    fn segments_start_at_keyframes_and_parts_stay_within_target() {
+        let (mut p, mut out) = packager();
+        run(&mut p, 0, 10, 50, &mut out);
+        assert!(
+            matches!(out[0], Out::Init(_)),
+            "an init segment comes first"
+        );
+        let ps = parts(&out);
+        let seg_starts: Vec<u64> = ps
+            .iter()
+            .filter(|p| p.starts_segment)
+            .map(|p| p.start_ms)
+            .collect();
+        assert_eq!(seg_starts, [0, 2000, 4000, 6000, 8000]);
+        for part in &ps {
+            assert!(part.duration_ms <= 200, "part of {} ms", part.duration_ms);
+            assert_eq!(part.independent, part.start_ms % 2000 == 0);
+            assert_eq!(part.len, part.data.iter().map(|b| b.len()).sum::<usize>());
+        }
+        // Parts tile the timeline without gaps.
+        for w in ps.windows(2) {
+            assert_eq!(w[0].start_ms + w[0].duration_ms, w[1].start_ms);
+        }
+    }
+
+    #[test]
+    fn long_gop_makes_long_segments_but_keyframes_only_start_them() {
+        let (mut p, mut out) = packager();
+        run(&mut p, 0, 9, 75, &mut out); // keyframe every 3 s
+        let starts: Vec<u64> = parts(&out)
+            .iter()
+            .filter(|p| p.starts_segment)
+            .map(|p| p.start_ms)
+            .collect();
+        assert_eq!(starts, [0, 3000, 6000]);
+    }
+
+    #[test]
+    fn new_sequence_header_makes_a_new_init_at_the_next_keyframe() {
+        let (mut p, mut out) = packager();
+        run(&mut p, 0, 3, 50, &mut out);
+        let mut other = vec![0x17, 0, 0, 0, 0];
+        other.extend_from_slice(crate::hls::codec::tests::AVCC_BASELINE);
+        out.clear();
+        // Same record again: nothing new.
+        p.push(&video_seq(), &mut out);
+        run(&mut p, 3000, 1, 50, &mut out);
+        assert!(!out.iter().any(|o| matches!(o, Out::Init(_))));
+        p.push(&frame(MediaKind::Video, 4000, other), &mut out);
+        run(&mut p, 4000, 2, 50, &mut out);
+        let inits = out.iter().filter(|o| matches!(o, Out::Init(_))).count();
+        assert_eq!(inits, 1);
+        assert_eq!(p.init().unwrap().id, 1);
+    }
+
+    #[test]
+    fn audio_only_streams_are_packaged_after_a_second() {
+        let mut p = Packager::new(PackagerConfig {
+            segment_ms: 2000,
+            part_ms: 200,
+        });
+        let mut out = Vec::new();
+        p.push(
+            &frame(MediaKind::Audio, 0, vec![0xAF, 0, 0x12, 0x10]),
+            &mut out,
+        );
+        for i in 0..300u32 {
+            p.push(&audio(i * 1024 * 1000 / 44100), &mut out);
+        }
+        let init = p.init().expect("audio-only init");
+        assert!(init.tracks.video.is_none());
+        let ps = parts(&out);
+        assert!(ps.len() > 20);
+        for p in &ps {
+            assert!(p.independent && p.duration_ms <= 200, "{p:?}");
+        }
+        assert!(ps.iter().filter(|p| p.starts_segment).count() >= 2);
+    }
+
+    #[test]
+    fn timestamps_unwrap_past_32_bits() {
+        let (mut p, mut out) = packager();
+        run(&mut p, u32::MAX - 999, 1, 25, &mut out);
+        out.clear();
+        for i in 0..50u32 {
+            p.push(
+                &video(i.wrapping_mul(40).wrapping_add(1), i % 25 == 0),
+                &mut out,
+            );
+        }
+        let last = parts(&out).last().unwrap().start_ms;
+        assert!(last > u64::from(u32::MAX), "{last}");
+    }
+
+    #[test]
+    fn unpublish_ends_the_segment_and_republish_starts_a_new_one() {
+        let (mut p, mut out) = packager();
+        run(&mut p, 0, 3, 50, &mut out);
+        out.clear();
+        p.on_unpublish(&mut out);
+        assert!(matches!(out.last(), Some(Out::End)));
+        assert!(
+            !parts(&out).is_empty(),
+            "the pending frames make a last part"
+        );
+        out.clear();
+        p.on_publish();
+        run(&mut p, 3001, 1, 50, &mut out);
+        assert!(parts(&out)[0].starts_segment);
+        assert!(
+            !out.iter().any(|o| matches!(o, Out::Init(_))),
+            "same codecs, same init"
+        );
+    }
+}

@@ -1,0 +1,551 @@
+//! One stream's HLS timeline, sans-IO: the window of segments and parts the packager made,
+//! the answers to blocking requests, and the playlists (multivariant, media with the
+//! Low-Latency HLS tags of draft-pantos-hls-rfc8216bis, delta updates) written by hand.
+//!
+//! Resource names carry an epoch (when this timeline was made), so a URL never names two
+//! different bodies even across a server restart: a CDN may cache them forever.
+
+use std::collections::VecDeque;
+use std::fmt::Write;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::packager::{Init, Out, Part};
+
+#[derive(Debug, Clone, Copy)]
+pub struct TimelineConfig {
+    /// Complete segments kept and listed.
+    pub window: usize,
+    pub segment_ms: u64,
+    pub part_ms: u64,
+}
+
+#[derive(Debug)]
+pub struct Segment {
+    pub msn: u64,
+    pub init: Arc<Init>,
+    pub discontinuity: bool,
+    /// Wall clock of its first sample, ms since the Unix epoch.
+    pub pdt_ms: u64,
+    pub parts: Vec<Arc<Part>>,
+    pub complete: bool,
+}
+
+impl Segment {
+    pub fn duration_ms(&self) -> u64 {
+        self.parts.iter().map(|p| p.duration_ms).sum()
+    }
+
+    pub fn len(&self) -> usize {
+        self.parts.iter().map(|p| p.len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    /// The segment's body: its parts back to back (a CMAF segment of several fragments).
+    pub fn body(&self) -> Vec<Bytes> {
+        self.parts
+            .iter()
+            .flat_map(|p| p.data.iter().cloned())
+            .collect()
+    }
+}
+
+/// What a blocking playlist request (`_HLS_msn`, `_HLS_part`) gets now.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Ready {
+    Yes,
+    /// Not yet: wait for a change.
+    Wait,
+    /// Too far ahead: 400.
+    TooFar,
+}
+
+/// A part or segment request.
+#[derive(Debug)]
+pub enum Resource {
+    Body(Vec<Bytes>, usize),
+    /// The next part (the preload hint): wait for it.
+    Soon,
+    Gone,
+}
+
+#[derive(Debug)]
+pub struct Timeline {
+    cfg: TimelineConfig,
+    pub epoch: String,
+    pub segments: VecDeque<Segment>,
+    next_msn: u64,
+    discontinuity_seq: u64,
+    init: Option<Arc<Init>>,
+    pending_discontinuity: bool,
+    /// Stream ms and wall ms that PROGRAM-DATE-TIME maps between.
+    anchor: Option<(u64, u64)>,
+    /// A publisher feeds it (parts will come: advertise the preload hint).
+    pub live: bool,
+    target_secs: u64,
+    /// Wall clock (ms) when the publisher left, for expiry.
+    pub ended_at_ms: Option<u64>,
+}
+
+impl Timeline {
+    pub fn new(cfg: TimelineConfig, now_ms: u64) -> Self {
+        Self {
+            cfg,
+            epoch: format!("{:x}", now_ms),
+            segments: VecDeque::new(),
+            next_msn: 0,
+            discontinuity_seq: 0,
+            init: None,
+            pending_discontinuity: false,
+            anchor: None,
+            live: true,
+            target_secs: cfg.segment_ms.div_ceil(1000).max(1),
+            ended_at_ms: None,
+        }
+    }
+
+    pub fn config(&self) -> TimelineConfig {
+        self.cfg
+    }
+
+    pub fn current_init(&self) -> Option<&Arc<Init>> {
+        self.init.as_ref()
+    }
+
+    pub fn target_secs(&self) -> u64 {
+        self.target_secs
+    }
+
+    /// A publisher started (again): PROGRAM-DATE-TIME is anchored afresh.
+    pub fn on_publish(&mut self) {
+        self.live = true;
+        self.ended_at_ms = None;
+        self.anchor = None;
+    }
+
+    pub fn apply(&mut self, out: Out, now_ms: u64) {
+        match out {
+            Out::Init(i) => {
+                self.close_open();
+                self.pending_discontinuity = !self.segments.is_empty();
+                self.init = Some(i);
+            }
+            Out::Part(p) => {
+                let Some(init) = self.init.clone() else {
+                    return;
+                };
+                let open = self.segments.back().is_some_and(|s| !s.complete);
+                if p.starts_segment || !open {
+                    self.close_open();
+                    // The part was cut when its successor arrived: its first sample came
+                    // in about its duration ago.
+                    let (stream0, wall0) = *self
+                        .anchor
+                        .get_or_insert((p.start_ms, now_ms.saturating_sub(p.duration_ms)));
+                    let pdt_ms = (wall0 + p.start_ms).saturating_sub(stream0);
+                    let discontinuity = std::mem::take(&mut self.pending_discontinuity);
+                    self.segments.push_back(Segment {
+                        msn: self.next_msn,
+                        init,
+                        discontinuity,
+                        pdt_ms,
+                        parts: Vec::new(),
+                        complete: false,
+                    });
+                    self.next_msn += 1;
+                }
+                if let Some(s) = self.segments.back_mut() {
+                    s.parts.push(Arc::new(p));
+                }
+                self.trim();
+            }
+            Out::End => {
+                self.close_open();
+                self.live = false;
+                self.ended_at_ms = Some(now_ms);
+            }
+        }
+    }
+
+    fn close_open(&mut self) {
+        if let Some(s) = self.segments.back_mut() {
+            if !s.complete {
+                s.complete = true;
+                let secs = (s.duration_ms() + 500) / 1000;
+                self.target_secs = self.target_secs.max(secs);
+            }
+        }
+    }
+
+    fn trim(&mut self) {
+        let complete = self.segments.iter().filter(|s| s.complete).count();
+        let mut extra = complete.saturating_sub(self.cfg.window);
+        while extra > 0 {
+            let Some(s) = self.segments.pop_front() else {
+                break;
+            };
+            extra -= 1;
+            // The next segment keeps its discontinuity flag; the sequence counts the
+            // ones that left (rfc8216bis 4.4.3.3).
+            if let Some(next) = self.segments.front() {
+                if next.discontinuity {
+                    self.discontinuity_seq += 1;
+                }
+            }
+            drop(s);
+        }
+        // A discontinuity on the first listed segment is already counted; keep the tag only
+        // when a segment precedes it.
+        if let Some(first) = self.segments.front_mut() {
+            first.discontinuity = false;
+        }
+    }
+
+    fn last_msn(&self) -> Option<u64> {
+        self.segments.back().map(|s| s.msn)
+    }
+
+    /// Whether a blocking reload for `msn` (and `part`) can be answered.
+    pub fn ready(&self, msn: u64, part: Option<usize>) -> Ready {
+        let Some(last) = self.last_msn() else {
+            return if msn <= 2 { Ready::Wait } else { Ready::TooFar };
+        };
+        if msn > last + 2 {
+            return Ready::TooFar;
+        }
+        let Some(s) = self.segments.iter().find(|s| s.msn == msn) else {
+            return if msn < last { Ready::Yes } else { Ready::Wait };
+        };
+        match part {
+            _ if s.complete => Ready::Yes,
+            None => Ready::Wait,
+            Some(p) if p < s.parts.len() => Ready::Yes,
+            Some(_) => Ready::Wait,
+        }
+    }
+
+    pub fn segment(&self, msn: u64) -> Resource {
+        match self.segments.iter().find(|s| s.msn == msn) {
+            Some(s) if s.complete => Resource::Body(s.body(), s.len()),
+            Some(_) => Resource::Soon,
+            None if self.live && self.last_msn().is_some_and(|l| msn == l + 1) => Resource::Soon,
+            None => Resource::Gone,
+        }
+    }
+
+    pub fn part(&self, msn: u64, index: usize) -> Resource {
+        match self.segments.iter().find(|s| s.msn == msn) {
+            Some(s) => match s.parts.get(index) {
+                Some(p) => Resource::Body(p.data.clone(), p.len),
+                None if !s.complete && self.live && index == s.parts.len() => Resource::Soon,
+                None => Resource::Gone,
+            },
+            // The hint may name part 0 of the next segment.
+            None if self.live && index == 0 && self.last_msn().is_some_and(|l| msn == l + 1) => {
+                Resource::Soon
+            }
+            None => Resource::Gone,
+        }
+    }
+
+    pub fn init_body(&self, id: u32) -> Option<Bytes> {
+        self.segments
+            .iter()
+            .map(|s| &s.init)
+            .chain(self.init.iter())
+            .find(|i| i.id == id)
+            .map(|i| i.data.clone())
+    }
+
+    /// Peak bits per second over the listed segments (the open one included).
+    pub fn bandwidth(&self) -> u64 {
+        self.segments
+            .iter()
+            .filter(|s| s.duration_ms() > 0)
+            .map(|s| s.len() as u64 * 8 * 1000 / s.duration_ms())
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// The multivariant playlist: one variant stream, the media playlist.
+    pub fn multivariant(&self, query: &str) -> Option<String> {
+        let init = self.init.as_ref()?;
+        let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+        let bw = self.bandwidth().max(1);
+        let _ = write!(
+            out,
+            "#EXT-X-STREAM-INF:BANDWIDTH={bw},CODECS=\"{}\"",
+            init.tracks.codecs()
+        );
+        if let Some(v) = &init.tracks.video {
+            if v.width > 0 && v.height > 0 {
+                let _ = write!(out, ",RESOLUTION={}x{}", v.width, v.height);
+            }
+        }
+        let _ = writeln!(out, "\nmedia.m3u8{query}");
+        Some(out)
+    }
+
+    /// The media playlist. `query` (`?token=..` or empty) is carried into every URI;
+    /// `skip` asks for a delta update (`_HLS_skip=YES`).
+    pub fn media(&self, query: &str, skip: bool) -> String {
+        let td = self.target_secs;
+        let part_s = self.cfg.part_ms as f64 / 1000.0;
+        let skip_until = 6 * td;
+        let mut out = String::with_capacity(4096);
+        let _ = write!(
+            out,
+            "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:{td}\n\
+             #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={skip_until}.0,\
+             PART-HOLD-BACK={:.3}\n#EXT-X-PART-INF:PART-TARGET={part_s:.3}\n",
+            3.0 * part_s
+        );
+        let first = self.segments.front().map_or(self.next_msn, |s| s.msn);
+        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first}");
+        let _ = writeln!(
+            out,
+            "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
+            self.discontinuity_seq
+        );
+
+        // Segments that end more than CAN-SKIP-UNTIL before the end may be skipped.
+        let total: u64 = self.segments.iter().map(|s| s.duration_ms()).sum();
+        let mut skipped = 0;
+        if skip {
+            let mut end = 0;
+            for s in self.segments.iter().filter(|s| s.complete) {
+                end += s.duration_ms();
+                if total - end >= skip_until * 1000 {
+                    skipped += 1;
+                } else {
+                    break;
+                }
+            }
+            if skipped > 0 {
+                let _ = writeln!(out, "#EXT-X-SKIP:SKIPPED-SEGMENTS={skipped}");
+            }
+        }
+        // Parts are listed for the segments within three target durations of the end.
+        let mut tail = 0;
+        let mut parts_from = self.segments.len();
+        for (i, s) in self.segments.iter().enumerate().rev() {
+            if tail >= 3 * td * 1000 {
+                break;
+            }
+            tail += s.duration_ms();
+            parts_from = i;
+        }
+        let epoch = &self.epoch;
+        let mut map: Option<u32> = None;
+        for (i, s) in self.segments.iter().enumerate().skip(skipped) {
+            if s.discontinuity {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            if map != Some(s.init.id) {
+                let _ = writeln!(
+                    out,
+                    "#EXT-X-MAP:URI=\"init-{epoch}-{}.mp4{query}\"",
+                    s.init.id
+                );
+                map = Some(s.init.id);
+            }
+            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_ms(s.pdt_ms));
+            if i >= parts_from {
+                for (n, p) in s.parts.iter().enumerate() {
+                    let _ = write!(
+                        out,
+                        "#EXT-X-PART:DURATION={:.3},URI=\"part-{epoch}-{}-{n}.m4s{query}\"",
+                        p.duration_ms as f64 / 1000.0,
+                        s.msn
+                    );
+                    out.push_str(if p.independent {
+                        ",INDEPENDENT=YES\n"
+                    } else {
+                        "\n"
+                    });
+                }
+            }
+            if s.complete {
+                let _ = write!(
+                    out,
+                    "#EXTINF:{:.3},\nseg-{epoch}-{}.m4s{query}\n",
+                    s.duration_ms() as f64 / 1000.0,
+                    s.msn
+                );
+            }
+        }
+        if self.live {
+            let (msn, n) = match self.segments.back() {
+                Some(s) if !s.complete => (s.msn, s.parts.len()),
+                _ => (self.next_msn, 0),
+            };
+            let _ = writeln!(
+                out,
+                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-{epoch}-{msn}-{n}.m4s{query}\""
+            );
+        }
+        out
+    }
+}
+
+/// `2026-12-05T15:46:05.123Z`
+pub fn rfc3339_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hls::fmp4::Tracks;
+
+    fn init(id: u32) -> Arc<Init> {
+        Arc::new(Init {
+            id,
+            data: Bytes::from_static(b"init"),
+            tracks: Tracks {
+                video: None,
+                audio: None,
+            },
+        })
+    }
+
+    fn part(start_ms: u64, starts_segment: bool) -> Out {
+        Out::Part(Part {
+            data: vec![Bytes::from_static(b"moofmdat")],
+            len: 8,
+            duration_ms: 200,
+            independent: starts_segment,
+            starts_segment,
+            start_ms,
+        })
+    }
+
+    fn timeline(window: usize) -> Timeline {
+        Timeline::new(
+            TimelineConfig {
+                window,
+                segment_ms: 2000,
+                part_ms: 200,
+            },
+            1_000_000,
+        )
+    }
+
+    /// Feeds `secs` of 200 ms parts, a segment every 2 s.
+    fn feed(t: &mut Timeline, from_ms: u64, secs: u64) {
+        for i in 0..secs * 5 {
+            let at = from_ms + i * 200;
+            t.apply(part(at, at.is_multiple_of(2000)), 2_000_000 + at);
+        }
+    }
+
+    #[test]
+    fn window_slides_and_media_sequence_follows() {
+        let mut t = timeline(3);
+        t.apply(Out::Init(init(0)), 0);
+        feed(&mut t, 0, 11);
+        let p = t.media("", false);
+        // 5 complete (0..4) + open 5: window 3 keeps 2, 3, 4 and the open one.
+        assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:2\n"), "{p}");
+        assert_eq!(p.matches("#EXTINF:2.000,").count(), 3);
+        assert!(p.contains(&format!(
+            "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part-{}-5-5.m4s\"",
+            t.epoch
+        )));
+        assert!(p.contains("#EXT-X-TARGETDURATION:2\n"));
+        assert!(matches!(t.segment(1), Resource::Gone));
+        assert!(matches!(t.segment(4), Resource::Body(_, 80)));
+        assert!(matches!(t.part(5, 5), Resource::Soon));
+        assert!(matches!(t.part(5, 6), Resource::Gone));
+    }
+
+    #[test]
+    fn blocking_reload_answers() {
+        let mut t = timeline(5);
+        assert_eq!(t.ready(0, None), Ready::Wait);
+        t.apply(Out::Init(init(0)), 0);
+        feed(&mut t, 0, 3); // segment 0 complete, segment 1 has 5 parts
+        assert_eq!(t.ready(0, None), Ready::Yes);
+        assert_eq!(t.ready(1, Some(4)), Ready::Yes);
+        assert_eq!(t.ready(1, Some(5)), Ready::Wait);
+        assert_eq!(t.ready(1, None), Ready::Wait);
+        assert_eq!(t.ready(3, None), Ready::Wait);
+        assert_eq!(t.ready(4, None), Ready::TooFar);
+    }
+
+    #[test]
+    fn new_init_is_a_discontinuity_with_its_own_map() {
+        let mut t = timeline(10);
+        t.apply(Out::Init(init(0)), 0);
+        feed(&mut t, 0, 4);
+        t.apply(Out::Init(init(1)), 0);
+        feed(&mut t, 4000, 4);
+        let p = t.media("?token=x", false);
+        assert_eq!(p.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
+        let e = &t.epoch;
+        let map0 = p.find(&format!("init-{e}-0.mp4?token=x")).unwrap();
+        let disc = p.find("#EXT-X-DISCONTINUITY\n").unwrap();
+        let map1 = p.find(&format!("init-{e}-1.mp4?token=x")).unwrap();
+        assert!(map0 < disc && disc < map1);
+        // When the discontinuity leaves the window, the sequence counts it.
+        feed(&mut t, 8000, 30);
+        let p = t.media("", false);
+        assert!(p.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{p}");
+        assert!(!p.contains("#EXT-X-DISCONTINUITY\n"));
+    }
+
+    #[test]
+    fn delta_update_skips_old_segments() {
+        let mut t = timeline(10);
+        t.apply(Out::Init(init(0)), 0);
+        feed(&mut t, 0, 21);
+        let full = t.media("", false);
+        let delta = t.media("", true);
+        // 10 complete segments of 2 s (20 s) + the open one; 12 s must stay listed.
+        assert!(
+            delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=4\n"),
+            "{delta}"
+        );
+        assert_eq!(
+            full.matches("#EXTINF").count() - 4,
+            delta.matches("#EXTINF").count()
+        );
+        assert!(delta.contains("#EXT-X-MAP"));
+    }
+
+    #[test]
+    fn end_drops_the_preload_hint_and_dates_are_rfc3339() {
+        let mut t = timeline(5);
+        t.apply(Out::Init(init(0)), 0);
+        feed(&mut t, 0, 3);
+        t.apply(Out::End, 9);
+        let p = t.media("", false);
+        assert!(!p.contains("PRELOAD-HINT"));
+        assert_eq!(p.matches("#EXTINF").count(), 2);
+        assert_eq!(rfc3339_ms(1_796_485_565_123), "2026-12-05T15:46:05.123Z");
+        assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+    }
+}
