@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod fanout;
 pub mod hls;
+pub mod httpflv;
 pub mod media;
 pub mod protocol;
 pub mod record;

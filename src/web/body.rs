@@ -9,6 +9,8 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 
+use crate::httpflv::{Next, ViewerGuard};
+
 pub struct Chunks {
     left: VecDeque<Bytes>,
     remaining: u64,
@@ -46,5 +48,31 @@ impl Body for Chunks {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// An HTTP-FLV viewer's response: whatever its queue holds, as it comes, until the
+/// publisher leaves or the viewer is kicked (chunked, no length).
+pub struct FlvBody {
+    pub guard: ViewerGuard,
+}
+
+impl Body for FlvBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.guard.viewer.next(cx.waker()) {
+            Next::Data(b) => {
+                metrics::counter!("rtmp_http_bytes_out_total", "kind" => "flv")
+                    .increment(b.len() as u64);
+                Poll::Ready(Some(Ok(Frame::data(b))))
+            }
+            Next::Wait => Poll::Pending,
+            Next::End => Poll::Ready(None),
+        }
     }
 }

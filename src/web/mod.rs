@@ -20,7 +20,8 @@ use tracing::{error, info};
 
 use crate::hls::playlist::{Ready, Resource, Timeline};
 use crate::hls::{Hls, StreamHls};
-use body::Chunks;
+use crate::httpflv::HttpFlv;
+use body::{Chunks, FlvBody};
 
 /// Worker threads of the media listener's runtime.
 const THREADS: usize = 2;
@@ -51,10 +52,11 @@ pub const REQUEST_KINDS: [&str; 6] = [
 #[derive(Clone)]
 struct Ctx {
     hls: Arc<Hls>,
+    flv: Arc<HttpFlv>,
 }
 
 /// Serves the media endpoints on their own threads; returns the bound address.
-pub fn serve(hls: Arc<Hls>, addr: SocketAddr) -> Result<SocketAddr, WebError> {
+pub fn serve(hls: Arc<Hls>, flv: Arc<HttpFlv>, addr: SocketAddr) -> Result<SocketAddr, WebError> {
     let bind = |source| WebError::Bind { addr, source };
     let std_listener = std::net::TcpListener::bind(addr).map_err(bind)?;
     let local = std_listener.local_addr().map_err(bind)?;
@@ -83,7 +85,7 @@ pub fn serve(hls: Arc<Hls>, addr: SocketAddr) -> Result<SocketAddr, WebError> {
                         sweeper.sweep();
                     }
                 });
-                if let Err(e) = axum::serve(listener, router(Ctx { hls })).await {
+                if let Err(e) = axum::serve(listener, router(Ctx { hls, flv })).await {
                     error!(error = %e, "media HTTP server stopped");
                 }
             });
@@ -97,6 +99,7 @@ fn router(ctx: Ctx) -> Router {
     Router::new()
         .route("/", get(page::index))
         .route("/api/streams", get(page::streams))
+        .route("/{app}/{file}", get(flv_stream).options(preflight))
         .route("/{app}/{name}/{file}", get(hls_file).options(preflight))
         .with_state(ctx)
 }
@@ -121,6 +124,24 @@ async fn preflight() -> Response {
         HeaderValue::from_static("86400"),
     );
     r
+}
+
+/// `GET /{app}/{name}.flv`: the live stream as one chunked FLV response.
+async fn flv_stream(State(ctx): State<Ctx>, Path((app, file)): Path<(String, String)>) -> Response {
+    let Some(name) = file.strip_suffix(".flv") else {
+        return finish("other", status(StatusCode::NOT_FOUND));
+    };
+    let Some(guard) = ctx.flv.subscribe(&format!("{app}/{name}")) else {
+        return finish("flv", status(StatusCode::NOT_FOUND));
+    };
+    let mut r = Response::new(axum::body::Body::new(FlvBody { guard }));
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("video/x-flv"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    finish("flv", r)
 }
 
 /// What a viewer's query holds: the delivery directives, and the rest (tokens), which the

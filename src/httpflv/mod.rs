@@ -1,0 +1,429 @@
+//! HTTP-FLV (`GET /{app}/{name}.flv` on the media listener): each published stream gets a
+//! sink on its owner shard that keeps the late-join cache and hands every frame, framed as
+//! an FLV tag once, to the stream's HTTP viewers. Each viewer is a subscriber with the same
+//! admission policy (keyframe gating, byte/age budget, video dropped first, kicked when
+//! behind too long) and bounded queue as an RTMP player; the media listener's threads
+//! drain the queues into the sockets, so the shard never waits on one.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use crate::fanout::admission::{Admission, AdmissionPolicy, Verdict};
+use crate::media::cache::StreamCache;
+use crate::media::flv::{self, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
+use crate::media::frame::{MediaKind, SharedFrame};
+use crate::shard::hooks::{SinkContext, SinkFactory, StreamSink};
+use crate::shard::state::StreamKey;
+
+const SINK_ID: &str = "httpflv";
+
+/// One frame as an FLV tag: header, the shared payload, PreviousTagSize.
+#[derive(Debug)]
+pub struct Tag {
+    pub frame: SharedFrame,
+    pub head: Bytes,
+    pub tail: Bytes,
+}
+
+impl Tag {
+    fn new(frame: &SharedFrame, timestamp: u32) -> Arc<Self> {
+        let size = frame.payload.len() as u32;
+        let tag_type = match frame.kind {
+            MediaKind::Audio => TAG_AUDIO,
+            MediaKind::Video => TAG_VIDEO,
+            MediaKind::Metadata | MediaKind::Data => TAG_SCRIPT,
+        };
+        Arc::new(Self {
+            frame: frame.clone(),
+            head: Bytes::copy_from_slice(&flv::tag_header(tag_type, timestamp, size)),
+            tail: Bytes::copy_from_slice(&(size + 11).to_be_bytes()),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.frame.payload.len() + self.tail.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// What the viewer's response body takes next.
+pub enum Next {
+    Data(Bytes),
+    Wait,
+    End,
+}
+
+struct ViewerState {
+    items: VecDeque<(Instant, Bytes)>,
+    bytes: usize,
+    admission: Admission,
+    waker: Option<Waker>,
+    closed: bool,
+}
+
+/// One HTTP-FLV viewer's queue: filled on the owner shard, drained by its response body.
+pub struct Viewer {
+    state: Mutex<ViewerState>,
+}
+
+impl Viewer {
+    /// The next buffer to send; registers `waker` when there is none yet.
+    pub fn next(&self, waker: &Waker) -> Next {
+        let Ok(mut s) = self.state.lock() else {
+            return Next::End;
+        };
+        if let Some((_, b)) = s.items.pop_front() {
+            s.bytes -= b.len();
+            return Next::Data(b);
+        }
+        if s.closed {
+            return Next::End;
+        }
+        s.waker = Some(waker.clone());
+        Next::Wait
+    }
+
+    fn push_all(s: &mut ViewerState, now: Instant, bufs: impl IntoIterator<Item = Bytes>) {
+        for b in bufs {
+            s.bytes += b.len();
+            s.items.push_back((now, b));
+        }
+    }
+
+    /// Offers a tag; false when the viewer must go (kicked or gone).
+    fn offer(&self, tag: &Tag, now: Instant) -> bool {
+        let Ok(mut s) = self.state.lock() else {
+            return false;
+        };
+        if s.closed {
+            return false;
+        }
+        let age = s
+            .items
+            .front()
+            .map_or(Duration::ZERO, |(at, _)| now.saturating_duration_since(*at));
+        let queued = s.bytes;
+        match s.admission.admit(&tag.frame, queued, age, now) {
+            Verdict::Admit => {
+                Self::push_all(
+                    &mut s,
+                    now,
+                    [
+                        tag.head.clone(),
+                        tag.frame.payload.clone(),
+                        tag.tail.clone(),
+                    ],
+                );
+            }
+            Verdict::Skip => return true,
+            Verdict::Drop(reason) => {
+                metrics::counter!("rtmp_httpflv_dropped_frames_total", "reason" => reason.label())
+                    .increment(1);
+                return true;
+            }
+            Verdict::Kick => {
+                metrics::counter!("rtmp_httpflv_kicked_total").increment(1);
+                s.closed = true;
+            }
+        }
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+        !s.closed
+    }
+
+    /// Ends the response once the queue is drained (the publisher left, or a kick).
+    pub fn close(&self) {
+        if let Ok(mut s) = self.state.lock() {
+            s.closed = true;
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+        }
+    }
+}
+
+struct StreamState {
+    cache: StreamCache,
+    viewers: Vec<Arc<Viewer>>,
+    live: bool,
+}
+
+/// One stream's HTTP-FLV side, shared by its sink and the media listener.
+pub struct FlvStream {
+    state: Mutex<StreamState>,
+}
+
+/// Every stream's HTTP-FLV side: a `SinkFactory` for the shards, viewers for the listener.
+pub struct HttpFlv {
+    policy: AdmissionPolicy,
+    streams: Mutex<HashMap<StreamKey, Arc<FlvStream>>>,
+    viewers: AtomicUsize,
+}
+
+impl HttpFlv {
+    /// `policy` is the RTMP players' admission policy.
+    pub fn new(policy: AdmissionPolicy) -> Arc<Self> {
+        Arc::new(Self {
+            policy,
+            streams: Mutex::default(),
+            viewers: AtomicUsize::new(0),
+        })
+    }
+
+    pub fn viewers(&self) -> usize {
+        self.viewers.load(Ordering::Relaxed)
+    }
+
+    /// A new viewer of `key`, its queue already holding the FLV header, metadata, decoder
+    /// configs and the cached GOP; None when the stream is not live.
+    pub fn subscribe(self: &Arc<Self>, key: &str) -> Option<ViewerGuard> {
+        let stream = self.streams.lock().ok()?.get(key).cloned()?;
+        let mut st = stream.state.lock().ok()?;
+        if !st.live {
+            return None;
+        }
+        let now = Instant::now();
+        let cache = &st.cache;
+        let has = |k: MediaKind| cache.config_frames().iter().any(|f| f.kind == k);
+        let (audio, video) = match (has(MediaKind::Audio), has(MediaKind::Video)) {
+            (false, false) => (true, true),
+            known => known,
+        };
+        let mut bufs = vec![Bytes::copy_from_slice(&flv::file_header(audio, video))];
+        let start_ts = cache.gop().first().map_or(0, |f| f.timestamp);
+        let mut tag = |f: &SharedFrame, ts: u32| {
+            let t = Tag::new(f, ts);
+            bufs.extend([t.head.clone(), f.payload.clone(), t.tail.clone()]);
+        };
+        // ffmpeg's FLV demuxer reads onMetaData as metadata only at timestamp 0.
+        if let Some(m) = cache.metadata() {
+            tag(m, 0);
+        }
+        for f in cache.config_frames() {
+            tag(f, start_ts);
+        }
+        for f in cache.gop() {
+            tag(f, f.timestamp);
+        }
+        let mut admission = Admission::new(self.policy);
+        admission.set_waiting_for_keyframe(!cache.has_gop());
+        let mut vs = ViewerState {
+            items: VecDeque::new(),
+            bytes: 0,
+            admission,
+            waker: None,
+            closed: false,
+        };
+        Viewer::push_all(&mut vs, now, bufs);
+        let viewer = Arc::new(Viewer {
+            state: Mutex::new(vs),
+        });
+        st.viewers.push(viewer.clone());
+        self.viewers.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("rtmp_httpflv_viewers").increment(1.0);
+        Some(ViewerGuard {
+            hub: self.clone(),
+            viewer,
+        })
+    }
+}
+
+/// A subscribed viewer; dropping it (the response finished or the client left)
+/// unsubscribes it.
+pub struct ViewerGuard {
+    hub: Arc<HttpFlv>,
+    pub viewer: Arc<Viewer>,
+}
+
+impl Drop for ViewerGuard {
+    fn drop(&mut self) {
+        // The sink drops closed viewers at its next frame; mark it so.
+        self.viewer.close();
+        self.hub.viewers.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("rtmp_httpflv_viewers").decrement(1.0);
+    }
+}
+
+impl SinkFactory for HttpFlv {
+    fn sinks_for(
+        &self,
+        _ctx: &SinkContext,
+        key: &StreamKey,
+        existing: &[&str],
+    ) -> Vec<Box<dyn StreamSink>> {
+        if existing.contains(&SINK_ID) {
+            return Vec::new();
+        }
+        let Ok(mut map) = self.streams.lock() else {
+            return Vec::new();
+        };
+        let stream = map
+            .entry(key.clone())
+            .or_insert_with(|| {
+                Arc::new(FlvStream {
+                    state: Mutex::new(StreamState {
+                        cache: StreamCache::default(),
+                        viewers: Vec::new(),
+                        live: false,
+                    }),
+                })
+            })
+            .clone();
+        vec![Box::new(FlvSink { stream })]
+    }
+}
+
+/// One stream's HTTP-FLV feed on its owner shard.
+struct FlvSink {
+    stream: Arc<FlvStream>,
+}
+
+impl FlvSink {
+    fn end_viewers(st: &mut StreamState) {
+        for v in st.viewers.drain(..) {
+            v.close();
+        }
+    }
+}
+
+impl StreamSink for FlvSink {
+    fn id(&self) -> &str {
+        SINK_ID
+    }
+
+    fn on_publish(&mut self) {
+        if let Ok(mut st) = self.stream.state.lock() {
+            st.cache.clear();
+            st.live = true;
+        }
+    }
+
+    fn on_frame(&mut self, frame: &SharedFrame) {
+        let Ok(mut st) = self.stream.state.lock() else {
+            return;
+        };
+        st.cache.apply(frame);
+        if st.viewers.is_empty() {
+            return;
+        }
+        let ts = if frame.kind == MediaKind::Metadata {
+            0
+        } else {
+            frame.timestamp
+        };
+        let tag = Tag::new(frame, ts);
+        let now = Instant::now();
+        st.viewers.retain(|v| v.offer(&tag, now));
+    }
+
+    fn on_unpublish(&mut self) -> bool {
+        if let Ok(mut st) = self.stream.state.lock() {
+            st.live = false;
+            st.cache.clear();
+            Self::end_viewers(&mut st);
+        }
+        false
+    }
+
+    fn stop(&mut self) {
+        self.on_unpublish();
+    }
+}
+
+/// For tests and tools: the bytes a viewer gets, flattened.
+pub fn drain(viewer: &Viewer) -> Vec<u8> {
+    let waker = Waker::noop();
+    let mut out = Vec::new();
+    while let Next::Data(b) = viewer.next(waker) {
+        out.extend_from_slice(&b);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::flv::read_tags;
+    use crate::media::frame::Frame;
+
+    fn frame(kind: MediaKind, ts: u32, payload: &'static [u8]) -> SharedFrame {
+        Arc::new(Frame::new(kind, ts, Bytes::from_static(payload), 4096))
+    }
+
+    fn hub_with_stream() -> (Arc<HttpFlv>, FlvSink) {
+        let hub = HttpFlv::new(AdmissionPolicy::default());
+        let key: StreamKey = Arc::from("live/x");
+        let stream = Arc::new(FlvStream {
+            state: Mutex::new(StreamState {
+                cache: StreamCache::default(),
+                viewers: Vec::new(),
+                live: false,
+            }),
+        });
+        hub.streams.lock().unwrap().insert(key, stream.clone());
+        (hub, FlvSink { stream })
+    }
+
+    #[test]
+    fn late_joiner_gets_header_configs_gop_then_live() {
+        let (hub, mut sink) = hub_with_stream();
+        assert!(hub.subscribe("live/x").is_none(), "not live yet");
+        sink.on_publish();
+        sink.on_frame(&frame(MediaKind::Video, 1000, &[0x17, 0, 0, 0, 0, 1, 2]));
+        sink.on_frame(&frame(MediaKind::Audio, 1000, &[0xAF, 0, 0x12, 0x10]));
+        sink.on_frame(&frame(MediaKind::Video, 1000, &[0x17, 1, 0, 0, 0, 9]));
+        sink.on_frame(&frame(MediaKind::Video, 1040, &[0x27, 1, 0, 0, 0, 8]));
+        let g = hub.subscribe("live/x").unwrap();
+        assert_eq!(hub.viewers(), 1);
+        sink.on_frame(&frame(MediaKind::Video, 1080, &[0x27, 1, 0, 0, 0, 7]));
+        let bytes = Bytes::from(drain(&g.viewer));
+        assert_eq!(&bytes[..5], b"FLV\x01\x05");
+        let tags = read_tags(&bytes).unwrap();
+        let ts: Vec<(u8, u32)> = tags.iter().map(|t| (t.tag_type, t.timestamp)).collect();
+        assert_eq!(ts, [(9, 1000), (8, 1000), (9, 1000), (9, 1040), (9, 1080)]);
+        assert_eq!(&tags[4].data[..], &[0x27, 1, 0, 0, 0, 7]);
+        // The publisher leaving ends the response.
+        sink.on_unpublish();
+        assert!(matches!(g.viewer.next(Waker::noop()), Next::End));
+        drop(g);
+        assert_eq!(hub.viewers(), 0);
+    }
+
+    #[test]
+    fn a_viewer_that_stops_reading_is_dropped_then_kicked() {
+        let (hub, mut sink) = hub_with_stream();
+        sink.on_publish();
+        let g = {
+            sink.on_frame(&frame(MediaKind::Video, 0, &[0x17, 0, 0, 0, 0, 1]));
+            hub.subscribe("live/x").unwrap()
+        };
+        static BIG: [u8; 64 * 1024] = [0x27; 64 * 1024];
+        let mut n = 0;
+        // Never drained: 4 MiB budget, video dropped, kicked after 10 s behind; here the
+        // budget is hit quickly and frames are dropped while the queue stays bounded.
+        for i in 0..200u32 {
+            let mut p = BIG.to_vec();
+            p[0] = if i % 50 == 0 { 0x17 } else { 0x27 };
+            p[1] = 1;
+            sink.on_frame(&Arc::new(Frame::new(
+                MediaKind::Video,
+                i * 40,
+                Bytes::from(p),
+                4096,
+            )));
+            n += 1;
+        }
+        let queued = g.viewer.state.lock().unwrap().bytes;
+        assert!(queued <= 4 << 20, "{queued} bytes queued after {n} frames");
+        assert!(queued > 3 << 20);
+    }
+}
