@@ -56,7 +56,7 @@ fn main() -> anyhow::Result<()> {
     let flv = rtmp_edge::httpflv::HttpFlv::new(settings.shard.viewer.admission);
     if let Some(addr) = settings.http_media {
         sinks.push(flv.clone());
-        rtmp_edge::web::serve(hls.clone(), flv, addr)?;
+        rtmp_edge::web::serve(hls.clone(), flv, &settings.web, addr)?;
     }
     // Control plane (metrics, health, API) on its own thread, installed before the shards.
     let control = Control::new(settings.shard.shards, &settings.control)?;

@@ -86,6 +86,20 @@ pub struct Config {
     #[arg(long, default_value = "0.0.0.0:8888")]
     pub http_media: String,
 
+    /// Where the preview page (`/` on the media listener) loads hls.js from.
+    #[arg(
+        long,
+        default_value = "https://cdn.jsdelivr.net/npm/hls.js@1/dist/hls.min.js"
+    )]
+    pub preview_hls_js: String,
+
+    /// Where the preview page loads mpegts.js (HTTP-FLV) from.
+    #[arg(
+        long,
+        default_value = "https://cdn.jsdelivr.net/npm/mpegts.js@1/dist/mpegts.min.js"
+    )]
+    pub preview_mpegts_js: String,
+
     /// Which streams get HLS: every stream, none, or each while someone plays it
     /// (per-stream overrides come from the config file's [hls] table).
     #[arg(long, value_enum)]

@@ -32,6 +32,7 @@ use crate::relay::push::{PushDestination, PushPolicy};
 use crate::shard::config::TlsListen;
 use crate::shard::ShardConfig;
 use crate::tls::{Acceptor, CertConfig, ClientTls};
+use crate::web::WebConfig;
 
 /// Every module's configuration, assembled from the flags and the config file.
 #[derive(Debug, Clone)]
@@ -51,6 +52,7 @@ pub struct Settings {
     pub hls: HlsPolicy,
     /// `--http-media`; None when off.
     pub http_media: Option<std::net::SocketAddr>,
+    pub web: WebConfig,
     pub auth: AuthConfig,
     /// Edge mode; None without a usable `--origin`.
     pub origin: Option<OriginConfig>,
@@ -95,6 +97,10 @@ impl Settings {
             record: record_config(cfg, file),
             hls: HlsPolicy::from_config(&hls_config(cfg, file))?,
             http_media,
+            web: WebConfig {
+                hls_js: cfg.preview_hls_js.clone(),
+                mpegts_js: cfg.preview_mpegts_js.clone(),
+            },
             auth: file.auth.clone(),
             origin: OriginConfig::from_urls(
                 &cfg.origin,

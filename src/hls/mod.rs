@@ -198,20 +198,6 @@ impl Hls {
         self.streams.lock().ok()?.get(key).cloned()
     }
 
-    /// Keys of the streams a sink feeds now (the preview page lists them).
-    pub fn live_keys(&self) -> Vec<StreamKey> {
-        let Ok(map) = self.streams.lock() else {
-            return Vec::new();
-        };
-        let mut keys: Vec<StreamKey> = map
-            .values()
-            .filter(|s| s.is_attached())
-            .map(|s| s.key.clone())
-            .collect();
-        keys.sort();
-        keys
-    }
-
     /// Forgets timelines whose publisher left more than `KEEP_ENDED` ago.
     pub fn sweep(&self) {
         let now = now_ms();

@@ -88,6 +88,10 @@ pub struct Packager {
     sequence: u32,
     last_ts: Option<u32>,
     unwrapped: u64,
+    /// Where the last sample written ends: a republish continues from here, whatever
+    /// timestamps the new publisher starts at (its source may be a fresh one from zero).
+    end_ms: u64,
+    resume: bool,
 }
 
 impl Packager {
@@ -109,6 +113,8 @@ impl Packager {
             sequence: 0,
             last_ts: None,
             unwrapped: 0,
+            end_ms: 0,
+            resume: false,
         }
     }
 
@@ -120,6 +126,7 @@ impl Packager {
     fn unwrap_ts(&mut self, ts: u32) -> u64 {
         match self.last_ts {
             None => self.unwrapped = u64::from(ts),
+            Some(_) if std::mem::take(&mut self.resume) => self.unwrapped = self.end_ms,
             Some(last) => {
                 let step = ts.wrapping_sub(last) as i32;
                 self.unwrapped = self.unwrapped.saturating_add_signed(i64::from(step));
@@ -132,6 +139,7 @@ impl Packager {
     /// A publisher (re)started the stream: a new segment begins at its first keyframe.
     pub fn on_publish(&mut self) {
         self.cut_next = true;
+        self.resume = self.last_ts.is_some();
     }
 
     /// The publisher left: what is pending becomes the last part, and the segment ends.
@@ -241,6 +249,9 @@ impl Packager {
             data,
         };
         if init.tracks.video.is_some() {
+            if self.cut_next {
+                return; // the next segment starts at the coming keyframe; audio joins it there
+            }
             self.complete(false, t);
             self.audio.pending = Some(Pending { t, coded });
             return;
@@ -368,6 +379,12 @@ impl Packager {
             ],
         );
         let start_ms = self.part_start;
+        let sample_end = |done: &[(u64, Pending, u64)]| done.iter().map(|(t, _, d)| t + d).max();
+        self.end_ms = self
+            .end_ms
+            .max(end)
+            .max(sample_end(&self.video.done).unwrap_or(0))
+            .max(sample_end(&self.audio.done).unwrap_or(0));
         out.push(Out::Part(Part {
             data,
             len,

@@ -205,6 +205,10 @@ impl Timeline {
         }
     }
 
+    pub fn has_complete_segment(&self) -> bool {
+        self.segments.iter().any(|s| s.complete)
+    }
+
     fn last_msn(&self) -> Option<u64> {
         self.segments.back().map(|s| s.msn)
     }

@@ -179,6 +179,20 @@ impl HttpFlv {
         })
     }
 
+    /// The streams published now, sorted (the preview page lists them).
+    pub fn live_keys(&self) -> Vec<StreamKey> {
+        let Ok(map) = self.streams.lock() else {
+            return Vec::new();
+        };
+        let mut keys: Vec<StreamKey> = map
+            .iter()
+            .filter(|(_, s)| s.state.lock().is_ok_and(|st| st.live))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
     pub fn viewers(&self) -> usize {
         self.viewers.load(Ordering::Relaxed)
     }

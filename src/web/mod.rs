@@ -49,15 +49,29 @@ pub const REQUEST_KINDS: [&str; 6] = [
     "page",
 ];
 
+/// What the media listener serves besides the streams: the preview page's player scripts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebConfig {
+    pub hls_js: String,
+    pub mpegts_js: String,
+}
+
 #[derive(Clone)]
 struct Ctx {
     hls: Arc<Hls>,
     flv: Arc<HttpFlv>,
+    page: Arc<str>,
 }
 
 /// Serves the media endpoints on their own threads; returns the bound address.
-pub fn serve(hls: Arc<Hls>, flv: Arc<HttpFlv>, addr: SocketAddr) -> Result<SocketAddr, WebError> {
+pub fn serve(
+    hls: Arc<Hls>,
+    flv: Arc<HttpFlv>,
+    cfg: &WebConfig,
+    addr: SocketAddr,
+) -> Result<SocketAddr, WebError> {
     let bind = |source| WebError::Bind { addr, source };
+    let page: Arc<str> = page::render(cfg).into();
     let std_listener = std::net::TcpListener::bind(addr).map_err(bind)?;
     let local = std_listener.local_addr().map_err(bind)?;
     std_listener.set_nonblocking(true).map_err(bind)?;
@@ -85,7 +99,7 @@ pub fn serve(hls: Arc<Hls>, flv: Arc<HttpFlv>, addr: SocketAddr) -> Result<Socke
                         sweeper.sweep();
                     }
                 });
-                if let Err(e) = axum::serve(listener, router(Ctx { hls, flv })).await {
+                if let Err(e) = axum::serve(listener, router(Ctx { hls, flv, page })).await {
                     error!(error = %e, "media HTTP server stopped");
                 }
             });
@@ -307,8 +321,7 @@ async fn multivariant(s: &StreamHls, q: &Query) -> Response {
     s.touch();
     let deadline = Instant::now() + FIRST_WAIT;
     let body = wait_for(s, deadline, |t| {
-        t.segments.back()?;
-        t.multivariant(&q.carry)
+        t.has_complete_segment().then(|| t.multivariant(&q.carry))?
     })
     .await;
     match body {
@@ -321,7 +334,8 @@ async fn media(s: &StreamHls, q: &Query) -> Response {
     s.touch();
     let Some(msn) = q.msn else {
         let deadline = Instant::now() + FIRST_WAIT;
-        return match wait_for(s, deadline, |t| t.segments.back().map(|_| ())).await {
+        // Players that do not speak LL-HLS need a whole segment to start from.
+        return match wait_for(s, deadline, |t| t.has_complete_segment().then_some(())).await {
             Some(()) => playlist(
                 s.timeline
                     .lock()

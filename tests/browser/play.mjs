@@ -86,6 +86,7 @@ async function watch(page, seconds) {
     advanced: moved.length ? moved[moved.length - 1].t - moved[0].t : 0,
     currentTime: samples.length ? samples[samples.length - 1].t : 0,
     latencyMs: lat.length ? lat[Math.floor(lat.length / 2)] : null,
+    trace: samples.filter((_, i) => i % 2 === 0).map((s) => [Math.round(s.t * 10) / 10, s.latencyMs]),
     errors: await page.evaluate(() => window.__errors || []),
   };
 }

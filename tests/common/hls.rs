@@ -230,7 +230,19 @@ impl MediaPlaylist {
 
     /// The spec's MUSTs for one playlist, and against the previous one from the same URL.
     pub fn check(&self, prev: Option<&MediaPlaylist>) -> Result<(), String> {
+        for w in self.segments.windows(2) {
+            // Our dates are all `YYYY-MM-DDTHH:MM:SS.mmmZ`: text order is time order.
+            if w[1].pdt < w[0].pdt {
+                return Err(format!(
+                    "PROGRAM-DATE-TIME went back at segment {}",
+                    w[1].msn
+                ));
+            }
+        }
         for s in &self.segments {
+            if s.uri.is_some() && s.duration <= 0.0 {
+                return Err(format!("segment {} lasts {} s", s.msn, s.duration));
+            }
             if s.uri.is_some() && (s.duration.round() as u64) > self.target {
                 return Err(format!(
                     "segment {} lasts {} s, target duration {}",
