@@ -20,9 +20,9 @@ target_dir=()
 declare -A max_len=(
   [handshake]=4096 [chunk]=65536 [chunk_model]=16384 [amf]=16384
   [server_session]=65536 [client_session]=65536 [tag]=4096 [flv]=16384
-  [config]=8192 [tls]=8192 [auth]=1024
+  [config]=8192 [tls]=8192 [auth]=1024 [hls]=65536
 )
-targets=${TARGETS:-"handshake chunk chunk_model amf server_session client_session tag flv config tls auth"}
+targets=${TARGETS:-"handshake chunk chunk_model amf server_session client_session tag flv config tls auth hls"}
 
 # Release with debug assertions: arithmetic overflow panics too.
 cargo $toolchain fuzz build -O -a "${target_dir[@]}" || exit 1

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs the real RTMP peers the
-# integration tests drive (ffmpeg, rtmpdump, GStreamer, nginx-rtmp, stunnel4, openssl) and promtool when missing, then
-# `cargo test`.
+# integration tests drive (ffmpeg, rtmpdump, GStreamer, nginx-rtmp, stunnel4, openssl),
+# promtool, and the browser test kit (Debian's chromium, Node with playwright-core, hls.js
+# and mpegts.js from npm) when missing, then `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,6 +24,10 @@ command -v openssl >/dev/null || missing+=(openssl)
 command -v stunnel4 >/dev/null || missing+=(stunnel4)
 # Network-fault tests: namespaces and addresses (they skip, saying so, when not root).
 command -v ip >/dev/null || missing+=(iproute2)
+# Browser tests: Debian's chromium, driven from Node (tests/browser).
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test peers: ${missing[*]}"
@@ -32,7 +37,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
     ffmpeg rtmpdump gstreamer1.0-tools gstreamer1.0-plugins-base \
     gstreamer1.0-plugins-good gstreamer1.0-plugins-bad nginx libnginx-mod-rtmp \
-    prometheus openssl stunnel4 iproute2 >/dev/null
+    prometheus openssl stunnel4 iproute2 "${missing[@]}" >/dev/null
+fi
+
+# playwright-core, hls.js and mpegts.js at the versions package-lock.json pins.
+if [ ! -d tests/browser/node_modules/playwright-core ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
 cargo test "$@"

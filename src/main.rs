@@ -54,9 +54,8 @@ fn main() -> anyhow::Result<()> {
     }
     // HTTP-FLV: every stream's cache and viewers, with the players' admission policy.
     let flv = rtmp_edge::httpflv::HttpFlv::new(settings.shard.viewer.admission);
-    if let Some(addr) = settings.http_media {
+    if settings.http_media.is_some() {
         sinks.push(flv.clone());
-        rtmp_edge::web::serve(hls.clone(), flv, &settings.web, addr)?;
     }
     // Control plane (metrics, health, API) on its own thread, installed before the shards.
     let control = Control::new(settings.shard.shards, &settings.control)?;
@@ -64,6 +63,10 @@ fn main() -> anyhow::Result<()> {
     let control = Arc::new(control);
     if let Some(addr) = settings.control.http {
         rtmp_edge::control::serve(control.clone(), addr)?;
+    }
+    // The media listener, once the metrics recorder is installed.
+    if let Some(addr) = settings.http_media {
+        rtmp_edge::web::serve(hls.clone(), flv, &settings.web, addr)?;
     }
     let origin_pull = settings
         .origin

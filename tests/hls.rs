@@ -86,6 +86,20 @@ fn ffmpeg_plays_hls_of_a_published_stream() {
         index.contains("CODECS=\"avc1.42c01e,mp4a.40.2\"") && index.contains("RESOLUTION=640x360"),
         "{index}"
     );
+    // What operators graph: requests by kind and status, parts packaged, bytes out.
+    let (_, scrape) = server.http_get("/metrics");
+    let value = |series: &str| -> f64 {
+        scrape
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in /metrics"))
+    };
+    assert!(value("rtmp_http_requests_total{kind=\"multivariant\",status=\"200\"}") >= 1.0);
+    assert!(value("rtmp_http_requests_total{kind=\"init\",status=\"200\"}") >= 1.0);
+    assert!(value("rtmp_hls_parts_total") > 10.0);
+    assert!(value("rtmp_http_bytes_out_total{kind=\"hls\"}") > 100_000.0);
+    common::assert_promtool_accepts(&scrape);
 }
 
 #[test]

@@ -55,6 +55,24 @@ pub(super) fn describe() {
     );
     describe_counter!("rtmp_play_rejects_total", "Plays refused, by reason.");
     describe_counter!(
+        "rtmp_hls_parts_total",
+        "LL-HLS parts (CMAF fragments) packaged."
+    );
+    describe_counter!("rtmp_hls_segments_total", "HLS segments started.");
+    describe_counter!(
+        "rtmp_hls_blocking_waits_total",
+        "HLS requests (blocking reloads, hinted parts) answered after waiting."
+    );
+    describe_gauge!("rtmp_httpflv_viewers", "HTTP-FLV viewers connected.");
+    describe_counter!(
+        "rtmp_httpflv_dropped_frames_total",
+        "Frames not sent to a lagging HTTP-FLV viewer, by reason."
+    );
+    describe_counter!(
+        "rtmp_httpflv_kicked_total",
+        "HTTP-FLV viewers disconnected for lagging."
+    );
+    describe_counter!(
         "rtmp_auth_denied_total",
         "Publishes and plays refused by authorization, by action and reason."
     );
@@ -150,6 +168,10 @@ fn zero_known_series() {
     for reason in crate::tls::FAILURE_REASONS {
         metrics::counter!("rtmp_tls_handshake_failures_total", "reason" => reason).increment(0);
     }
+    for reason in crate::fanout::admission::DropReason::ALL {
+        metrics::counter!("rtmp_httpflv_dropped_frames_total", "reason" => reason.label())
+            .increment(0);
+    }
     for reason in RECORD_ERRORS {
         metrics::counter!("rtmp_record_errors_total", "reason" => reason).increment(0);
     }
@@ -159,6 +181,10 @@ fn zero_known_series() {
         "rtmp_publishers_replaced_total",
         "rtmp_plays_total",
         "rtmp_record_dropped_frames_total",
+        "rtmp_hls_parts_total",
+        "rtmp_hls_segments_total",
+        "rtmp_hls_blocking_waits_total",
+        "rtmp_httpflv_kicked_total",
     ] {
         metrics::counter!(name).increment(0);
     }

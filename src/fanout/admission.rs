@@ -41,6 +41,8 @@ pub enum DropReason {
 }
 
 impl DropReason {
+    pub const ALL: [DropReason; 2] = [DropReason::QueueBytes, DropReason::QueueAge];
+
     pub fn label(self) -> &'static str {
         match self {
             Self::QueueBytes => "queue_bytes",

@@ -72,6 +72,7 @@ pub fn serve(
 ) -> Result<SocketAddr, WebError> {
     let bind = |source| WebError::Bind { addr, source };
     let page: Arc<str> = page::render(cfg).into();
+    describe_metrics();
     let std_listener = std::net::TcpListener::bind(addr).map_err(bind)?;
     let local = std_listener.local_addr().map_err(bind)?;
     std_listener.set_nonblocking(true).map_err(bind)?;
@@ -107,6 +108,22 @@ pub fn serve(
         .map_err(bind)?;
     info!(addr = %local, "media http listening");
     Ok(local)
+}
+
+/// Help texts, and the request series at 0 for every kind (status 200).
+fn describe_metrics() {
+    metrics::describe_counter!(
+        "rtmp_http_requests_total",
+        "Media listener requests, by kind (playlist, part, flv, ...) and status."
+    );
+    metrics::describe_counter!(
+        "rtmp_http_bytes_out_total",
+        "Media bytes sent by the media listener, by kind (hls, flv)."
+    );
+    for kind in REQUEST_KINDS {
+        metrics::counter!("rtmp_http_requests_total", "kind" => kind, "status" => "200")
+            .increment(0);
+    }
 }
 
 fn router(ctx: Ctx) -> Router {
