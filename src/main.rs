@@ -66,7 +66,7 @@ fn main() -> anyhow::Result<()> {
     }
     // The media listener, once the metrics recorder is installed.
     if let Some(addr) = settings.http_media {
-        rtmp_edge::web::serve(hls.clone(), flv, &settings.web, addr)?;
+        rtmp_edge::web::serve(hls.clone(), flv, auth.clone(), &settings.web, addr)?;
     }
     let origin_pull = settings
         .origin

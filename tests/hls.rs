@@ -6,7 +6,7 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::hls::{get, MediaPlaylist};
+use common::hls::{get, status_only, MediaPlaylist};
 use common::players::assert_decodes;
 use common::publisher::{PublishSpec, Publisher};
 use common::{media, wait_published, Server};
@@ -260,4 +260,45 @@ fn resolution_change_and_republish_play_through_one_discontinuity() {
     assert!(probe.contains("width=1280|height=720"), "{probe}");
     let index = get(addr, "/live/rc/index.m3u8").text();
     assert!(index.contains("RESOLUTION=1280x720"), "{index}");
+}
+
+#[test]
+fn play_tokens_guard_every_hls_and_flv_request() {
+    let cfg = std::env::temp_dir().join(format!("rtmp-edge-hls-auth-{}.toml", std::process::id()));
+    std::fs::write(
+        &cfg,
+        "[auth.play]\ntokens = [{ match = \"live/*\", token = \"view-1\" }]\n",
+    )
+    .unwrap();
+    let (server, addr) = hls_server(&["--hls", "all", "--config", cfg.to_str().unwrap()]);
+    let _p = Publisher::live(&server, "live/sec");
+    for q in ["", "?token=wrong"] {
+        assert_eq!(get(addr, &format!("/live/sec/index.m3u8{q}")).status, 403);
+        assert_eq!(get(addr, &format!("/live/sec/media.m3u8{q}")).status, 403);
+        assert_eq!(status_only(addr, &format!("/live/sec.flv{q}")), 403);
+    }
+    // A refusal does not tell a live stream from a missing one.
+    assert_eq!(get(addr, "/live/nothing/index.m3u8").status, 403);
+    let index = get(addr, "/live/sec/index.m3u8?token=view-1");
+    assert_eq!(index.status, 200);
+    assert!(
+        index.text().contains("media.m3u8?token=view-1"),
+        "{}",
+        index.text()
+    );
+    let pl = playlist_with(
+        addr,
+        "/live/sec/media.m3u8?token=view-1",
+        1,
+        Duration::from_secs(10),
+    );
+    let seg = pl.segments[0].uri.clone().unwrap();
+    assert!(seg.ends_with("?token=view-1"), "{seg}");
+    assert_eq!(get(addr, &format!("/live/sec/{seg}")).status, 200);
+    let bare = seg.split('?').next().unwrap();
+    assert_eq!(get(addr, &format!("/live/sec/{bare}")).status, 403);
+    assert_eq!(status_only(addr, "/live/sec.flv?token=view-1"), 200);
+    let (_, scrape) = server.http_get("/metrics");
+    assert!(scrape.contains("rtmp_auth_denied_total{action=\"play\",reason=\"bad_token\"}"));
+    let _ = std::fs::remove_file(cfg);
 }

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -18,9 +18,11 @@ use axum::Router;
 use tokio::time::Instant;
 use tracing::{error, info};
 
+use crate::auth::SharedAuth;
 use crate::hls::playlist::{Ready, Resource, Timeline};
 use crate::hls::{Hls, StreamHls};
 use crate::httpflv::HttpFlv;
+use crate::shard::hooks::{Action, AuthRequest};
 use body::{Chunks, FlvBody};
 
 /// Worker threads of the media listener's runtime.
@@ -60,13 +62,42 @@ pub struct WebConfig {
 struct Ctx {
     hls: Arc<Hls>,
     flv: Arc<HttpFlv>,
+    auth: Arc<SharedAuth>,
     page: Arc<str>,
+}
+
+impl Ctx {
+    /// The same play authorization as RTMP (tokens, signed URLs, callback), on the query
+    /// string of each request; the denial is counted like an RTMP one.
+    async fn authorize(&self, key: &str, query: &str, peer: SocketAddr) -> Result<(), Response> {
+        let auth = self.auth.current();
+        if auth.is_open(Action::Play) {
+            return Ok(());
+        }
+        let (app, name) = key.split_once('/').unwrap_or((key, ""));
+        let req = AuthRequest {
+            action: Action::Play,
+            app: app.to_string(),
+            name: name.to_string(),
+            query: Some(query.trim_start_matches('?').to_string()).filter(|q| !q.is_empty()),
+            connect_query: None,
+            tc_url: None,
+            peer,
+            conn_id: 0,
+        };
+        auth.check(req).await.map_err(|reason| {
+            metrics::counter!("rtmp_auth_denied_total", "action" => "play", "reason" => reason.label())
+                .increment(1);
+            status(StatusCode::FORBIDDEN)
+        })
+    }
 }
 
 /// Serves the media endpoints on their own threads; returns the bound address.
 pub fn serve(
     hls: Arc<Hls>,
     flv: Arc<HttpFlv>,
+    auth: Arc<SharedAuth>,
     cfg: &WebConfig,
     addr: SocketAddr,
 ) -> Result<SocketAddr, WebError> {
@@ -100,7 +131,18 @@ pub fn serve(
                         sweeper.sweep();
                     }
                 });
-                if let Err(e) = axum::serve(listener, router(Ctx { hls, flv, page })).await {
+                if let Err(e) = axum::serve(
+                    listener,
+                    router(Ctx {
+                        hls,
+                        flv,
+                        auth,
+                        page,
+                    })
+                    .into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .await
+                {
                     error!(error = %e, "media HTTP server stopped");
                 }
             });
@@ -158,11 +200,23 @@ async fn preflight() -> Response {
 }
 
 /// `GET /{app}/{name}.flv`: the live stream as one chunked FLV response.
-async fn flv_stream(State(ctx): State<Ctx>, Path((app, file)): Path<(String, String)>) -> Response {
+async fn flv_stream(
+    State(ctx): State<Ctx>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Path((app, file)): Path<(String, String)>,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let Some(name) = file.strip_suffix(".flv") else {
         return finish("other", status(StatusCode::NOT_FOUND));
     };
-    let Some(guard) = ctx.flv.subscribe(&format!("{app}/{name}")) else {
+    let key = format!("{app}/{name}");
+    if let Err(r) = ctx
+        .authorize(&key, raw.as_deref().unwrap_or(""), peer)
+        .await
+    {
+        return finish("flv", r);
+    }
+    let Some(guard) = ctx.flv.subscribe(&key) else {
         return finish("flv", status(StatusCode::NOT_FOUND));
     };
     let mut r = Response::new(axum::body::Body::new(FlvBody { guard }));
@@ -267,6 +321,7 @@ impl File {
 
 async fn hls_file(
     State(ctx): State<Ctx>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((app, name, file)): Path<(String, String, String)>,
     RawQuery(raw): RawQuery,
 ) -> Response {
@@ -275,13 +330,18 @@ async fn hls_file(
     };
     let kind = f.kind();
     let key = format!("{app}/{name}");
-    let Some(stream) = ctx.hls.get(&key) else {
-        return finish(kind, status(StatusCode::NOT_FOUND));
-    };
     let q = Query::parse(raw.as_deref());
     if q.bad {
         return finish(kind, status(StatusCode::BAD_REQUEST));
     }
+    // Every request carries the viewer's credentials (the playlists put them on every URI);
+    // checked before the stream is looked up, so a refusal says nothing about it.
+    if let Err(r) = ctx.authorize(&key, &q.carry, peer).await {
+        return finish(kind, r);
+    }
+    let Some(stream) = ctx.hls.get(&key) else {
+        return finish(kind, status(StatusCode::NOT_FOUND));
+    };
     let r = match f {
         File::Multivariant => multivariant(&stream, &q).await,
         File::Media => media(&stream, &q).await,

@@ -65,6 +65,24 @@ pub fn get(addr: SocketAddr, path: &str) -> Resp {
     }
 }
 
+/// The status of a GET whose body may never end (HTTP-FLV): reads the head only.
+pub fn status_only(addr: SocketAddr, path: &str) -> u16 {
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .expect("connect to the media listener");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") && s.read(&mut b).unwrap_or(0) == 1 {
+        head.push(b[0]);
+    }
+    String::from_utf8_lossy(&head)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
 #[derive(Debug, Clone)]
 pub struct Part {
     pub duration: f64,
