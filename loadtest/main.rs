@@ -3,6 +3,7 @@
 //! and end-to-end latency (publisher send -> viewer receipt, one process, one clock).
 
 mod dial;
+mod hls;
 mod publisher;
 mod source;
 mod stats;
@@ -73,6 +74,16 @@ struct Args {
     /// Seconds to wait after publishing starts before viewers connect (fills the GOP cache).
     #[arg(long, default_value_t = 1.0)]
     warmup_secs: f64,
+    /// HLS viewers, besides the RTMP ones: they follow the stream over HTTP from the
+    /// server's media listener (`--hls-url`).
+    #[arg(long, default_value_t = 0)]
+    hls_viewers: usize,
+    /// HLS viewers follow the live edge part by part with blocking reloads (LL-HLS).
+    #[arg(long)]
+    hls_low_latency: bool,
+    /// The media listener, e.g. http://127.0.0.1:8888 (default: the RTMP host, port 8888).
+    #[arg(long)]
+    hls_url: Option<String>,
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -187,6 +198,18 @@ fn main() -> anyhow::Result<()> {
         }));
     }
 
+    let hls_handle = (args.hls_viewers > 0)
+        .then(|| {
+            spawn_hls(
+                &args,
+                &url.host,
+                &format!("{}/{key}", url.app),
+                viewers_start,
+                end,
+            )
+        })
+        .transpose()?;
+
     let progress_every = Duration::from_secs(1);
     let mut last_bytes = 0;
     let mut last = Instant::now();
@@ -217,13 +240,124 @@ fn main() -> anyhow::Result<()> {
         pubs.extend(out.publishers);
         latency.add(&out.latency)?;
     }
-    let report = build_report(&args, &viewers, &pubs, &latency, epoch.elapsed());
+    let hls_results = match hls_handle {
+        Some(h) => h
+            .join()
+            .map_err(|_| anyhow::anyhow!("HLS viewers panicked"))?,
+        None => Vec::new(),
+    };
+    let mut report = build_report(&args, &viewers, &pubs, &latency, epoch.elapsed());
+    if args.hls_viewers > 0 {
+        report["hls_viewers"] = hls_report(&args, &hls_results, &report);
+    }
     let text = serde_json::to_string_pretty(&report)?;
     if let Some(path) = &args.report {
         std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
     }
     println!("{text}");
     Ok(())
+}
+
+/// Starts the HLS viewers on their own runtime; they ramp like the RTMP viewers.
+fn spawn_hls(
+    args: &Args,
+    rtmp_host: &str,
+    // `app/key`
+    key: &str,
+    start: Instant,
+    end: Instant,
+) -> anyhow::Result<std::thread::JoinHandle<Vec<hls::HlsResult>>> {
+    let base_url = args
+        .hls_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{rtmp_host}:8888"));
+    let authority = base_url
+        .strip_prefix("http://")
+        .context("--hls-url must be http://host:port")?
+        .trim_end_matches('/');
+    let addr = authority
+        .to_socket_addrs()?
+        .next()
+        .context("--hls-url did not resolve")?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()?;
+    let (n, ll, ramp, streams) = (
+        args.hls_viewers,
+        args.hls_low_latency,
+        args.ramp,
+        args.publishers.max(1),
+    );
+    let key = key.to_string();
+    Ok(std::thread::spawn(move || {
+        rt.block_on(async move {
+            let mut tasks = Vec::new();
+            for v in 0..n {
+                let at = start + Duration::from_secs_f64(v as f64 / ramp.max(0.001));
+                if at >= end {
+                    break;
+                }
+                tokio::time::sleep_until(at.into()).await;
+                tasks.push(tokio::spawn(hls::run(hls::HlsParams {
+                    addr,
+                    base: format!("/{}/", stream_key(&key, v % streams)),
+                    low_latency: ll,
+                    end,
+                })));
+            }
+            let mut out = Vec::new();
+            for t in tasks {
+                if let Ok(r) = t.await {
+                    out.push(r);
+                }
+            }
+            out
+        })
+    }))
+}
+
+fn hls_report(args: &Args, rs: &[hls::HlsResult], rtmp: &serde_json::Value) -> serde_json::Value {
+    let expected_bps = rtmp["expected_kbps"].as_f64().unwrap_or(0.0) * 1000.0 / 8.0;
+    let rate = |r: &hls::HlsResult| r.bytes as f64 / r.active_secs.max(0.001);
+    let below = rs
+        .iter()
+        .filter(|r| expected_bps > 0.0 && (r.active_secs <= 1.0 || rate(r) < 0.95 * expected_bps))
+        .count();
+    let mut ratios: Vec<f64> = rs
+        .iter()
+        .filter(|r| r.active_secs > 1.0 && expected_bps > 0.0)
+        .map(|r| rate(r) / expected_bps)
+        .collect();
+    let mut first: Vec<f64> = rs.iter().filter_map(|r| r.first_media_ms).collect();
+    let mut req: Vec<f64> = rs
+        .iter()
+        .flat_map(|r| r.request_ms.iter().copied())
+        .collect();
+    let mut edge: Vec<f64> = rs
+        .iter()
+        .flat_map(|r| r.edge_latency_ms.iter().copied())
+        .collect();
+    let errors: Vec<&str> = rs
+        .iter()
+        .filter_map(|r| r.error.as_deref())
+        .take(5)
+        .collect();
+    serde_json::json!({
+        "requested": args.hls_viewers,
+        "low_latency": args.hls_low_latency,
+        "connected": rs.iter().filter(|r| r.connected).count(),
+        "failed": rs.iter().filter(|r| !r.connected || r.first_media_ms.is_none()).count(),
+        "below_95pct_expected": below,
+        "stalls": rs.iter().map(|r| r.stalls).sum::<u64>(),
+        "requests": rs.iter().map(|r| r.requests).sum::<u64>(),
+        "bytes_total": rs.iter().map(|r| r.bytes).sum::<u64>(),
+        "sample_errors": errors,
+        "time_to_first_media_ms": stats::summary(&mut first),
+        "delivery_ratio": stats::summary(&mut ratios),
+        "request_ms": stats::summary(&mut req),
+        "live_edge_latency_ms": stats::summary(&mut edge),
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -18,7 +18,10 @@ fn browser_dir() -> PathBuf {
 }
 
 /// Runs play.mjs: `mode` (hls, hls-ll, flv, page) on `url` for `secs`; its JSON report.
+/// One browser at a time: on two cores, four Chromiums at once starve their own players.
 fn play(mode: &str, url: &str, secs: u32, shot: Option<&str>) -> Value {
+    static ONE_BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let dir = browser_dir();
     assert!(
         dir.join("node_modules/playwright-core").exists()

@@ -109,7 +109,7 @@ fn playlists_meet_the_spec_and_reloads_block() {
     let path = "/live/ll/media.m3u8";
     let mut prev = playlist_with(addr, path, 1, Duration::from_secs(15));
     prev.check(None).unwrap();
-    assert!(prev.can_block && prev.part_target == Some(0.2), "{prev:?}");
+    assert!(prev.can_block && prev.part_target == Some(0.22), "{prev:?}");
 
     // Follow the live edge for ~8 s with blocking reloads on the next part, as hls.js does
     // in low-latency mode; every playlist meets the MUSTs and answers once the part exists.
@@ -176,6 +176,11 @@ fn playlists_meet_the_spec_and_reloads_block() {
     assert_eq!(r.status, 400);
     assert!(r.elapsed < Duration::from_secs(1));
     assert_eq!(get(addr, &format!("{path}?_HLS_part=1")).status, 400);
+    // Beyond the Advance Part Limit (3 s of parts ahead): 400 at once.
+    let open = prev.segments.last().unwrap().msn;
+    let r = get(addr, &format!("{path}?_HLS_msn={open}&_HLS_part=100"));
+    assert_eq!(r.status, 400);
+    assert!(r.elapsed < Duration::from_secs(1));
 
     // A delta update skips what is older than CAN-SKIP-UNTIL (12 s; the window is 4 × 2 s
     // here, so nothing may be skipped) and still passes.
@@ -185,17 +190,27 @@ fn playlists_meet_the_spec_and_reloads_block() {
     // The window holds 4 complete segments.
     let complete = d.segments.iter().filter(|s| s.uri.is_some()).count();
     assert!((3..=4).contains(&complete), "{d:?}");
-    // Segments that left the window are gone.
-    let old = format!(
-        "/live/ll/{}",
-        prev.segments[0]
-            .uri
-            .clone()
-            .unwrap()
-            .replace(&format!("-{}.m4s", prev.segments[0].msn), "-0.m4s",)
-    );
-    if prev.segments[0].msn > 0 {
-        assert_eq!(get(addr, &old).status, 404, "{old}");
+    // A segment that left the window is still served for three target durations (a
+    // client may have just read a playlist listing it), then gone.
+    let first = prev.segments[0].msn;
+    let uri = prev.segments[0].uri.clone().unwrap();
+    let stem = uri
+        .split('?')
+        .next()
+        .unwrap()
+        .trim_end_matches(&format!("-{first}.m4s"))
+        .to_string();
+    if first >= 1 {
+        assert_eq!(
+            get(addr, &format!("/live/ll/{stem}-{}.m4s", first - 1)).status,
+            200
+        );
+    }
+    if first >= 6 {
+        assert_eq!(
+            get(addr, &format!("/live/ll/{stem}-{}.m4s", first - 6)).status,
+            404
+        );
     }
 }
 
@@ -208,6 +223,9 @@ fn on_demand_packages_from_the_first_request() {
         "not published"
     );
     let _p = Publisher::live(&server, "live/od");
+    // The stream has been live a while (its sequence headers long sent) when the first
+    // viewer asks.
+    std::thread::sleep(Duration::from_secs(4));
     let t = Instant::now();
     let r = get(addr, "/live/od/index.m3u8");
     assert_eq!(r.status, 200, "{}", r.text());

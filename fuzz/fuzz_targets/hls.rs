@@ -47,8 +47,8 @@ fuzz_target!(|data: &[u8]| {
             t.apply(o, 1_000_000 + i as u64);
         }
     }
-    let _ = t.media("?x=1", false);
-    let _ = t.media("", true);
+    let _ = t.media("?x=1", false, 0);
+    let _ = t.media("", true, u64::MAX);
     let _ = t.multivariant("");
     let last = t.segments.back().map_or(0, |s| s.msn);
     let _ = t.ready(last + 1, Some(0));

@@ -88,7 +88,8 @@ pub fn init_segment(t: &Tracks) -> Bytes {
     w.begin(b"ftyp");
     w.buf.put_slice(b"iso6");
     w.buf.put_u32(0);
-    for brand in [b"iso6", b"cmfc", b"mp41"] {
+    // No `cmfc`: a CMAF track holds one media type, and this file muxes audio and video.
+    for brand in [b"iso6", b"mp41"] {
         w.buf.put_slice(brand);
     }
     w.end();
@@ -395,7 +396,7 @@ mod tests {
         };
         let init = init_segment(&t);
         let top = boxes(&init);
-        assert_eq!(top[0], ("ftyp".to_string(), 28));
+        assert_eq!(top[0], ("ftyp".to_string(), 24));
         assert_eq!(top[1].0, "moov");
         let s = &init[..];
         let find = |k: &[u8]| s.windows(4).position(|w| w == k);

@@ -271,7 +271,6 @@ impl SinkFactory for Hls {
         vec![Box::new(HlsSink {
             stream,
             packager: Some(packager),
-            cfg,
             out: Vec::new(),
             active: false,
         })]
@@ -282,7 +281,6 @@ impl SinkFactory for Hls {
 struct HlsSink {
     stream: Arc<StreamHls>,
     packager: Option<Packager>,
-    cfg: PackagerConfig,
     out: Vec<Out>,
     /// Packaging now (on demand: someone asked recently).
     active: bool,
@@ -334,16 +332,23 @@ impl StreamSink for HlsSink {
         let wanted = self.stream.wanted(now_ms());
         if wanted != self.active {
             self.active = wanted;
-            if !wanted {
-                // Nobody asked for a while: stop, and start afresh when someone does.
-                if let Some(p) = &mut self.packager {
+            if let Some(p) = &mut self.packager {
+                if wanted {
+                    // Someone asked: the same timeline goes on from the next keyframe.
+                    p.on_publish();
+                    if let Ok(mut t) = self.stream.timeline.lock() {
+                        t.on_publish();
+                    }
+                } else {
+                    // Nobody asked for a while: end the segment and stop packaging.
                     p.on_unpublish(&mut self.out);
                 }
-                self.publish_out();
-                self.packager = Some(Packager::new(self.cfg));
             }
+            self.publish_out();
         }
-        if !self.active {
+        // Decoder configurations come once, at publish: the packager keeps them even while
+        // idle, so a first request can start at the next keyframe.
+        if !self.active && !frame.is_config() {
             return;
         }
         if let Some(p) = &mut self.packager {

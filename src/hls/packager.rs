@@ -24,6 +24,14 @@ pub struct PackagerConfig {
 /// How long audio may run without any video configuration before the stream is packaged
 /// as audio-only.
 const AUDIO_ONLY_AFTER_MS: u64 = 1000;
+/// Samples per AAC frame, in the AudioSpecificConfig's sample-rate timescale.
+const AAC_FRAME: u64 = 1024;
+
+/// The PART-TARGET a playlist states for parts cut near `part_ms`: parts end at the frame
+/// nearest the target, up to half a frame past it.
+pub fn part_target_ms(part_ms: u64) -> u64 {
+    part_ms + part_ms / 10
+}
 
 /// An init segment and what the multivariant playlist says about it.
 #[derive(Debug)]
@@ -92,6 +100,8 @@ pub struct Packager {
     /// timestamps the new publisher starts at (its source may be a fresh one from zero).
     end_ms: u64,
     resume: bool,
+    /// Where the next audio sample falls, in audio ticks.
+    audio_next_tick: Option<u64>,
 }
 
 impl Packager {
@@ -115,6 +125,7 @@ impl Packager {
             unwrapped: 0,
             end_ms: 0,
             resume: false,
+            audio_next_tick: None,
         }
     }
 
@@ -206,10 +217,12 @@ impl Packager {
         let seg_cut = key && (self.cut_next || t >= self.segment_start + self.cfg.segment_ms);
         self.complete(true, t);
         let part_age = t.saturating_sub(self.part_start);
-        // Cut before the next frame would take the part past its target.
+        // Cut at the frame nearest the part target: parts stay within half a frame of it
+        // (rfc8216bis wants them between 85 % and 100 % of PART-TARGET, which the playlist
+        // sets a little above the target). Keyframes inside a segment do not cut a part.
         let next = self.video.last_duration;
         let part_cut =
-            seg_cut || (!self.video.done.is_empty() && (key || part_age + next > self.cfg.part_ms));
+            seg_cut || (!self.video.done.is_empty() && part_age + next / 2 > self.cfg.part_ms);
         if part_cut {
             self.emit_part(t, out);
             self.part_start = t;
@@ -261,7 +274,7 @@ impl Packager {
         self.complete(false, t);
         let part_age = t.saturating_sub(self.part_start);
         let next = self.audio.last_duration;
-        if seg_cut || (!self.audio.done.is_empty() && part_age + next > self.cfg.part_ms) {
+        if seg_cut || (!self.audio.done.is_empty() && part_age + next / 2 > self.cfg.part_ms) {
             self.emit_part(t, out);
             self.part_start = t;
             self.part_starts_segment = seg_cut;
@@ -355,7 +368,22 @@ impl Packager {
             (done.first().map_or(0, |d| ticks(d.0)), samples)
         };
         let (vbase, vs) = to_samples(&self.video.done, fmp4::VIDEO_TIMESCALE, true);
-        let (abase, as_) = to_samples(&self.audio.done, init.tracks.timescale(AUDIO_TRACK), false);
+        let (mut abase, mut as_) =
+            to_samples(&self.audio.done, init.tracks.timescale(AUDIO_TRACK), false);
+        // An AAC frame is 1024 samples: durations from millisecond timestamps would jitter
+        // by a few samples (gaps and overlaps in the decoder). Frames follow each other
+        // exactly unless the timestamps drift from that by more than a frame (a gap).
+        if !as_.is_empty() {
+            if let Some(next) = self.audio_next_tick {
+                if next.abs_diff(abase) <= AAC_FRAME {
+                    abase = next;
+                }
+            }
+            for s in &mut as_ {
+                s.duration = AAC_FRAME as u32;
+            }
+            self.audio_next_tick = Some(abase + AAC_FRAME * as_.len() as u64);
+        }
         let independent = match self.video.done.first() {
             Some(v) => v.1.coded.keyframe,
             None => init.tracks.video.is_none(),
@@ -551,8 +579,14 @@ mod tests {
         assert!(init.tracks.video.is_none());
         let ps = parts(&out);
         assert!(ps.len() > 20);
-        for p in &ps {
-            assert!(p.independent && p.duration_ms <= 200, "{p:?}");
+        let target = part_target_ms(200);
+        for (i, p) in ps.iter().enumerate() {
+            let last_of_segment = ps.get(i + 1).is_none_or(|n| n.starts_segment);
+            assert!(p.independent && p.duration_ms <= target, "{p:?}");
+            assert!(
+                last_of_segment || p.duration_ms * 100 >= target * 85,
+                "{p:?}"
+            );
         }
         assert!(ps.iter().filter(|p| p.starts_segment).count() >= 2);
     }

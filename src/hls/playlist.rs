@@ -13,6 +13,10 @@ use bytes::Bytes;
 
 use super::packager::{Init, Out, Part};
 
+/// A publisher gone this long ends the playlist (EXT-X-ENDLIST); a quicker republish
+/// continues it.
+pub const ENDLIST_AFTER_MS: u64 = 10_000;
+
 #[derive(Debug, Clone, Copy)]
 pub struct TimelineConfig {
     /// Complete segments kept and listed.
@@ -78,6 +82,9 @@ pub struct Timeline {
     cfg: TimelineConfig,
     pub epoch: String,
     pub segments: VecDeque<Segment>,
+    /// Segments that left the playlist, still served for three target durations
+    /// (rfc8216bis 6.2.2: a client may have just read a playlist that lists them).
+    retired: VecDeque<Segment>,
     next_msn: u64,
     discontinuity_seq: u64,
     init: Option<Arc<Init>>,
@@ -97,6 +104,7 @@ impl Timeline {
             cfg,
             epoch: format!("{:x}", now_ms),
             segments: VecDeque::new(),
+            retired: VecDeque::new(),
             next_msn: 0,
             discontinuity_seq: 0,
             init: None,
@@ -196,7 +204,19 @@ impl Timeline {
                     self.discontinuity_seq += 1;
                 }
             }
-            drop(s);
+            self.retired.push_back(s);
+        }
+        let keep_ms = 3 * self.target_secs * 1000;
+        while self.retired.len() > 1
+            && self
+                .retired
+                .iter()
+                .skip(1)
+                .map(|s| s.duration_ms())
+                .sum::<u64>()
+                >= keep_ms
+        {
+            self.retired.pop_front();
         }
         // A discontinuity on the first listed segment is already counted; keep the tag only
         // when a segment precedes it.
@@ -221,6 +241,19 @@ impl Timeline {
         if msn > last + 2 {
             return Ready::TooFar;
         }
+        // Advance Part Limit (rfc8216bis 6.2.5.2): no more than three seconds of parts ahead.
+        let limit = (3000 / self.cfg.part_ms.max(1)) as usize;
+        let listed = match self.segments.back() {
+            Some(s) if s.msn == msn && !s.complete => s.parts.len(),
+            _ if msn > last => 0,
+            _ => usize::MAX / 2,
+        };
+        if part.is_some_and(|p| p > listed + limit) {
+            return Ready::TooFar;
+        }
+        if !self.live {
+            return Ready::Yes; // nothing more is coming for now: answer at once
+        }
         let Some(s) = self.segments.iter().find(|s| s.msn == msn) else {
             return if msn < last { Ready::Yes } else { Ready::Wait };
         };
@@ -232,8 +265,16 @@ impl Timeline {
         }
     }
 
+    /// A listed or recently retired segment.
+    fn find(&self, msn: u64) -> Option<&Segment> {
+        self.segments
+            .iter()
+            .chain(self.retired.iter())
+            .find(|s| s.msn == msn)
+    }
+
     pub fn segment(&self, msn: u64) -> Resource {
-        match self.segments.iter().find(|s| s.msn == msn) {
+        match self.find(msn) {
             Some(s) if s.complete => Resource::Body(s.body(), s.len()),
             Some(_) => Resource::Soon,
             None if self.live && self.last_msn().is_some_and(|l| msn == l + 1) => Resource::Soon,
@@ -242,7 +283,7 @@ impl Timeline {
     }
 
     pub fn part(&self, msn: u64, index: usize) -> Resource {
-        match self.segments.iter().find(|s| s.msn == msn) {
+        match self.find(msn) {
             Some(s) => match s.parts.get(index) {
                 Some(p) => Resource::Body(p.data.clone(), p.len),
                 None if !s.complete && self.live && index == s.parts.len() => Resource::Soon,
@@ -259,6 +300,7 @@ impl Timeline {
     pub fn init_body(&self, id: u32) -> Option<Bytes> {
         self.segments
             .iter()
+            .chain(self.retired.iter())
             .map(|s| &s.init)
             .chain(self.init.iter())
             .find(|i| i.id == id)
@@ -278,7 +320,7 @@ impl Timeline {
     /// The multivariant playlist: one variant stream, the media playlist.
     pub fn multivariant(&self, query: &str) -> Option<String> {
         let init = self.init.as_ref()?;
-        let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+        let mut out = String::from("#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n");
         let bw = self.bandwidth().max(1);
         let _ = write!(
             out,
@@ -296,16 +338,18 @@ impl Timeline {
 
     /// The media playlist. `query` (`?token=..` or empty) is carried into every URI;
     /// `skip` asks for a delta update (`_HLS_skip=YES`).
-    pub fn media(&self, query: &str, skip: bool) -> String {
+    pub fn media(&self, query: &str, skip: bool, now_ms: u64) -> String {
         let td = self.target_secs;
-        let part_s = self.cfg.part_ms as f64 / 1000.0;
+        let part_s = super::packager::part_target_ms(self.cfg.part_ms) as f64 / 1000.0;
         let skip_until = 6 * td;
         let mut out = String::with_capacity(4096);
         let _ = write!(
             out,
-            "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:{td}\n\
+            "#EXTM3U\n#EXT-X-VERSION:{}\n#EXT-X-TARGETDURATION:{td}\n\
              #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={skip_until}.0,\
              PART-HOLD-BACK={:.3}\n#EXT-X-PART-INF:PART-TARGET={part_s:.3}\n",
+            // EXT-X-MAP needs 6, EXT-X-SKIP 9; a playlist asks for no more than it uses.
+            if skip { 9 } else { 6 },
             3.0 * part_s
         );
         let first = self.segments.front().map_or(self.next_msn, |s| s.msn);
@@ -382,7 +426,12 @@ impl Timeline {
                 );
             }
         }
-        if self.live {
+        let ended_long_ago = self
+            .ended_at_ms
+            .is_some_and(|at| now_ms.saturating_sub(at) >= ENDLIST_AFTER_MS);
+        if ended_long_ago {
+            out.push_str("#EXT-X-ENDLIST\n");
+        } else if self.live {
             let (msn, n) = match self.segments.back() {
                 Some(s) if !s.complete => (s.msn, s.parts.len()),
                 _ => (self.next_msn, 0),
@@ -471,7 +520,7 @@ mod tests {
         let mut t = timeline(3);
         t.apply(Out::Init(init(0)), 0);
         feed(&mut t, 0, 11);
-        let p = t.media("", false);
+        let p = t.media("", false, 0);
         // 5 complete (0..4) + open 5: window 3 keeps 2, 3, 4 and the open one.
         assert!(p.contains("#EXT-X-MEDIA-SEQUENCE:2\n"), "{p}");
         assert_eq!(p.matches("#EXTINF:2.000,").count(), 3);
@@ -480,10 +529,14 @@ mod tests {
             t.epoch
         )));
         assert!(p.contains("#EXT-X-TARGETDURATION:2\n"));
-        assert!(matches!(t.segment(1), Resource::Gone));
+        // Out of the playlist but still served for three target durations.
+        assert!(matches!(t.segment(1), Resource::Body(_, 80)));
+        assert!(matches!(t.part(1, 2), Resource::Body(_, 8)));
         assert!(matches!(t.segment(4), Resource::Body(_, 80)));
         assert!(matches!(t.part(5, 5), Resource::Soon));
         assert!(matches!(t.part(5, 6), Resource::Gone));
+        feed(&mut t, 11_000, 10);
+        assert!(matches!(t.segment(1), Resource::Gone));
     }
 
     #[test]
@@ -507,7 +560,7 @@ mod tests {
         feed(&mut t, 0, 4);
         t.apply(Out::Init(init(1)), 0);
         feed(&mut t, 4000, 4);
-        let p = t.media("?token=x", false);
+        let p = t.media("?token=x", false, 0);
         assert_eq!(p.matches("#EXT-X-DISCONTINUITY\n").count(), 1);
         let e = &t.epoch;
         let map0 = p.find(&format!("init-{e}-0.mp4?token=x")).unwrap();
@@ -516,7 +569,7 @@ mod tests {
         assert!(map0 < disc && disc < map1);
         // When the discontinuity leaves the window, the sequence counts it.
         feed(&mut t, 8000, 30);
-        let p = t.media("", false);
+        let p = t.media("", false, 0);
         assert!(p.contains("#EXT-X-DISCONTINUITY-SEQUENCE:1\n"), "{p}");
         assert!(!p.contains("#EXT-X-DISCONTINUITY\n"));
     }
@@ -526,8 +579,8 @@ mod tests {
         let mut t = timeline(10);
         t.apply(Out::Init(init(0)), 0);
         feed(&mut t, 0, 21);
-        let full = t.media("", false);
-        let delta = t.media("", true);
+        let full = t.media("", false, 0);
+        let delta = t.media("", true, 0);
         // 10 complete segments of 2 s (20 s) + the open one; 12 s must stay listed.
         assert!(
             delta.contains("#EXT-X-SKIP:SKIPPED-SEGMENTS=4\n"),
@@ -546,8 +599,17 @@ mod tests {
         t.apply(Out::Init(init(0)), 0);
         feed(&mut t, 0, 3);
         t.apply(Out::End, 9);
-        let p = t.media("", false);
-        assert!(!p.contains("PRELOAD-HINT"));
+        let p = t.media("", false, 9);
+        assert!(!p.contains("PRELOAD-HINT") && !p.contains("ENDLIST"));
+        assert_eq!(t.ready(99, Some(0)), Ready::TooFar);
+        assert_eq!(
+            t.ready(2, Some(0)),
+            Ready::Yes,
+            "nothing is coming: answered at once"
+        );
+        assert!(t
+            .media("", false, 9 + ENDLIST_AFTER_MS)
+            .ends_with("#EXT-X-ENDLIST\n"));
         assert_eq!(p.matches("#EXTINF").count(), 2);
         assert_eq!(rfc3339_ms(1_796_485_565_123), "2026-12-05T15:46:05.123Z");
         assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");

@@ -260,7 +260,8 @@ impl Query {
                         None
                     })
                 }
-                "_HLS_skip" => q.skip = v == "YES" || v == "v2",
+                // v2 would also skip date ranges, which we do not advertise.
+                "_HLS_skip" => q.skip = v == "YES",
                 _ => carry.push(pair),
             }
         }
@@ -416,7 +417,7 @@ async fn media(s: &StreamHls, q: &Query) -> Response {
             Some(()) => playlist(
                 s.timeline
                     .lock()
-                    .map(|t| t.media(&q.carry, q.skip))
+                    .map(|t| t.media(&q.carry, q.skip, crate::hls::now_ms()))
                     .unwrap_or_default(),
             ),
             None => status(StatusCode::NOT_FOUND),
@@ -426,7 +427,7 @@ async fn media(s: &StreamHls, q: &Query) -> Response {
     // target durations; too far ahead is a bad request.
     let deadline = Instant::now() + 3 * target(s);
     let answer = wait_for(s, deadline, |t| match t.ready(msn, q.part) {
-        Ready::Yes => Some(Ok(t.media(&q.carry, q.skip))),
+        Ready::Yes => Some(Ok(t.media(&q.carry, q.skip, crate::hls::now_ms()))),
         Ready::TooFar => Some(Err(StatusCode::BAD_REQUEST)),
         Ready::Wait => None,
     })
