@@ -1,4 +1,5 @@
-//! HLS viewers (`--hls-viewers`): each keeps one HTTP/1.1 connection to the media listener,
+//! HTTP viewers of the media listener. HTTP-FLV viewers (`--flv-viewers`) read one
+//! chunked response and count its bytes. HLS viewers (`--hls-viewers`): each keeps one HTTP/1.1 connection to the media listener,
 //! loads the multivariant and media playlists and the init segment, then follows the live
 //! edge: with `--hls-low-latency` by blocking reloads (`_HLS_msn`/`_HLS_part`) and every
 //! part, otherwise by polling the playlist and fetching whole segments. It measures what a
@@ -256,6 +257,57 @@ async fn follow(p: &HlsParams, r: &mut HlsResult, start: Instant) -> anyhow::Res
         r.active_secs = Instant::now().duration_since(f).as_secs_f64();
     }
     Ok(())
+}
+
+/// An HTTP-FLV viewer: `GET /app/name.flv`, read until `end`.
+pub async fn run_flv(addr: SocketAddr, path: String, end: Instant) -> HlsResult {
+    let mut r = HlsResult::default();
+    let start = Instant::now();
+    let res: anyhow::Result<()> = async {
+        let stream = tokio::net::TcpStream::connect(addr).await?;
+        let (mut sender, conn) =
+            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        r.connected = true;
+        let req = Request::get(&path)
+            .header("host", "rtmp-load")
+            .body(Empty::<Bytes>::new())?;
+        let resp = sender.send_request(req).await?;
+        anyhow::ensure!(resp.status().is_success(), "{path}: HTTP {}", resp.status());
+        let mut body = resp.into_body();
+        let mut first: Option<Instant> = None;
+        let mut last = Instant::now();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            let Ok(frame) = tokio::time::timeout(left, body.frame()).await else {
+                break;
+            };
+            let Some(frame) = frame else {
+                anyhow::bail!("{path}: the server ended the response");
+            };
+            if let Ok(data) = frame?.into_data() {
+                let now = Instant::now();
+                if first.is_none() {
+                    first = Some(now);
+                    r.first_media_ms = Some(now.duration_since(start).as_secs_f64() * 1000.0);
+                }
+                if now.duration_since(last) > Duration::from_secs(1) {
+                    r.stalls += 1;
+                }
+                last = now;
+                r.bytes += data.len() as u64;
+            }
+        }
+        if let Some(f) = first {
+            r.active_secs = Instant::now().duration_since(f).as_secs_f64();
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = res {
+        r.error = Some(e.to_string());
+    }
+    r
 }
 
 #[cfg(test)]

@@ -81,6 +81,9 @@ struct Args {
     /// HLS viewers follow the live edge part by part with blocking reloads (LL-HLS).
     #[arg(long)]
     hls_low_latency: bool,
+    /// HTTP-FLV viewers (`GET /app/key.flv` on the media listener, `--hls-url`).
+    #[arg(long, default_value_t = 0)]
+    flv_viewers: usize,
     /// The media listener, e.g. http://127.0.0.1:8888 (default: the RTMP host, port 8888).
     #[arg(long)]
     hls_url: Option<String>,
@@ -198,7 +201,7 @@ fn main() -> anyhow::Result<()> {
         }));
     }
 
-    let hls_handle = (args.hls_viewers > 0)
+    let hls_handle = (args.hls_viewers + args.flv_viewers > 0)
         .then(|| {
             spawn_hls(
                 &args,
@@ -247,8 +250,14 @@ fn main() -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let mut report = build_report(&args, &viewers, &pubs, &latency, epoch.elapsed());
+    let (flv_results, hls_results): (Vec<_>, Vec<_>) =
+        hls_results.into_iter().partition(|(flv, _)| *flv);
+    let strip = |v: Vec<(bool, hls::HlsResult)>| v.into_iter().map(|(_, r)| r).collect::<Vec<_>>();
     if args.hls_viewers > 0 {
-        report["hls_viewers"] = hls_report(&args, &hls_results, &report);
+        report["hls_viewers"] = hls_report(&args, args.hls_viewers, &strip(hls_results), &report);
+    }
+    if args.flv_viewers > 0 {
+        report["flv_viewers"] = hls_report(&args, args.flv_viewers, &strip(flv_results), &report);
     }
     let text = serde_json::to_string_pretty(&report)?;
     if let Some(path) = &args.report {
@@ -258,7 +267,8 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Starts the HLS viewers on their own runtime; they ramp like the RTMP viewers.
+/// Starts the HLS and HTTP-FLV viewers on their own runtime; they ramp like the RTMP
+/// viewers. Each result says whether it is an HTTP-FLV viewer.
 fn spawn_hls(
     args: &Args,
     rtmp_host: &str,
@@ -266,7 +276,7 @@ fn spawn_hls(
     key: &str,
     start: Instant,
     end: Instant,
-) -> anyhow::Result<std::thread::JoinHandle<Vec<hls::HlsResult>>> {
+) -> anyhow::Result<std::thread::JoinHandle<Vec<(bool, hls::HlsResult)>>> {
     let base_url = args
         .hls_url
         .clone()
@@ -283,8 +293,9 @@ fn spawn_hls(
         .worker_threads(args.threads.max(1))
         .enable_all()
         .build()?;
+    let flv_n = args.flv_viewers;
     let (n, ll, ramp, streams) = (
-        args.hls_viewers,
+        args.hls_viewers + args.flv_viewers,
         args.hls_low_latency,
         args.ramp,
         args.publishers.max(1),
@@ -299,17 +310,25 @@ fn spawn_hls(
                     break;
                 }
                 tokio::time::sleep_until(at.into()).await;
-                tasks.push(tokio::spawn(hls::run(hls::HlsParams {
-                    addr,
-                    base: format!("/{}/", stream_key(&key, v % streams)),
-                    low_latency: ll,
-                    end,
-                })));
+                let stream = stream_key(&key, v % streams);
+                // Spread evenly, so both kinds ramp together: exactly flv_n of the n.
+                let flv = (v + 1) * flv_n / n != v * flv_n / n;
+                let task = if flv {
+                    tokio::spawn(hls::run_flv(addr, format!("/{stream}.flv"), end))
+                } else {
+                    tokio::spawn(hls::run(hls::HlsParams {
+                        addr,
+                        base: format!("/{stream}/"),
+                        low_latency: ll,
+                        end,
+                    }))
+                };
+                tasks.push((flv, task));
             }
             let mut out = Vec::new();
-            for t in tasks {
+            for (flv, t) in tasks {
                 if let Ok(r) = t.await {
-                    out.push(r);
+                    out.push((flv, r));
                 }
             }
             out
@@ -317,7 +336,12 @@ fn spawn_hls(
     }))
 }
 
-fn hls_report(args: &Args, rs: &[hls::HlsResult], rtmp: &serde_json::Value) -> serde_json::Value {
+fn hls_report(
+    args: &Args,
+    requested: usize,
+    rs: &[hls::HlsResult],
+    rtmp: &serde_json::Value,
+) -> serde_json::Value {
     let expected_bps = rtmp["expected_kbps"].as_f64().unwrap_or(0.0) * 1000.0 / 8.0;
     let rate = |r: &hls::HlsResult| r.bytes as f64 / r.active_secs.max(0.001);
     let below = rs
@@ -344,7 +368,7 @@ fn hls_report(args: &Args, rs: &[hls::HlsResult], rtmp: &serde_json::Value) -> s
         .take(5)
         .collect();
     serde_json::json!({
-        "requested": args.hls_viewers,
+        "requested": requested,
         "low_latency": args.hls_low_latency,
         "connected": rs.iter().filter(|r| r.connected).count(),
         "failed": rs.iter().filter(|r| !r.connected || r.first_media_ms.is_none()).count(),
