@@ -98,6 +98,13 @@ fn ffmpeg_plays_hls_of_a_published_stream() {
     assert!(value("rtmp_http_requests_total{kind=\"multivariant\",status=\"200\"}") >= 1.0);
     assert!(value("rtmp_http_requests_total{kind=\"init\",status=\"200\"}") >= 1.0);
     assert!(value("rtmp_hls_parts_total") > 10.0);
+    // Ingest to part: about a part's duration plus a frame.
+    let count = scrape
+        .lines()
+        .filter(|l| l.starts_with("rtmp_hls_packaging_latency_seconds_count"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert!(count > 10.0, "{count} packaging latencies");
     assert!(value("rtmp_http_bytes_out_total{kind=\"hls\"}") > 100_000.0);
     common::assert_promtool_accepts(&scrape);
 }

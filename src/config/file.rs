@@ -237,9 +237,10 @@ fn scalar(v: &toml::Value) -> Result<String, String> {
     match v {
         toml::Value::String(s) => Ok(s.clone()),
         toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
         toml::Value::Boolean(b) => Ok(b.to_string()),
         other => Err(format!(
-            "expected a string, integer or boolean, found {}",
+            "expected a string, number or boolean, found {}",
             other.type_str()
         )),
     }
@@ -445,7 +446,6 @@ mod tests {
         let m = server_err("shards = 'two'", "shards");
         assert!(m.contains("two"), "{m}");
         server_err("shards = true", "shards");
-        server_err("shards = 1.5", "shards");
         server_err("shards = -1", "shards");
         server_err("listen = 1935", "listen");
         server_err("chunk_size = 10", "chunk_size");
@@ -453,7 +453,7 @@ mod tests {
         assert!(m.contains("possible values: text, json"), "{m}");
         server_err("player_nodelay = 'maybe'", "player_nodelay");
         server_err("listen = ['0.0.0.0:1935']", "listen");
-        server_err("origin = [1.5]", "origin");
+        server_err("origin = [[1]]", "origin");
         server_err("origin = [['nested']]", "origin");
         server_err("http = { a = 1 }", "http");
         server_err("help = true", "help");

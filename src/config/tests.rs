@@ -263,6 +263,8 @@ fn plausible(arg: &clap::Arg) -> toml::Value {
         toml::Value::Integer(default.map_or(1, |d| d.parse::<i64>().unwrap() + 1))
     } else if let Some(p) = arg.get_possible_values().last() {
         toml::Value::String(p.get_name().to_string())
+    } else if t == tid!(f64) {
+        toml::Value::Float(default.map_or(1.0, |d| d.parse::<f64>().unwrap() + 1.0))
     } else if t == tid!(SocketAddr) {
         toml::Value::String("127.0.0.1:1999".into())
     } else if t == tid!(String) || t == tid!(PathBuf) {
@@ -294,14 +296,17 @@ fn every_flag_is_accepted_in_server() {
         let long = arg
             .get_long()
             .unwrap_or_else(|| panic!("{id} has no long name"));
-        if matches!(id, "push" | "record" | "record_dir") {
+        if matches!(id, "push" | "record" | "record_dir" | "hls") {
             // Rejected in [server]: [[push]] and [record] cover them.
             let f = FileConfig {
                 server: toml::Table::from_iter([(long.to_string(), plausible(arg))]),
                 ..Default::default()
             };
             let e = f.server_args().unwrap_err().to_string();
-            assert!(e.contains("[[push]]") || e.contains("[record]"), "{e}");
+            assert!(
+                e.contains("[[push]]") || e.contains("[record]") || e.contains("[hls]"),
+                "{e}"
+            );
             continue;
         }
         let v = plausible(arg);
@@ -347,6 +352,7 @@ fn every_flag_is_accepted_in_server() {
 fn scalar_text(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => s.clone(),
+        toml::Value::Float(f) => f.to_string(),
         v => v.to_string(),
     }
 }

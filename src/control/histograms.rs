@@ -16,11 +16,12 @@ const BUCKETS: [f64; 16] = [
 ];
 const WINDOW: Duration = Duration::from_secs(10);
 
+pub use crate::hls::LATENCY_FAMILY as HLS_PACKAGING;
 pub use crate::relay::push::LATENCY_FAMILY as PUSH;
 pub use crate::shard::hooks::latency::{CROSS_SHARD, FANOUT, FIRST_FRAME};
 
 /// Name, help and label of the exported latency families.
-pub const FAMILIES: [(&str, &str, &str); 4] = [
+pub const FAMILIES: [(&str, &str, &str); 5] = [
     (
         CROSS_SHARD,
         "Owner shard ingest to another shard's receipt of a forwarded frame.",
@@ -35,6 +36,11 @@ pub const FAMILIES: [(&str, &str, &str); 4] = [
         PUSH,
         "Ingest to a frame handed to a push destination's socket.",
         "destination",
+    ),
+    (
+        HLS_PACKAGING,
+        "Ingest of a part's earliest frame to the LL-HLS part being servable.",
+        "shard",
     ),
     (
         FIRST_FRAME,

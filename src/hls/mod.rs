@@ -15,13 +15,15 @@ pub mod playlist;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use hdrhistogram::Histogram;
 
 use serde::Deserialize;
 use tokio::sync::watch;
 
 use crate::media::frame::SharedFrame;
-use crate::shard::hooks::{SinkContext, SinkFactory, StreamSink};
+use crate::shard::hooks::{SinkContext, SinkFactory, StreamSink, Telemetry};
 use crate::shard::state::StreamKey;
 use crate::util::glob_match;
 use packager::{Out, Packager, PackagerConfig};
@@ -33,6 +35,11 @@ pub const IDLE_AFTER: Duration = Duration::from_secs(30);
 pub const KEEP_ENDED: Duration = Duration::from_secs(60);
 
 const SINK_ID: &str = "hls";
+
+/// Ingest of a part's first frame to the part being servable, per shard.
+pub const LATENCY_FAMILY: &str = "rtmp_hls_packaging_latency_seconds";
+/// How often a sink hands its latency histogram to the control plane.
+const EXPORT_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum HlsError {
@@ -247,7 +254,7 @@ impl Hls {
 impl SinkFactory for Hls {
     fn sinks_for(
         &self,
-        _ctx: &SinkContext,
+        ctx: &SinkContext,
         key: &StreamKey,
         existing: &[&str],
     ) -> Vec<Box<dyn StreamSink>> {
@@ -273,6 +280,12 @@ impl SinkFactory for Hls {
             packager: Some(packager),
             out: Vec::new(),
             active: false,
+            latency: Latency {
+                telemetry: ctx.telemetry(),
+                label: ctx.shard_id().unwrap_or(0).to_string(),
+                hist: crate::util::histogram::latency_histogram(),
+                exported: Instant::now(),
+            },
         })]
     }
 }
@@ -284,6 +297,28 @@ struct HlsSink {
     out: Vec<Out>,
     /// Packaging now (on demand: someone asked recently).
     active: bool,
+    latency: Latency,
+}
+
+/// Packaging latency, recorded per part and handed to the control plane once a second.
+struct Latency {
+    telemetry: Option<Arc<dyn Telemetry>>,
+    label: String,
+    hist: Histogram<u64>,
+    exported: Instant,
+}
+
+impl Latency {
+    fn record(&mut self, ingest: Instant, now: Instant) {
+        crate::util::histogram::record(&mut self.hist, now.saturating_duration_since(ingest));
+        if now.saturating_duration_since(self.exported) >= EXPORT_EVERY {
+            if let Some(t) = &self.telemetry {
+                t.merge_latency(LATENCY_FAMILY, &self.label, &self.hist);
+            }
+            self.hist.reset();
+            self.exported = now;
+        }
+    }
 }
 
 impl HlsSink {
@@ -293,11 +328,13 @@ impl HlsSink {
         }
         let now = now_ms();
         let mut parts = 0u64;
+        let mut ingests = Vec::new();
         if let Ok(mut t) = self.stream.timeline.lock() {
             for o in self.out.drain(..) {
                 match &o {
                     Out::Part(p) => {
                         parts += 1;
+                        ingests.extend(p.first_ingest);
                         if p.starts_segment {
                             metrics::counter!("rtmp_hls_segments_total").increment(1);
                         }
@@ -308,8 +345,12 @@ impl HlsSink {
             }
         }
         self.out.clear();
-        metrics::counter!("rtmp_hls_parts_total").increment(parts);
         self.stream.notify();
+        metrics::counter!("rtmp_hls_parts_total").increment(parts);
+        let at = Instant::now();
+        for i in ingests {
+            self.latency.record(i, at);
+        }
     }
 }
 

@@ -52,6 +52,8 @@ pub struct Part {
     pub starts_segment: bool,
     /// Stream time of its first sample, ms.
     pub start_ms: u64,
+    /// When the earliest frame in it reached the server (packaging latency).
+    pub first_ingest: Option<std::time::Instant>,
 }
 
 #[derive(Debug)]
@@ -67,6 +69,7 @@ pub enum Out {
 struct Pending {
     t: u64,
     coded: Coded,
+    ingest: std::time::Instant,
 }
 
 #[derive(Debug, Default)]
@@ -175,7 +178,7 @@ impl Packager {
                 }
                 VideoPacket::Frame(coded) => {
                     let t = self.unwrap_ts(f.timestamp);
-                    self.on_video(t, coded, out);
+                    self.on_video(t, coded, f.ingest, out);
                 }
                 VideoPacket::Other => {}
             },
@@ -188,7 +191,7 @@ impl Packager {
                 }
                 AudioPacket::Frame(data) => {
                     let t = self.unwrap_ts(f.timestamp);
-                    self.on_audio(t, data, out);
+                    self.on_audio(t, data, f.ingest, out);
                 }
                 AudioPacket::Other => {}
             },
@@ -200,7 +203,7 @@ impl Packager {
         self.init.as_ref().is_some_and(|i| i.tracks.video.is_some())
     }
 
-    fn on_video(&mut self, t: u64, coded: Coded, out: &mut Vec<Out>) {
+    fn on_video(&mut self, t: u64, coded: Coded, ingest: std::time::Instant, out: &mut Vec<Out>) {
         if self.video_cfg.is_none() {
             return;
         }
@@ -232,10 +235,10 @@ impl Packager {
             self.segment_start = t;
             self.cut_next = false;
         }
-        self.video.pending = Some(Pending { t, coded });
+        self.video.pending = Some(Pending { t, coded, ingest });
     }
 
-    fn on_audio(&mut self, t: u64, data: Bytes, out: &mut Vec<Out>) {
+    fn on_audio(&mut self, t: u64, data: Bytes, ingest: std::time::Instant, out: &mut Vec<Out>) {
         if self.audio_cfg.is_none() {
             return;
         }
@@ -266,7 +269,7 @@ impl Packager {
                 return; // the next segment starts at the coming keyframe; audio joins it there
             }
             self.complete(false, t);
-            self.audio.pending = Some(Pending { t, coded });
+            self.audio.pending = Some(Pending { t, coded, ingest });
             return;
         }
         // Audio-only: audio drives parts and segments.
@@ -283,7 +286,7 @@ impl Packager {
             self.segment_start = t;
             self.cut_next = false;
         }
-        self.audio.pending = Some(Pending { t, coded });
+        self.audio.pending = Some(Pending { t, coded, ingest });
     }
 
     /// The pending sample of a track is complete now that the next one is here at `t`.
@@ -413,6 +416,13 @@ impl Packager {
             .max(end)
             .max(sample_end(&self.video.done).unwrap_or(0))
             .max(sample_end(&self.audio.done).unwrap_or(0));
+        let first_ingest = self
+            .video
+            .done
+            .iter()
+            .chain(&self.audio.done)
+            .map(|(_, p, _)| p.ingest)
+            .min();
         out.push(Out::Part(Part {
             data,
             len,
@@ -420,6 +430,7 @@ impl Packager {
             independent,
             starts_segment: self.part_starts_segment,
             start_ms,
+            first_ingest,
         }));
         self.video.done.clear();
         self.audio.done.clear();

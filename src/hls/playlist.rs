@@ -493,6 +493,7 @@ mod tests {
             independent: starts_segment,
             starts_segment,
             start_ms,
+            first_ingest: None,
         })
     }
 

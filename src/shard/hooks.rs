@@ -121,6 +121,11 @@ impl SinkContext {
         self.state.upgrade().map(|s| s.tasks.clone())
     }
 
+    /// Which shard this is (a label for the sink's metrics).
+    pub fn shard_id(&self) -> Option<usize> {
+        self.state.upgrade().map(|s| s.id)
+    }
+
     pub fn telemetry(&self) -> Option<Arc<dyn Telemetry>> {
         self.state
             .upgrade()
