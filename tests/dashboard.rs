@@ -261,12 +261,18 @@ const CONTRACT: &[&str] = &[
     "rtmp_build_info",
     "rtmp_tls_connections",
     "rtmp_tls_handshake_failures_total",
+    "rtmp_http_requests_total",
+    "rtmp_http_bytes_out_total",
+    "rtmp_hls_parts_total",
+    "rtmp_hls_blocking_waits_total",
+    "rtmp_httpflv_viewers",
 ];
 const HISTOGRAMS: &[&str] = &[
     "rtmp_cross_shard_latency_seconds",
     "rtmp_fanout_latency_seconds",
     "rtmp_push_latency_seconds",
     "rtmp_time_to_first_frame_seconds",
+    "rtmp_hls_packaging_latency_seconds",
 ];
 
 #[test]
@@ -488,6 +494,10 @@ fn every_dashboard_metric_is_exported_under_load() {
         "2",
         "--stats-interval-secs",
         "1",
+        "--http-media",
+        "127.0.0.1:0",
+        "--hls",
+        "all",
     ]);
     let end = Instant::now() + Duration::from_secs(5);
     while a.http_get("/readyz").0 != 200 {
@@ -552,6 +562,35 @@ fn every_dashboard_metric_is_exported_under_load() {
         let probe = p.join().unwrap();
         assert!(probe.count("video") > 0, "a player got no video: {probe:?}");
     }
+
+    // Browsers' side: an HLS player (playlists, parts, blocking waits, packaging latency)
+    // and an HTTP-FLV viewer, both on the media listener.
+    let media = a.media_addr();
+    let hls = players::ffprobe(
+        &format!("http://{media}/live/dash/index.m3u8"),
+        3,
+        false,
+        &[],
+    );
+    assert!(hls.count("video") > 0, "HLS: {hls:?}");
+    let flv = players::ffprobe(&format!("http://{media}/live/dash.flv"), 2, false, &[]);
+    assert!(flv.count("video") > 0, "HTTP-FLV: {flv:?}");
+    let ll = common::hls::get(media, "/live/dash/media.m3u8").text();
+    let last = ll
+        .lines()
+        .rev()
+        .find_map(|l| l.split("URI=\"part-").nth(1))
+        .unwrap_or("");
+    let msn: u64 = last
+        .split('-')
+        .nth(1)
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    let r = common::hls::get(
+        media,
+        &format!("/live/dash/media.m3u8?_HLS_msn={}", msn + 1),
+    );
+    assert_eq!(r.status, 200, "blocking reload");
 
     // Exports run once a second: poll until every name is there (bounded).
     let has = |scrape: &str, name: &str| {
