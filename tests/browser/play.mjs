@@ -35,7 +35,14 @@ try {
     await item.locator('button', { hasText: 'HLS' }).first().click();
     result = await watch(page, seconds);
     result.listed = listed;
-    if (shot) await page.screenshot({ path: shot, fullPage: true });
+    if (shot) {
+      await page.screenshot({ path: shot, fullPage: true });
+      // And on a phone-sized screen: the card takes the whole width.
+      await page.setViewportSize({ width: 390, height: 844 });
+      await page.waitForTimeout(500);
+      await page.screenshot({ path: shot.replace(/\.png$/, '-phone.png'), fullPage: true });
+      result.phoneCardWidth = await page.locator('[data-stream]').first().evaluate((e) => e.getBoundingClientRect().width);
+    }
   } else {
     await page.setContent('<video id="v" muted playsinline style="width:640px"></video>');
     await page.addScriptTag({ path: mode === 'flv' ? mpegtsJs : hlsJs });
