@@ -5,16 +5,12 @@
 
 use bytes::Bytes;
 
-use crate::media::tag::{FOURCC_AVC, FOURCC_HEVC};
+use crate::media::tag::{
+    AUDIO_CODEC_AAC as FLV_AAC, AUDIO_CODEC_EX as FLV_AUDIO_EX, FOURCC_AVC, FOURCC_HEVC,
+    PT_CODED_FRAMES, PT_CODED_FRAMES_X, PT_SEQUENCE_START, VIDEO_CODEC_AVC as FLV_AVC,
+    VIDEO_CODEC_HEVC_LEGACY as FLV_HEVC,
+};
 
-/// Legacy FLV codec ids and Enhanced RTMP packet types this module reads.
-const FLV_AVC: u8 = 7;
-const FLV_HEVC: u8 = 12;
-const FLV_AAC: u8 = 10;
-const FLV_AUDIO_EX: u8 = 9;
-const PT_SEQUENCE_START: u8 = 0;
-const PT_CODED_FRAMES: u8 = 1;
-const PT_CODED_FRAMES_X: u8 = 3;
 const FOURCC_MP4A: u32 = u32::from_be_bytes(*b"mp4a");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

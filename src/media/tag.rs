@@ -21,15 +21,15 @@ pub const FOURCC_HEVC: u32 = u32::from_be_bytes(*b"hvc1");
 pub const FOURCC_AV1: u32 = u32::from_be_bytes(*b"av01");
 pub const FOURCC_VP9: u32 = u32::from_be_bytes(*b"vp09");
 
-const VIDEO_CODEC_AVC: u8 = 7;
-const VIDEO_CODEC_HEVC_LEGACY: u8 = 12;
-const AUDIO_CODEC_AAC: u8 = 10;
-const AUDIO_CODEC_EX: u8 = 9;
+pub const VIDEO_CODEC_AVC: u8 = 7;
+pub const VIDEO_CODEC_HEVC_LEGACY: u8 = 12;
+pub const AUDIO_CODEC_AAC: u8 = 10;
+pub const AUDIO_CODEC_EX: u8 = 9;
 
 /// Enhanced RTMP packet types.
-const PT_SEQUENCE_START: u8 = 0;
-const PT_CODED_FRAMES: u8 = 1;
-const PT_CODED_FRAMES_X: u8 = 3;
+pub const PT_SEQUENCE_START: u8 = 0;
+pub const PT_CODED_FRAMES: u8 = 1;
+pub const PT_CODED_FRAMES_X: u8 = 3;
 const PT_METADATA: u8 = 4;
 const PT_MPEG2TS_SEQUENCE_START: u8 = 5;
 const PT_MULTITRACK: u8 = 6;
