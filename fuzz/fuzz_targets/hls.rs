@@ -1,6 +1,7 @@
 //! HLS packaging of whatever a publisher sends: an FLV body's tags become frames fed to the
-//! packager, its parts to a timeline whose playlists are rendered; and the raw input as a
-//! video/audio payload and an SPS. Nothing may panic; every part is as long as it says.
+//! packager, its parts to a timeline whose playlists are rendered; the raw input as a
+//! video/audio payload and an SPS; and as a viewer's request (file name, query). Nothing
+//! may panic; every part is as long as it says.
 #![no_main]
 use std::sync::Arc;
 
@@ -13,6 +14,10 @@ use rtmp_edge::media::flv::{read_tags, TAG_AUDIO, TAG_VIDEO};
 use rtmp_edge::media::frame::{Frame, MediaKind};
 
 fuzz_target!(|data: &[u8]| {
+    if let Ok(text) = std::str::from_utf8(data) {
+        let (file, query) = text.split_once('?').unwrap_or((text, ""));
+        let _ = rtmp_edge::web::parse_request(file, Some(query));
+    }
     let raw = Bytes::copy_from_slice(data);
     let _ = codec::video(&raw);
     let _ = codec::audio(&raw);

@@ -274,6 +274,12 @@ impl Query {
     }
 }
 
+/// Parses a request's file name and query as the handlers do (for the fuzzer): whether
+/// both are well-formed.
+pub fn parse_request(file: &str, raw_query: Option<&str>) -> bool {
+    File::parse(file).is_some() && !Query::parse(raw_query).bad
+}
+
 enum File {
     Multivariant,
     Media,
