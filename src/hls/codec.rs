@@ -254,10 +254,10 @@ pub fn avc_picture_size(sps_nal: &[u8]) -> Option<(u32, u32)> {
             for i in 0..lists {
                 if r.bit()? == 1 {
                     let size = if i < 6 { 16 } else { 64 };
-                    let (mut last, mut next) = (8i32, 8i32);
+                    let (mut last, mut next) = (8i64, 8i64);
                     for _ in 0..size {
                         if next != 0 {
-                            next = (last + r.se()? + 256) % 256;
+                            next = (last + i64::from(r.se()?)).rem_euclid(256);
                         }
                         if next != 0 {
                             last = next;
@@ -288,22 +288,23 @@ pub fn avc_picture_size(sps_nal: &[u8]) -> Option<(u32, u32)> {
     }
     r.ue()?; // max_num_ref_frames
     r.bit()?; // gaps_in_frame_num_value_allowed_flag
-    let w_mbs = r.ue()? + 1;
-    let h_units = r.ue()? + 1;
-    let frame_mbs_only = r.bit()?;
+              // u64 throughout: every field is attacker-chosen, up to 2^32 - 1.
+    let w_mbs = u64::from(r.ue()?) + 1;
+    let h_units = u64::from(r.ue()?) + 1;
+    let frame_mbs_only = u64::from(r.bit()?);
     if frame_mbs_only == 0 {
         r.bit()?;
     }
     r.bit()?; // direct_8x8_inference_flag
-    let (mut cl, mut cr, mut ct, mut cb) = (0, 0, 0, 0);
+    let (mut cl, mut cr, mut ct, mut cb) = (0u64, 0u64, 0u64, 0u64);
     if r.bit()? == 1 {
-        cl = r.ue()?;
-        cr = r.ue()?;
-        ct = r.ue()?;
-        cb = r.ue()?;
+        cl = u64::from(r.ue()?);
+        cr = u64::from(r.ue()?);
+        ct = u64::from(r.ue()?);
+        cb = u64::from(r.ue()?);
     }
     let array_type = if separate_planes == 1 { 0 } else { chroma };
-    let (sub_w, sub_h) = match array_type {
+    let (sub_w, sub_h): (u64, u64) = match array_type {
         1 => (2, 2),
         2 => (2, 1),
         _ => (1, 1),
@@ -313,10 +314,9 @@ pub fn avc_picture_size(sps_nal: &[u8]) -> Option<(u32, u32)> {
     } else {
         (sub_w, sub_h * (2 - frame_mbs_only))
     };
-    let width = (w_mbs * 16).checked_sub((cl + cr).checked_mul(unit_x)?)?;
-    let height =
-        ((2 - frame_mbs_only) * h_units * 16).checked_sub((ct + cb).checked_mul(unit_y)?)?;
-    Some((width, height))
+    let width = (w_mbs * 16).checked_sub((cl + cr) * unit_x)?;
+    let height = ((2 - frame_mbs_only) * h_units * 16).checked_sub((ct + cb) * unit_y)?;
+    Some((u32::try_from(width).ok()?, u32::try_from(height).ok()?))
 }
 
 /// HEVCDecoderConfigurationRecord: the codec string (ISO/IEC 14496-15 annex E); the
@@ -476,5 +476,40 @@ pub(crate) mod tests {
             let _ = hevc_config(Bytes::from(junk));
         }
         assert_eq!(avc_picture_size(&[0x67, 0xff, 0xff, 0xff, 0xff]), None);
+        // Baseline SPS whose width field is the largest ue(v): no overflow, no size.
+        let mut bits = String::from("01000010"); // profile 66
+        bits.push_str("0000000000011110"); // constraints, level 30
+        bits.push_str("1"); // sps id 0
+        bits.push_str("1"); // log2_max_frame_num - 4 = 0
+        bits.push_str("011"); // pic_order_cnt_type 2
+        bits.push_str("1"); // max_num_ref_frames 0
+        bits.push('0'); // gaps
+        bits.push_str(&"0".repeat(31));
+        bits.push_str(&"1".repeat(32)); // width in MBs - 1 = 2^32 - 2
+        bits.push_str("1"); // height in map units - 1 = 0
+        bits.push_str("11"); // frame_mbs_only, direct_8x8
+        bits.push_str("1"); // cropping, then four big offsets
+        for _ in 0..4 {
+            bits.push_str(&"0".repeat(31));
+            bits.push_str(&"1".repeat(32));
+        }
+        while bits.len() % 8 != 0 {
+            bits.push('1');
+        }
+        let mut nal = vec![0x67];
+        nal.extend(
+            bits.as_bytes()
+                .chunks(8)
+                .map(|c| u8::from_str_radix(std::str::from_utf8(c).unwrap(), 2).unwrap()),
+        );
+        let _ = avc_picture_size(&nal);
+        // What the fuzzer found (its multiply overflowed before u64).
+        let found: &[u8] = &[
+            0x6d, 0x65, 0x64, 0x1e, 0x2a, 0x12, 0x00, 0x00, 0xc1, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x53, 0x5f, 0x6d, 0x73, 0x6e, 0x3d, 0x34, 0x26, 0x1c, 0x48, 0x4c,
+            0x53, 0x2b, 0x73, 0x6b, 0x69, 0x70, 0x3d, 0x59, 0x45, 0x53,
+        ];
+        assert_eq!(avc_picture_size(found), None);
     }
 }
