@@ -479,16 +479,16 @@ pub(crate) mod tests {
         // Baseline SPS whose width field is the largest ue(v): no overflow, no size.
         let mut bits = String::from("01000010"); // profile 66
         bits.push_str("0000000000011110"); // constraints, level 30
-        bits.push_str("1"); // sps id 0
-        bits.push_str("1"); // log2_max_frame_num - 4 = 0
+        bits.push('1'); // sps id 0
+        bits.push('1'); // log2_max_frame_num - 4 = 0
         bits.push_str("011"); // pic_order_cnt_type 2
-        bits.push_str("1"); // max_num_ref_frames 0
+        bits.push('1'); // max_num_ref_frames 0
         bits.push('0'); // gaps
         bits.push_str(&"0".repeat(31));
         bits.push_str(&"1".repeat(32)); // width in MBs - 1 = 2^32 - 2
-        bits.push_str("1"); // height in map units - 1 = 0
+        bits.push('1'); // height in map units - 1 = 0
         bits.push_str("11"); // frame_mbs_only, direct_8x8
-        bits.push_str("1"); // cropping, then four big offsets
+        bits.push('1'); // cropping, then four big offsets
         for _ in 0..4 {
             bits.push_str(&"0".repeat(31));
             bits.push_str(&"1".repeat(32));
