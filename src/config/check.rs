@@ -19,7 +19,7 @@ pub fn check(cfg: &Config, file: &FileConfig) -> Result<String, ConfigError> {
         crate::relay::push::Destination::from_flag(url, flag_trust.clone())?;
     }
     // Reads and checks every certificate and key, as a start would.
-    super::Settings::assemble(cfg, file)?;
+    let settings = super::Settings::assemble(cfg, file)?;
     for d in &file.push {
         crate::relay::push::Destination::from_config(d)?;
     }
@@ -33,7 +33,7 @@ pub fn check(cfg: &Config, file: &FileConfig) -> Result<String, ConfigError> {
         None => String::new(),
     };
     Ok(format!(
-        "config ok{source}: listen {}, http {}, shards {}{}, push destinations {push}{}, auth publish {} play {}, api token {}",
+        "config ok{source}: listen {}, http {}, shards {}{}, push destinations {push}{}, auth publish {} play {}, api token {}, media {} (hls {})",
         cfg.listen,
         http.map_or("off".to_string(), |a| a.to_string()),
         cfg.shard_count(),
@@ -42,5 +42,11 @@ pub fn check(cfg: &Config, file: &FileConfig) -> Result<String, ConfigError> {
         on(crate::auth::Action::Publish),
         on(crate::auth::Action::Play),
         if cfg.api_token.is_some() { "set" } else { "unset" },
+        settings.http_media.map_or("off".to_string(), |a| a.to_string()),
+        match settings.hls.mode {
+            crate::hls::HlsMode::All => "all",
+            crate::hls::HlsMode::None => "none",
+            crate::hls::HlsMode::OnDemand => "on-demand",
+        },
     ))
 }

@@ -379,7 +379,7 @@ fn check_summarizes() {
     let s = check(&c, &file).unwrap();
     assert!(s.starts_with("config ok ("), "{s}");
     assert!(
-        s.ends_with(": listen 127.0.0.1:1940, http 127.0.0.1:8081, shards 2, push destinations 2 (+1 disabled), auth publish off play on, api token unset"),
+        s.ends_with(": listen 127.0.0.1:1940, http 127.0.0.1:8081, shards 2, push destinations 2 (+1 disabled), auth publish off play on, api token unset, media 0.0.0.0:8888 (hls on-demand)"),
         "{s}"
     );
     let (c, file) = load_args(&["--http", "off", "--api-token", "t"]).unwrap();
