@@ -131,12 +131,22 @@ impl HlsPolicy {
         })
     }
 
-    /// Whether `key` may be packaged at all (on demand or always).
-    pub fn packages(&self, key: &str) -> bool {
+    /// The first per-stream override matching `key`, if any.
+    fn override_for(&self, key: &str) -> Option<bool> {
         self.overrides
             .iter()
             .find(|o| glob_match(&o.pattern, key))
-            .map_or(self.mode != HlsMode::None, |o| o.hls)
+            .map(|o| o.hls)
+    }
+
+    /// Whether `key` may be packaged at all (on demand or always).
+    pub fn packages(&self, key: &str) -> bool {
+        self.override_for(key).unwrap_or(self.mode != HlsMode::None)
+    }
+
+    /// Whether `key` is packaged without waiting for a request.
+    fn always(&self, key: &str) -> bool {
+        self.override_for(key).unwrap_or(self.mode == HlsMode::All)
     }
 }
 
@@ -221,13 +231,7 @@ impl Hls {
 
     fn entry(&self, key: &StreamKey) -> Option<Arc<StreamHls>> {
         let mut map = self.streams.lock().ok()?;
-        let always = self.policy.mode == HlsMode::All
-            || self
-                .policy
-                .overrides
-                .iter()
-                .find(|o| glob_match(&o.pattern, key))
-                .is_some_and(|o| o.hls);
+        let always = self.policy.always(key);
         let cfg = TimelineConfig {
             window: self.policy.window,
             segment_ms: self.policy.segment_ms,
