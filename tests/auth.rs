@@ -161,7 +161,7 @@ fn publish_with_static_token() {
             .is_some(),
         "no refusal logged with its reason"
     );
-    assert!(server.count_log(&["missing_credentials"]) >= 1);
+    assert!(server.logged(&["missing_credentials"]));
 
     // Play is not configured: open.
     let (_p, code) = play(addr, "live", "cam");
@@ -223,7 +223,7 @@ fn play_with_signed_url() {
     let (mut c, code) = play(addr, "live", &format!("cam?expires={old}&sign={old_sig}"));
     assert_eq!(code, PLAY_FAILED, "expired");
     assert_closed(&mut c, "expired");
-    assert!(server.count_log(&["play refused", "expired"]) >= 1);
+    assert!(server.logged(&["play refused", "expired"]));
 
     // Tampered: another stream, another expiry, a flipped digit, a malformed sign, none.
     let flipped = format!(
@@ -243,8 +243,8 @@ fn play_with_signed_url() {
         assert_eq!(code, PLAY_FAILED, "play {name}");
         assert_closed(&mut c, name);
     }
-    assert!(server.count_log(&["play refused", "bad_signature"]) >= 1);
-    assert!(server.count_log(&["play refused", "missing_credentials"]) >= 1);
+    assert!(server.logged(&["play refused", "bad_signature"]));
+    assert!(server.logged(&["play refused", "missing_credentials"]));
 
     assert_not_logged(&server, &[&sig, &old_sig, secret]);
 }
@@ -384,7 +384,7 @@ fn callback_allows_refuses_and_caches() {
     assert_eq!(code, PUBLISH_UNAUTHORIZED);
     assert_closed(&mut c, "refused publish");
     assert_eq!(seen.last()["name"], "bad");
-    assert!(server.count_log(&["publish refused", "callback_refused"]) >= 1);
+    assert!(server.logged(&["publish refused", "callback_refused"]));
 
     // Play: allowed and refused.
     let before = seen.count();
@@ -455,7 +455,7 @@ fn callback_that_never_answers_refuses_in_time() {
             .is_some(),
         "callback failure not logged"
     );
-    assert!(server.count_log(&["publish refused", "callback_failed"]) >= 1);
+    assert!(server.logged(&["publish refused", "callback_failed"]));
 
     // A callback URL where nothing listens fails closed as well (fast).
     let port = TcpListener::bind("127.0.0.1:0")

@@ -331,7 +331,7 @@ fn origin_restart(name: &str, publisher_leaves_first: bool, edge_shards: &str) {
         "resumed with {first_v:?}"
     );
     assert!(
-        edge.count_log(&["origin pull failed"]) >= 1,
+        edge.logged(&["origin pull failed"]),
         "the edge never noticed the drop"
     );
     assert!(edge.count_log(&["origin stream live", &key]) >= 2);

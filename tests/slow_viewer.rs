@@ -138,7 +138,7 @@ fn stuck_viewers_are_bounded_and_disconnected_others_unharmed() {
         "both stuck viewers disconnected: {stats}"
     );
     assert!(
-        server.count_log(&["viewers stayed behind too long"]) >= 1,
+        server.logged(&["viewers stayed behind too long"]),
         "no disconnect log line"
     );
     // Our stuck client sees the close once it reads again.

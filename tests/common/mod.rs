@@ -45,6 +45,12 @@ impl Server {
         None
     }
 
+    /// Whether a line with all `needles` is logged within 5 s: the server may log a refusal
+    /// just after its peer saw the connection close.
+    pub fn logged(&self, needles: &[&str]) -> bool {
+        self.wait_log(needles, Duration::from_secs(5)).is_some()
+    }
+
     pub fn count_log(&self, needles: &[&str]) -> usize {
         self.log_lines()
             .iter()
@@ -181,6 +187,11 @@ fn media_dir() -> PathBuf {
 /// A pre-made H.264/AAC FLV (publishing it with `-c copy` costs no encoding). Made once
 /// per target dir; concurrent makers write to a temp name and rename.
 pub fn media(name: &str, size: &str, seconds: u32, gop: u32) -> PathBuf {
+    media_with(name, size, seconds, &["-g", &gop.to_string()])
+}
+
+/// A test file like `media`, with `keys` as ffmpeg's x264 keyframe options.
+pub fn media_with(name: &str, size: &str, seconds: u32, keys: &[&str]) -> PathBuf {
     let path = media_dir().join(format!("{name}.flv"));
     if path.exists() {
         return path;
@@ -196,14 +207,8 @@ pub fn media(name: &str, size: &str, seconds: u32, gop: u32) -> PathBuf {
         .arg(format!("testsrc2=size={size}:rate=30"))
         .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=44100"])
         .args(["-t", &seconds.to_string()])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-g",
-            &gop.to_string(),
-        ])
+        .args(["-c:v", "libx264", "-preset", "ultrafast"])
+        .args(keys)
         .args(["-sc_threshold", "0", "-pix_fmt", "yuv420p", "-b:v", "600k"])
         .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv"])
         .arg(&tmp)
