@@ -222,6 +222,47 @@ fn playlists_meet_the_spec_and_reloads_block() {
 }
 
 #[test]
+fn a_gop_longer_than_the_target_keeps_the_target_duration() {
+    // Keyframes at 0 and 2 s, then every 5 s: the first segment fixes a 2 s target, and
+    // the long GOPs after it are cut inside (segments that do not start with a keyframe).
+    let file = common::media_with(
+        "gop2-5",
+        "640x360",
+        20,
+        &["-g", "1000", "-force_key_frames", "0,2,7,12,17"],
+    );
+    let (server, addr) = hls_server(&["--hls", "all"]);
+    let _p = PublishSpec::new(&file, &server.url("live/gop")).start();
+    wait_published(&server, "live/gop");
+    let path = "/live/gop/media.m3u8";
+    let mut prev = playlist_with(addr, path, 1, Duration::from_secs(15));
+    prev.check(None).unwrap();
+    assert_eq!(prev.target, 2, "{prev:?}");
+    let end = Instant::now() + Duration::from_secs(12);
+    let mut dependent = 0;
+    while Instant::now() < end {
+        let next = prev.last_complete().map_or(0, |m| m + 1);
+        let r = get(addr, &format!("{path}?_HLS_msn={next}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let pl = MediaPlaylist::parse(&r.text()).unwrap();
+        pl.check(Some(&prev)).unwrap();
+        if pl
+            .segments
+            .iter()
+            .any(|s| s.parts.first().is_some_and(|p| !p.independent))
+        {
+            dependent += 1;
+        }
+        prev = pl;
+    }
+    assert!(dependent > 0, "no segment was cut inside a GOP: {prev:?}");
+    // ffmpeg reads it from the live edge, whatever segment it starts at (the decoder skips
+    // to the next keyframe, up to 5 s in, without an error line).
+    let probe = assert_decodes(&format!("http://{addr}/live/gop/index.m3u8"), 10, 100);
+    assert!(probe.count("video") >= 100, "{probe:?}");
+}
+
+#[test]
 fn on_demand_packages_from_the_first_request() {
     let (server, addr) = hls_server(&[]);
     assert_eq!(

@@ -3,6 +3,12 @@
 //! duration is reached (audio-only streams cut on duration); parts close near the part
 //! target and at every keyframe, so each keyframe starts an independent part.
 //!
+//! The playlist's target duration may never change (rfc8216bis 4.4.3.1), yet a GOP may run
+//! longer than any target: the first segment fixes it (the configured one, or that segment's
+//! rounded length if longer), and a later segment that would outgrow it is cut at a
+//! non-key frame; such a segment is not independent, and the next keyframe ends it
+//! whatever its length, so segments start at keyframes again.
+//!
 //! A sample is written once the next sample of its track arrives, so every duration is
 //! the real difference of decode times rather than a guess; the cost is one frame of
 //! delay. Times are milliseconds unwrapped from RTMP's 32-bit timestamps.
@@ -50,6 +56,8 @@ pub struct Part {
     pub independent: bool,
     /// The first part of a new segment.
     pub starts_segment: bool,
+    /// EXT-X-TARGETDURATION, seconds: fixed once the first segment ends.
+    pub target_secs: u64,
     /// Stream time of its first sample, ms.
     pub start_ms: u64,
     /// When the earliest frame in it reached the server (packaging latency).
@@ -96,6 +104,10 @@ pub struct Packager {
     part_start: u64,
     part_starts_segment: bool,
     segment_start: u64,
+    /// The target duration in ms, fixed when the first segment ends.
+    target_ms: Option<u64>,
+    /// The open segment starts with a keyframe (or has no video).
+    segment_keyed: bool,
     sequence: u32,
     last_ts: Option<u32>,
     unwrapped: u64,
@@ -123,6 +135,8 @@ impl Packager {
             part_start: 0,
             part_starts_segment: true,
             segment_start: 0,
+            target_ms: None,
+            segment_keyed: true,
             sequence: 0,
             last_ts: None,
             unwrapped: 0,
@@ -134,6 +148,32 @@ impl Packager {
 
     pub fn init(&self) -> Option<&Arc<Init>> {
         self.init.as_ref()
+    }
+
+    /// EXT-X-TARGETDURATION: the configured segment length until the first segment ends.
+    pub fn target_secs(&self) -> u64 {
+        self.target_ms
+            .map_or(self.cfg.segment_ms.div_ceil(1000).max(1), |ms| ms / 1000)
+    }
+
+    /// The open segment ends at `end`: the first one to end fixes the target duration
+    /// (EXTINF rounds to the nearest second and must not exceed it).
+    fn segment_ends(&mut self, end: u64) {
+        if self.target_ms.is_none() && end > self.segment_start {
+            let rounded = (end - self.segment_start + 500) / 1000;
+            self.target_ms = Some(self.target_secs().max(rounded) * 1000);
+        }
+    }
+
+    /// Whether the open segment must end at `t`, keyframe or not: waiting for the next
+    /// frame (about `next` ms away, with half a frame of jitter) would make its EXTINF round
+    /// above the target duration.
+    fn must_cut(&self, t: u64, next: u64) -> bool {
+        let Some(target) = self.target_ms else {
+            return false;
+        };
+        let age = t.saturating_sub(self.segment_start);
+        age > 0 && age + next + next / 2 >= target + 500
     }
 
     /// RTMP timestamps wrap after 49.7 days; tfdt must not.
@@ -160,6 +200,7 @@ impl Packager {
     pub fn on_unpublish(&mut self, out: &mut Vec<Out>) {
         if self.init.is_some() {
             let end = self.flush_pending();
+            self.segment_ends(end);
             self.emit_part(end, out);
             out.push(Out::End);
         }
@@ -210,30 +251,27 @@ impl Packager {
         let key = coded.keyframe;
         if key && (self.init.is_none() || self.reinit || !self.has_video()) {
             if self.init.is_some() {
-                let end = self.flush_pending();
-                self.emit_part(end.max(t), out);
+                let end = self.flush_pending().max(t);
+                self.segment_ends(end);
+                self.emit_part(end, out);
             }
             self.start_init(t, out);
         } else if !self.has_video() {
             return; // before the first keyframe, or a video track the init lacks
         }
-        let seg_cut = key && (self.cut_next || t >= self.segment_start + self.cfg.segment_ms);
+        let key_cut = key
+            && (self.cut_next
+                || !self.segment_keyed
+                || t >= self.segment_start + self.cfg.segment_ms);
         self.complete(true, t);
-        let part_age = t.saturating_sub(self.part_start);
-        // Cut at the frame nearest the part target: parts stay within half a frame of it
-        // (rfc8216bis wants them between 85 % and 100 % of PART-TARGET, which the playlist
-        // sets a little above the target). Keyframes inside a segment do not cut a part.
         let next = self.video.last_duration;
-        let part_cut =
-            seg_cut || (!self.video.done.is_empty() && part_age + next / 2 > self.cfg.part_ms);
-        if part_cut {
-            self.emit_part(t, out);
-            self.part_start = t;
-            self.part_starts_segment = seg_cut;
+        let seg_cut = key_cut || (!self.cut_next && self.must_cut(t, next));
+        self.cut(seg_cut, t, next, !self.video.done.is_empty(), out);
+        if key_cut {
+            self.cut_next = false;
         }
         if seg_cut {
-            self.segment_start = t;
-            self.cut_next = false;
+            self.segment_keyed = key;
         }
         self.video.pending = Some(Pending { t, coded, ingest });
     }
@@ -248,8 +286,9 @@ impl Packager {
             && t >= first + AUDIO_ONLY_AFTER_MS
         {
             if self.init.is_some() {
-                let end = self.flush_pending();
-                self.emit_part(end.max(t), out);
+                let end = self.flush_pending().max(t);
+                self.segment_ends(end);
+                self.emit_part(end, out);
             }
             self.start_init(t, out);
         }
@@ -273,20 +312,33 @@ impl Packager {
             return;
         }
         // Audio-only: audio drives parts and segments.
-        let seg_cut = self.cut_next || t >= self.segment_start + self.cfg.segment_ms;
         self.complete(false, t);
-        let part_age = t.saturating_sub(self.part_start);
         let next = self.audio.last_duration;
-        if seg_cut || (!self.audio.done.is_empty() && part_age + next / 2 > self.cfg.part_ms) {
+        let seg_cut = self.cut_next
+            || t >= self.segment_start + self.cfg.segment_ms
+            || self.must_cut(t, next);
+        self.cut(seg_cut, t, next, !self.audio.done.is_empty(), out);
+        self.cut_next = false;
+        self.audio.pending = Some(Pending { t, coded, ingest });
+    }
+
+    /// Ends the open part at `t` when the segment ends there, or when `t` is the frame
+    /// nearest the part target: parts stay within half a frame of it (rfc8216bis wants them
+    /// between 85 % and 100 % of PART-TARGET, which the playlist sets a little above the
+    /// target). Keyframes inside a segment do not cut a part.
+    fn cut(&mut self, seg_cut: bool, t: u64, next: u64, has_samples: bool, out: &mut Vec<Out>) {
+        let part_age = t.saturating_sub(self.part_start);
+        if seg_cut || (has_samples && part_age + next / 2 > self.cfg.part_ms) {
+            if seg_cut {
+                self.segment_ends(t);
+            }
             self.emit_part(t, out);
             self.part_start = t;
             self.part_starts_segment = seg_cut;
         }
         if seg_cut {
             self.segment_start = t;
-            self.cut_next = false;
         }
-        self.audio.pending = Some(Pending { t, coded, ingest });
     }
 
     /// The pending sample of a track is complete now that the next one is here at `t`.
@@ -341,6 +393,7 @@ impl Packager {
         self.cut_next = true;
         self.part_start = t;
         self.segment_start = t;
+        self.segment_keyed = true;
         self.part_starts_segment = true;
         out.push(Out::Init(init));
     }
@@ -429,6 +482,7 @@ impl Packager {
             duration_ms: end.saturating_sub(start_ms),
             independent,
             starts_segment: self.part_starts_segment,
+            target_secs: self.target_secs(),
             start_ms,
             first_ingest,
         }));

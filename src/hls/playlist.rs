@@ -49,6 +49,11 @@ impl Segment {
         self.parts.is_empty()
     }
 
+    /// It starts with a keyframe (or has no video).
+    pub fn independent(&self) -> bool {
+        self.parts.first().is_none_or(|p| p.independent)
+    }
+
     /// The segment's body: its parts back to back (a CMAF segment of several fragments).
     pub fn body(&self) -> Vec<Bytes> {
         self.parts
@@ -93,6 +98,7 @@ pub struct Timeline {
     anchor: Option<(u64, u64)>,
     /// A publisher feeds it (parts will come: advertise the preload hint).
     pub live: bool,
+    /// EXT-X-TARGETDURATION, as the packager fixed it.
     target_secs: u64,
     /// Wall clock (ms) when the publisher left, for expiry.
     pub ended_at_ms: Option<u64>,
@@ -166,6 +172,7 @@ impl Timeline {
                     });
                     self.next_msn += 1;
                 }
+                self.target_secs = p.target_secs;
                 if let Some(s) = self.segments.back_mut() {
                     s.parts.push(Arc::new(p));
                 }
@@ -181,11 +188,7 @@ impl Timeline {
 
     fn close_open(&mut self) {
         if let Some(s) = self.segments.back_mut() {
-            if !s.complete {
-                s.complete = true;
-                let secs = (s.duration_ms() + 500) / 1000;
-                self.target_secs = self.target_secs.max(secs);
-            }
+            s.complete = true;
         }
     }
 
@@ -238,6 +241,8 @@ impl Timeline {
         let Some(last) = self.last_msn() else {
             return if msn <= 2 { Ready::Wait } else { Ready::TooFar };
         };
+        // A playlist lists no segment before the first is complete (and fixes the target).
+        let first_pending = self.live && !self.has_complete_segment();
         if msn > last + 2 {
             return Ready::TooFar;
         }
@@ -253,6 +258,9 @@ impl Timeline {
         }
         if !self.live {
             return Ready::Yes; // nothing more is coming for now: answer at once
+        }
+        if first_pending {
+            return Ready::Wait;
         }
         let Some(s) = self.segments.iter().find(|s| s.msn == msn) else {
             return if msn < last { Ready::Yes } else { Ready::Wait };
@@ -320,7 +328,9 @@ impl Timeline {
     /// The multivariant playlist: one variant stream, the media playlist.
     pub fn multivariant(&self, query: &str) -> Option<String> {
         let init = self.init.as_ref()?;
-        let mut out = String::from("#EXTM3U\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+        // No EXT-X-INDEPENDENT-SEGMENTS here: a GOP longer than the target duration makes
+        // segments that do not start with a keyframe; the media playlist says when all do.
+        let mut out = String::from("#EXTM3U\n");
         let bw = self.bandwidth().max(1);
         let _ = write!(
             out,
@@ -352,6 +362,9 @@ impl Timeline {
             if skip { 9 } else { 6 },
             3.0 * part_s
         );
+        if self.segments.iter().all(|s| s.independent()) {
+            out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+        }
         let first = self.segments.front().map_or(self.next_msn, |s| s.msn);
         let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first}");
         let _ = writeln!(

@@ -110,6 +110,7 @@ pub struct MediaPlaylist {
     pub part_target: Option<f64>,
     pub part_hold_back: Option<f64>,
     pub can_block: bool,
+    pub independent_segments: bool,
     pub skipped: u64,
     pub segments: Vec<Segment>,
     pub preload_hint: Option<String>,
@@ -171,6 +172,8 @@ impl MediaPlaylist {
                     .ok_or("SKIP without SKIPPED-SEGMENTS")?
                     .parse()
                     .map_err(|e| format!("{line}: {e}"))?;
+            } else if line == "#EXT-X-INDEPENDENT-SEGMENTS" {
+                p.independent_segments = true;
             } else if line == "#EXT-X-DISCONTINUITY" {
                 disc = true;
             } else if line.starts_with("#EXT-X-MAP:") {
@@ -273,6 +276,13 @@ impl MediaPlaylist {
             if s.pdt.is_none() {
                 return Err(format!("segment {} has no PROGRAM-DATE-TIME", s.msn));
             }
+            // A segment listed with its parts (all of them) shows how it starts.
+            if self.independent_segments && s.parts.first().is_some_and(|p| !p.independent) {
+                return Err(format!(
+                    "INDEPENDENT-SEGMENTS, but segment {} starts with a dependent part",
+                    s.msn
+                ));
+            }
             if let Some(pt) = self.part_target {
                 for p in &s.parts {
                     if p.duration > pt + 0.0015 {
@@ -302,6 +312,13 @@ impl MediaPlaylist {
             return Err("PART-INF without PART-HOLD-BACK".into());
         }
         if let Some(prev) = prev {
+            // rfc8216bis 4.4.3.1: MUST NOT change.
+            if self.target != prev.target {
+                return Err(format!(
+                    "EXT-X-TARGETDURATION changed from {} to {}",
+                    prev.target, self.target
+                ));
+            }
             if self.media_sequence < prev.media_sequence {
                 return Err(format!(
                     "media sequence went back: {} after {}",

@@ -111,6 +111,58 @@ fn long_gop_makes_long_segments_but_keyframes_only_start_them() {
         .map(|p| p.start_ms)
         .collect();
     assert_eq!(starts, [0, 3000, 6000]);
+    assert_eq!(
+        p.target_secs(),
+        3,
+        "the first segment sets the target duration"
+    );
+}
+
+#[test]
+fn target_duration_is_fixed_by_the_first_segment_and_longer_gops_are_cut() {
+    let (mut p, mut out) = packager();
+    // 25 fps, keyframes at 0, 2, 7 and 12 s (a 2 s GOP, then 5 s ones), for 14 s.
+    let keys = [0, 50, 175, 300];
+    let mut frames: Vec<Frame> = (0..350u32)
+        .map(|i| video(i * 40, keys.contains(&i)))
+        .collect();
+    frames.extend((0..603u32).map(|a| audio(a * 1024 * 1000 / 44100)));
+    frames.sort_by_key(|f| f.timestamp);
+    for f in &frames {
+        p.push(f, &mut out);
+    }
+    p.on_unpublish(&mut out);
+    let ps = parts(&out);
+    let mut segments: Vec<(u64, u64, bool)> = Vec::new(); // (start, duration, independent)
+    for part in &ps {
+        if part.starts_segment {
+            segments.push((part.start_ms, 0, part.independent));
+        }
+        if let Some(s) = segments.last_mut() {
+            s.1 += part.duration_ms;
+        }
+    }
+    assert_eq!(p.target_secs(), 2);
+    assert!(ps.iter().skip(10).all(|p| p.target_secs == 2));
+    for (start, dur, _) in &segments {
+        assert!((dur + 500) / 1000 <= 2, "segment at {start} lasts {dur} ms");
+    }
+    // Keyframes still start segments once the target is reached, and only they make a
+    // segment independent.
+    for (start, _, independent) in &segments {
+        let key = [0, 2000, 7000, 12000].contains(start);
+        assert_eq!(*independent, key, "segment at {start}");
+    }
+    let starts: Vec<u64> = segments.iter().map(|s| s.0).collect();
+    assert!(starts.starts_with(&[0, 2000]), "{starts:?}");
+    assert!(
+        starts.contains(&7000) && starts.contains(&12000),
+        "{starts:?}"
+    );
+    assert!(
+        starts.len() >= 7,
+        "forced cuts inside the 5 s GOPs: {starts:?}"
+    );
 }
 
 #[test]

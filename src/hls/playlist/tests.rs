@@ -19,6 +19,7 @@ fn part(start_ms: u64, starts_segment: bool) -> Out {
         duration_ms: 200,
         independent: starts_segment,
         starts_segment,
+        target_secs: 2,
         start_ms,
         first_ingest: None,
     })
@@ -57,6 +58,7 @@ fn window_slides_and_media_sequence_follows() {
         t.epoch
     )));
     assert!(p.contains("#EXT-X-TARGETDURATION:2\n"));
+    assert!(p.contains("#EXT-X-INDEPENDENT-SEGMENTS\n"));
     // Out of the playlist but still served for three target durations.
     assert!(matches!(t.segment(1), Resource::Body(_, 80)));
     assert!(matches!(t.part(1, 2), Resource::Body(_, 8)));
@@ -72,7 +74,13 @@ fn blocking_reload_answers() {
     let mut t = timeline(5);
     assert_eq!(t.ready(0, None), Ready::Wait);
     t.apply(Out::Init(init(0)), 0);
-    feed(&mut t, 0, 3); // segment 0 complete, segment 1 has 5 parts
+    feed(&mut t, 0, 1);
+    assert_eq!(
+        t.ready(0, Some(1)),
+        Ready::Wait,
+        "nothing is listed before a segment is complete"
+    );
+    feed(&mut t, 1000, 2); // segment 0 complete, segment 1 has 5 parts
     assert_eq!(t.ready(0, None), Ready::Yes);
     assert_eq!(t.ready(1, Some(4)), Ready::Yes);
     assert_eq!(t.ready(1, Some(5)), Ready::Wait);
@@ -141,4 +149,21 @@ fn end_drops_the_preload_hint_and_dates_are_rfc3339() {
     assert_eq!(p.matches("#EXTINF").count(), 2);
     assert_eq!(rfc3339_ms(1_796_485_565_123), "2026-12-05T15:46:05.123Z");
     assert_eq!(rfc3339_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+}
+
+#[test]
+fn a_segment_without_a_keyframe_withdraws_independent_segments() {
+    let mut t = timeline(3);
+    t.apply(Out::Init(init(0)), 0);
+    feed(&mut t, 0, 3);
+    let Out::Part(mut p) = part(3000, true) else {
+        unreachable!()
+    };
+    p.independent = false; // a segment cut inside a long GOP
+    t.apply(Out::Part(p), 0);
+    assert!(!t.media("", false, 0).contains("INDEPENDENT-SEGMENTS"));
+    feed(&mut t, 3200, 8); // it leaves the window
+    assert!(t
+        .media("", false, 0)
+        .contains("#EXT-X-INDEPENDENT-SEGMENTS\n"));
 }
