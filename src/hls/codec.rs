@@ -165,6 +165,11 @@ impl<'a> Bits<'a> {
         Some(u32::from(b))
     }
 
+    fn skip(&mut self, n: usize) -> Option<()> {
+        let end = self.pos.checked_add(n)?;
+        (end <= self.data.len() * 8).then(|| self.pos = end)
+    }
+
     fn bits(&mut self, n: u32) -> Option<u32> {
         let mut v = 0;
         for _ in 0..n {
@@ -319,8 +324,10 @@ pub fn avc_picture_size(sps_nal: &[u8]) -> Option<(u32, u32)> {
     Some((u32::try_from(width).ok()?, u32::try_from(height).ok()?))
 }
 
-/// HEVCDecoderConfigurationRecord: the codec string (ISO/IEC 14496-15 annex E); the
-/// picture size is left to onMetaData (0 here).
+/// HEVCDecoderConfigurationRecord: the codec string (ISO/IEC 14496-15 annex E) and the
+/// picture size from its first SPS. The record is kept with array_completeness set on the
+/// parameter-set arrays: an `hvc1` sample entry says they are all in it (14496-15 8.3.3),
+/// which Apple's players require; sets a publisher repeats in-band change nothing.
 pub fn hevc_config(record: Bytes) -> Option<VideoConfig> {
     if record.len() < 23 || record[0] != 1 {
         return None;
@@ -347,13 +354,102 @@ pub fn hevc_config(record: Bytes) -> Option<VideoConfig> {
     for b in &constraints[..used] {
         codecs.push_str(&format!(".{b:X}"));
     }
+    let (record, sps) = hevc_arrays(record);
+    let (width, height) = sps.and_then(hevc_picture_size).unwrap_or((0, 0));
     Some(VideoConfig {
         codec: VideoCodec::Hevc,
         record,
         codecs,
-        width: 0,
-        height: 0,
+        width,
+        height,
     })
+}
+
+/// NAL unit types of the HEVC parameter sets: VPS, SPS, PPS.
+const HEVC_VPS: u8 = 32;
+const HEVC_SPS: u8 = 33;
+const HEVC_PPS: u8 = 34;
+
+/// Walks the record's NAL unit arrays: the record with array_completeness set on the
+/// parameter-set arrays, and its first SPS. A malformed record comes back as it was.
+fn hevc_arrays(record: Bytes) -> (Bytes, Option<Bytes>) {
+    let mut flags = Vec::new(); // offsets of array headers lacking the completeness bit
+    let mut sps = None;
+    let mut at = 23;
+    let count = record[22];
+    for _ in 0..count {
+        let (Some(&kind), Some(n)) = (record.get(at), record.get(at + 1..at + 3)) else {
+            return (record, None);
+        };
+        let nal_type = kind & 0x3F;
+        if matches!(nal_type, HEVC_VPS | HEVC_SPS | HEVC_PPS) && kind & 0x80 == 0 {
+            flags.push(at);
+        }
+        at += 3;
+        for _ in 0..u16::from_be_bytes([n[0], n[1]]) {
+            let Some(len) = record.get(at..at + 2) else {
+                return (record, None);
+            };
+            let len = usize::from(u16::from_be_bytes([len[0], len[1]]));
+            if record.len() < at + 2 + len {
+                return (record, None);
+            }
+            if nal_type == HEVC_SPS && sps.is_none() {
+                sps = Some(record.slice(at + 2..at + 2 + len));
+            }
+            at += 2 + len;
+        }
+    }
+    if flags.is_empty() {
+        return (record, sps);
+    }
+    let mut fixed = record.to_vec();
+    for i in flags {
+        fixed[i] |= 0x80;
+    }
+    (Bytes::from(fixed), sps)
+}
+
+/// Width and height an HEVC SPS describes (after the conformance window).
+pub fn hevc_picture_size(sps_nal: Bytes) -> Option<(u32, u32)> {
+    let data = rbsp(sps_nal.get(2..)?);
+    let mut r = Bits::new(&data);
+    r.skip(4)?; // sps_video_parameter_set_id
+    let sub_layers = r.bits(3)? as usize; // sps_max_sub_layers_minus1
+    r.skip(1)?; // sps_temporal_id_nesting_flag
+                // profile_tier_level: general profile (88 bits) and level (8), then per sub-layer.
+    r.skip(96)?;
+    let mut present = [(0, 0); 8];
+    for p in present.iter_mut().take(sub_layers) {
+        *p = (r.bit()?, r.bit()?);
+    }
+    if sub_layers > 0 {
+        r.skip(2 * (8 - sub_layers))?;
+    }
+    for &(profile, level) in present.iter().take(sub_layers) {
+        r.skip(88 * profile as usize + 8 * level as usize)?;
+    }
+    r.ue()?; // sps_seq_parameter_set_id
+    let chroma = r.ue()?;
+    let separate_planes = if chroma == 3 { r.bit()? } else { 0 };
+    // u64 throughout: every field is attacker-chosen, up to 2^32 - 1.
+    let width = u64::from(r.ue()?);
+    let height = u64::from(r.ue()?);
+    let (mut cl, mut cr, mut ct, mut cb) = (0u64, 0u64, 0u64, 0u64);
+    if r.bit()? == 1 {
+        cl = u64::from(r.ue()?);
+        cr = u64::from(r.ue()?);
+        ct = u64::from(r.ue()?);
+        cb = u64::from(r.ue()?);
+    }
+    let (sub_w, sub_h): (u64, u64) = match if separate_planes == 1 { 0 } else { chroma } {
+        1 => (2, 2),
+        2 => (2, 1),
+        _ => (1, 1),
+    };
+    let width = width.checked_sub((cl + cr) * sub_w)?;
+    let height = height.checked_sub((ct + cb) * sub_h)?;
+    Some((u32::try_from(width).ok()?, u32::try_from(height).ok()?))
 }
 
 const AAC_RATES: [u32; 13] = [
@@ -392,124 +488,4 @@ pub fn aac_config(asc: Bytes) -> Option<AudioConfig> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
-
-    /// The AVCDecoderConfigurationRecord x264 writes for 640x360 High profile.
-    pub(crate) const AVCC_640X360: &[u8] = &[
-        0x01, 0x64, 0x00, 0x1e, 0xff, 0xe1, 0x00, 0x1a, 0x67, 0x64, 0x00, 0x1e, 0xac, 0xd9, 0x40,
-        0xa0, 0x2f, 0xf9, 0x70, 0x11, 0x00, 0x00, 0x03, 0x00, 0x01, 0x00, 0x00, 0x03, 0x00, 0x32,
-        0x0f, 0x16, 0x2d, 0x96, 0x01, 0x00, 0x04, 0x68, 0xef, 0x8f, 0xcb, 0xfd, 0xf8, 0xf8, 0x00,
-    ];
-    /// x264 ultrafast (Constrained Baseline), same size.
-    pub(crate) const AVCC_BASELINE: &[u8] = &[
-        0x01, 0x42, 0xc0, 0x1e, 0xff, 0xe1, 0x00, 0x19, 0x67, 0x42, 0xc0, 0x1e, 0xda, 0x02, 0x80,
-        0xbf, 0xe5, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00, 0xc8, 0x3c,
-        0x58, 0xba, 0x80, 0x01, 0x00, 0x04, 0x68, 0xce, 0x0f, 0xc8,
-    ];
-
-    #[test]
-    fn avc_record_gives_codec_string_and_cropped_size() {
-        let c = avc_config(Bytes::from_static(AVCC_640X360)).unwrap();
-        assert_eq!(c.codecs, "avc1.64001e");
-        assert_eq!((c.width, c.height), (640, 360));
-        let b = avc_config(Bytes::from_static(AVCC_BASELINE)).unwrap();
-        assert_eq!(
-            (b.codecs.as_str(), b.width, b.height),
-            ("avc1.42c01e", 640, 360)
-        );
-    }
-
-    #[test]
-    fn aac_lc_44100_stereo() {
-        let c = aac_config(Bytes::from_static(&[0x12, 0x10])).unwrap();
-        assert_eq!((c.object_type, c.sample_rate, c.channels), (2, 44100, 2));
-        assert_eq!(c.codecs(), "mp4a.40.2");
-        let he = aac_config(Bytes::from_static(&[0x2b, 0x92, 0x08, 0x00])).unwrap();
-        assert_eq!((he.object_type, he.sample_rate, he.channels), (5, 22050, 2));
-        assert!(aac_config(Bytes::from_static(&[0x12])).is_none());
-    }
-
-    #[test]
-    fn flv_video_packets() {
-        let mut seq = vec![0x17, 0, 0, 0, 0];
-        seq.extend_from_slice(AVCC_640X360);
-        assert!(matches!(video(&Bytes::from(seq)), VideoPacket::Config(_)));
-        let frame = Bytes::from_static(&[0x27, 1, 0xff, 0xff, 0xd8, 0, 0, 0, 1, 0x41]);
-        let VideoPacket::Frame(c) = video(&frame) else {
-            panic!("a coded frame");
-        };
-        assert_eq!(
-            (c.cts_ms, c.keyframe, &c.data[..]),
-            (-40, false, &[0, 0, 0, 1, 0x41][..])
-        );
-        // Enhanced RTMP CodedFramesX, HEVC keyframe: no composition time field.
-        let ex = Bytes::from_static(&[0x93, b'h', b'v', b'c', b'1', 0, 0, 0, 1, 0x26]);
-        let VideoPacket::Frame(c) = video(&ex) else {
-            panic!("a coded frame");
-        };
-        assert_eq!((c.cts_ms, c.keyframe, c.data.len()), (0, true, 5));
-        assert_eq!(
-            video(&Bytes::from_static(&[0x17, 2, 0, 0, 0])),
-            VideoPacket::Other
-        );
-        assert_eq!(video(&Bytes::from_static(&[0x12, 0])), VideoPacket::Other);
-    }
-
-    #[test]
-    fn hevc_codec_string() {
-        // Main profile, compat flags 0x60000000, level 93, constraint byte 0xB0.
-        let mut r = vec![1, 0x01, 0x60, 0, 0, 0, 0xB0, 0, 0, 0, 0, 0, 93];
-        r.resize(23, 0);
-        assert_eq!(
-            hevc_config(Bytes::from(r)).unwrap().codecs,
-            "hvc1.1.6.L93.B0"
-        );
-    }
-
-    #[test]
-    fn hostile_sps_does_not_panic() {
-        for len in 0..40 {
-            let junk: Vec<u8> = (0..len).map(|i| (i * 37 + 11) as u8).collect();
-            let _ = avc_picture_size(&junk);
-            let _ = aac_config(Bytes::from(junk.clone()));
-            let _ = hevc_config(Bytes::from(junk));
-        }
-        assert_eq!(avc_picture_size(&[0x67, 0xff, 0xff, 0xff, 0xff]), None);
-        // Baseline SPS whose width field is the largest ue(v): no overflow, no size.
-        let mut bits = String::from("01000010"); // profile 66
-        bits.push_str("0000000000011110"); // constraints, level 30
-        bits.push('1'); // sps id 0
-        bits.push('1'); // log2_max_frame_num - 4 = 0
-        bits.push_str("011"); // pic_order_cnt_type 2
-        bits.push('1'); // max_num_ref_frames 0
-        bits.push('0'); // gaps
-        bits.push_str(&"0".repeat(31));
-        bits.push_str(&"1".repeat(32)); // width in MBs - 1 = 2^32 - 2
-        bits.push('1'); // height in map units - 1 = 0
-        bits.push_str("11"); // frame_mbs_only, direct_8x8
-        bits.push('1'); // cropping, then four big offsets
-        for _ in 0..4 {
-            bits.push_str(&"0".repeat(31));
-            bits.push_str(&"1".repeat(32));
-        }
-        while bits.len() % 8 != 0 {
-            bits.push('1');
-        }
-        let mut nal = vec![0x67];
-        nal.extend(
-            bits.as_bytes()
-                .chunks(8)
-                .map(|c| u8::from_str_radix(std::str::from_utf8(c).unwrap(), 2).unwrap()),
-        );
-        let _ = avc_picture_size(&nal);
-        // What the fuzzer found (its multiply overflowed before u64).
-        let found: &[u8] = &[
-            0x6d, 0x65, 0x64, 0x1e, 0x2a, 0x12, 0x00, 0x00, 0xc1, 0x00, 0x00, 0x00, 0x00, 0x00,
-            0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-            0x00, 0x00, 0x00, 0x53, 0x5f, 0x6d, 0x73, 0x6e, 0x3d, 0x34, 0x26, 0x1c, 0x48, 0x4c,
-            0x53, 0x2b, 0x73, 0x6b, 0x69, 0x70, 0x3d, 0x59, 0x45, 0x53,
-        ];
-        assert_eq!(avc_picture_size(found), None);
-    }
-}
+pub(crate) mod tests;
