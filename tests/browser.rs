@@ -92,6 +92,15 @@ fn mpegts_js_and_ffmpeg_play_http_flv() {
     let v = play("flv", &url, 10, None);
     assert_played(&v, 5.0);
     assert_decodes(&url, 5, 100);
+    // The same path over a WebSocket (mpegts.js picks its WebSocket loader for ws://).
+    let ws = url.replacen("http://", "ws://", 1);
+    let v = play("flv", &ws, 10, None);
+    assert_played(&v, 5.0);
+    let (_, scrape) = server.http_get("/metrics");
+    assert!(
+        scrape.contains("rtmp_http_requests_total{kind=\"ws-flv\",status=\"101\"} 1"),
+        "{scrape}"
+    );
 }
 
 #[test]

@@ -4,6 +4,7 @@
 //! threads and only reads what the shards' HLS sinks published; it never blocks a shard.
 
 mod body;
+mod flv;
 mod page;
 
 use std::net::SocketAddr;
@@ -23,7 +24,7 @@ use crate::hls::playlist::{Ready, Resource, Timeline};
 use crate::hls::{Hls, StreamHls};
 use crate::httpflv::HttpFlv;
 use crate::shard::hooks::{Action, AuthRequest};
-use body::{Chunks, FlvBody};
+use body::Chunks;
 
 /// Worker threads of the media listener's runtime.
 const THREADS: usize = 2;
@@ -42,7 +43,8 @@ pub enum WebError {
 }
 
 /// Every `rtmp_http_requests_total` kind.
-pub const REQUEST_KINDS: [&str; 6] = [
+pub const REQUEST_KINDS: [&str; 7] = [
+    "flv",
     "multivariant",
     "playlist",
     "init",
@@ -172,7 +174,7 @@ fn router(ctx: Ctx) -> Router {
     Router::new()
         .route("/", get(page::index))
         .route("/api/streams", get(page::streams))
-        .route("/{app}/{file}", get(flv_stream).options(preflight))
+        .route("/{app}/{file}", get(flv::stream).options(preflight))
         .route("/{app}/{name}/{file}", get(hls_file).options(preflight))
         .with_state(ctx)
 }
@@ -197,36 +199,6 @@ async fn preflight() -> Response {
         HeaderValue::from_static("86400"),
     );
     r
-}
-
-/// `GET /{app}/{name}.flv`: the live stream as one chunked FLV response.
-async fn flv_stream(
-    State(ctx): State<Ctx>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Path((app, file)): Path<(String, String)>,
-    RawQuery(raw): RawQuery,
-) -> Response {
-    let Some(name) = file.strip_suffix(".flv") else {
-        return finish("other", status(StatusCode::NOT_FOUND));
-    };
-    let key = format!("{app}/{name}");
-    if let Err(r) = ctx
-        .authorize(&key, raw.as_deref().unwrap_or(""), peer)
-        .await
-    {
-        return finish("flv", r);
-    }
-    let Some(guard) = ctx.flv.subscribe(&key) else {
-        return finish("flv", status(StatusCode::NOT_FOUND));
-    };
-    let mut r = Response::new(axum::body::Body::new(FlvBody { guard }));
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("video/x-flv"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    finish("flv", r)
 }
 
 /// What a viewer's query holds: the delivery directives, and the rest (tokens), which the
