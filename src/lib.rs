@@ -17,6 +17,7 @@ pub mod protocol;
 pub mod record;
 pub mod relay;
 pub mod shard;
+pub mod storage;
 pub mod tls;
 pub mod util;
 pub mod web;

@@ -69,6 +69,12 @@ impl ClientTls {
         TlsSession::client(self.config.clone(), name)
     }
 
+    /// The rustls configuration, for clients that drive TLS through tokio-rustls (the
+    /// storage uploader's HTTPS).
+    pub fn rustls_config(&self) -> Arc<rustls::ClientConfig> {
+        self.config.clone()
+    }
+
     pub fn ca_file(&self) -> Option<&Path> {
         self.ca.as_ref().map(|(p, _)| p.as_path())
     }

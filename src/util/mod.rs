@@ -1,9 +1,10 @@
-//! Small helpers every layer may use: glob matching of stream keys, reconnect backoff and
-//! the HDR histogram shape the latency figures share. Nothing here knows about RTMP.
+//! Small helpers every layer may use: glob matching of stream keys, reconnect backoff,
+//! the HDR histogram shape the latency figures share, and calendar dates. Nothing here knows about RTMP.
 
 pub mod backoff;
 pub mod glob;
 pub mod histogram;
+pub mod time;
 
 pub use backoff::backoff;
 pub use glob::glob_match;

@@ -1,0 +1,73 @@
+//! Storage targets for outputs (HLS segments and playlists, recordings): a local
+//! directory, S3 or Google Cloud Storage, written by a dedicated uploader thread that no
+//! shard ever waits for. Shards hand jobs over a bounded queue (`Uploader::submit` never
+//! blocks); see `uploader.rs` for the ordering, retry and drop rules.
+
+pub mod http;
+pub mod s3;
+pub mod target;
+pub mod uploader;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use target::Target;
+pub use uploader::{Job, Op, Uploader, UploaderConfig};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("storage URL {url}: {why}")]
+    Url { url: String, why: String },
+    #[error("{0}")]
+    Connect(String),
+    #[error("http: {0}")]
+    Http(String),
+    #[error("building the request: {0}")]
+    Request(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    /// The target answered with an error status.
+    #[error("status {status}: {body}")]
+    Status { status: u16, body: String },
+    #[error("{path}: {source}")]
+    File {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the {0} backend is not available in this build")]
+    Unsupported(&'static str),
+    #[error("starting the uploader thread: {0}")]
+    Thread(std::io::Error),
+}
+
+impl StorageError {
+    fn http(e: hyper::Error) -> Self {
+        StorageError::Http(e.to_string())
+    }
+
+    /// Whether trying again cannot help: the target refused the request itself (bad
+    /// credentials, no such bucket), as opposed to being down or slow.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            StorageError::Status { status, .. } => {
+                (400..500).contains(status) && !matches!(status, 408 | 429)
+            }
+            StorageError::Url { .. } | StorageError::Request(_) | StorageError::Unsupported(_) => {
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A short label for the `result` of the uploads counter.
+    pub fn result(&self) -> &'static str {
+        match self {
+            StorageError::Status {
+                status: 401 | 403, ..
+            } => "denied",
+            e if e.is_permanent() => "refused",
+            _ => "error",
+        }
+    }
+}

@@ -1,0 +1,447 @@
+//! The uploader: one thread with its own current-thread runtime, a few lanes working in
+//! parallel. A job's lane comes from its stream, so one stream's objects land in the order
+//! they were made (a segment before the playlist listing it) while streams go on side by
+//! side. A queued PUT of a key that a newer PUT replaces (a playlist) is dropped, and a
+//! failing one is not retried once a newer one waits. Transient failures (target down,
+//! timeouts, 5xx) are retried with backoff for as long as it takes; when a lane's queue is
+//! full its oldest job is dropped and counted, so a dead target costs bounded memory and
+//! the backlog drains when it returns. A refusal (403, no such bucket) is logged and
+//! counted, never retried.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tracing::{error, info, warn};
+
+use super::http::HttpClient;
+use super::s3::S3;
+use super::target::{Backend, Target};
+use super::StorageError;
+use crate::shard::hooks::Telemetry;
+use crate::tls::ClientTls;
+
+/// Upload latency (queued to stored), by target label.
+pub const LATENCY_FAMILY: &str = "rtmp_storage_upload_latency_seconds";
+
+const RETRY_BASE: Duration = Duration::from_millis(500);
+const RETRY_CAP: Duration = Duration::from_secs(10);
+/// A failing target is logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct UploaderConfig {
+    /// Jobs waiting, all lanes together, before the oldest are dropped.
+    pub queue: usize,
+    pub lanes: usize,
+    /// One request's limit (connect, send, answer).
+    pub timeout: Duration,
+}
+
+impl Default for UploaderConfig {
+    fn default() -> Self {
+        Self {
+            queue: 4096,
+            lanes: 4,
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum Op {
+    Put {
+        body: Bytes,
+        content_type: &'static str,
+        cache_control: &'static str,
+    },
+    Delete,
+}
+
+/// One object to write or remove.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub store: Arc<Store>,
+    /// The key under the target's prefix (`app/name/seg-….m4s`).
+    pub name: String,
+    pub op: Op,
+    /// Jobs with the same order key (a stream) are done in order.
+    pub order: String,
+}
+
+/// A target and the client that writes to it.
+pub struct Store {
+    pub target: Target,
+    client: Client,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.target.label)
+    }
+}
+
+enum Client {
+    File(PathBuf),
+    S3(S3),
+}
+
+impl Store {
+    pub fn new(target: Target) -> Result<Arc<Store>, StorageError> {
+        let client = match &target.backend {
+            Backend::File(dir) => Client::File(dir.clone()),
+            Backend::S3(cfg) => Client::S3(S3::new(cfg.clone())?),
+            Backend::Gcs(_) => return Err(StorageError::Unsupported("gs://")),
+        };
+        Ok(Arc::new(Store { target, client }))
+    }
+
+    async fn run(&self, http: &HttpClient, name: &str, op: &Op) -> Result<(), StorageError> {
+        let key = self.target.key(name);
+        match &self.client {
+            Client::File(dir) => {
+                let path = dir.join(&key);
+                let op = op.clone();
+                tokio::task::spawn_blocking(move || file_op(&path, &op))
+                    .await
+                    .unwrap_or_else(|e| Err(StorageError::Connect(e.to_string())))
+            }
+            Client::S3(s3) => {
+                let now = SystemTime::now();
+                let req = match op {
+                    Op::Put {
+                        body,
+                        content_type,
+                        cache_control,
+                    } => s3.put(&key, body.clone(), content_type, cache_control, now)?,
+                    Op::Delete => s3.delete(&key, now)?,
+                };
+                let reply = http.send(s3.origin(), req).await?;
+                // A delete of what is already gone succeeded.
+                let gone = matches!(op, Op::Delete) && reply.status == 404;
+                if (200..300).contains(&reply.status) || gone {
+                    Ok(())
+                } else {
+                    Err(StorageError::Status {
+                        status: reply.status,
+                        body: String::from_utf8_lossy(&reply.body[..reply.body.len().min(300)])
+                            .into_owned(),
+                    })
+                }
+            }
+        }
+    }
+}
+
+/// Writes through a temporary file and a rename, so a reader never sees half an object.
+fn file_op(path: &Path, op: &Op) -> Result<(), StorageError> {
+    let err = |source| StorageError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    match op {
+        Op::Put { body, .. } => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(err)?;
+            }
+            let tmp = path.with_extension("part-upload");
+            std::fs::write(&tmp, body).map_err(err)?;
+            std::fs::rename(&tmp, path).map_err(err)
+        }
+        Op::Delete => match std::fs::remove_file(path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(err(e)),
+            _ => Ok(()),
+        },
+    }
+}
+
+struct Queued {
+    job: Job,
+    at: Instant,
+}
+
+struct Lane {
+    jobs: Mutex<VecDeque<Queued>>,
+    notify: Notify,
+}
+
+pub struct Uploader {
+    lanes: Vec<Lane>,
+    per_lane: usize,
+    depth: AtomicUsize,
+}
+
+impl Uploader {
+    /// Starts the uploader thread.
+    pub fn start(
+        cfg: UploaderConfig,
+        telemetry: Option<Arc<dyn Telemetry>>,
+    ) -> Result<Arc<Uploader>, StorageError> {
+        let lanes = cfg.lanes.max(1);
+        let up = Arc::new(Uploader {
+            lanes: (0..lanes)
+                .map(|_| Lane {
+                    jobs: Mutex::default(),
+                    notify: Notify::new(),
+                })
+                .collect(),
+            per_lane: (cfg.queue / lanes).max(1),
+            depth: AtomicUsize::new(0),
+        });
+        let worker = up.clone();
+        std::thread::Builder::new()
+            .name("storage".into())
+            .spawn(move || {
+                let rt = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        error!(error = %e, "storage uploader runtime failed to start");
+                        return;
+                    }
+                };
+                let http = Arc::new(HttpClient::new(ClientTls::public(), cfg.timeout));
+                rt.block_on(async move {
+                    let mut tasks = Vec::new();
+                    for i in 0..worker.lanes.len() {
+                        let (w, h, t) = (worker.clone(), http.clone(), telemetry.clone());
+                        tasks.push(tokio::spawn(async move { w.work(i, &h, t).await }));
+                    }
+                    worker.gauges().await;
+                });
+            })
+            .map_err(StorageError::Thread)?;
+        Ok(up)
+    }
+
+    /// Queues `job` without waiting. A queued PUT of the same key is replaced; a full lane
+    /// drops its oldest job.
+    pub fn submit(&self, job: Job) {
+        let mut h = DefaultHasher::new();
+        job.order.hash(&mut h);
+        let lane = &self.lanes[(h.finish() % self.lanes.len() as u64) as usize];
+        let label = job.store.target.label.clone();
+        {
+            let Ok(mut q) = lane.jobs.lock() else {
+                return;
+            };
+            let same = |q: &Queued| {
+                Arc::ptr_eq(&q.job.store, &job.store)
+                    && q.job.name == job.name
+                    && matches!(q.job.op, Op::Put { .. })
+            };
+            if matches!(job.op, Op::Put { .. }) {
+                if let Some(i) = q.iter().position(same) {
+                    q.remove(i);
+                    self.depth.fetch_sub(1, Ordering::Relaxed);
+                    counter(&label, "replaced");
+                }
+            }
+            if q.len() >= self.per_lane {
+                if let Some(old) = q.pop_front() {
+                    self.depth.fetch_sub(1, Ordering::Relaxed);
+                    counter(&old.job.store.target.label, "dropped");
+                }
+            }
+            q.push_back(Queued {
+                job,
+                at: Instant::now(),
+            });
+            self.depth.fetch_add(1, Ordering::Relaxed);
+        }
+        lane.notify.notify_one();
+    }
+
+    /// Jobs waiting (not counting the ones being worked on).
+    pub fn depth(&self) -> usize {
+        self.depth.load(Ordering::Relaxed)
+    }
+
+    async fn next(&self, lane: &Lane) -> Queued {
+        loop {
+            let notified = lane.notify.notified();
+            if let Some(q) = lane.jobs.lock().ok().and_then(|mut q| q.pop_front()) {
+                self.depth.fetch_sub(1, Ordering::Relaxed);
+                return q;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether a newer PUT of the same object waits in `lane`.
+    fn superseded(lane: &Lane, job: &Job) -> bool {
+        matches!(job.op, Op::Put { .. })
+            && lane.jobs.lock().is_ok_and(|q| {
+                q.iter()
+                    .any(|o| Arc::ptr_eq(&o.job.store, &job.store) && o.job.name == job.name)
+            })
+    }
+
+    async fn work(&self, i: usize, http: &HttpClient, telemetry: Option<Arc<dyn Telemetry>>) {
+        let lane = &self.lanes[i];
+        let mut hist = crate::util::histogram::latency_histogram();
+        let mut exported = Instant::now();
+        let mut last_log: Option<Instant> = None;
+        let mut failing = false;
+        loop {
+            let Queued { job, at } = self.next(lane).await;
+            let label = job.store.target.label.clone();
+            let mut attempt = 0u32;
+            loop {
+                match job.store.run(http, &job.name, &job.op).await {
+                    Ok(()) => {
+                        counter(&label, "ok");
+                        if let Op::Put { body, .. } = &job.op {
+                            metrics::counter!("rtmp_storage_bytes_total", "target" => label.clone())
+                                .increment(body.len() as u64);
+                        }
+                        crate::util::histogram::record(&mut hist, at.elapsed());
+                        if failing {
+                            info!(target = %label, "storage target answers again");
+                            failing = false;
+                        }
+                        break;
+                    }
+                    Err(e) if e.is_permanent() => {
+                        counter(&label, e.result());
+                        if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                            error!(target = %label, object = %job.name, error = %e, "storage target refused an upload (not retried)");
+                            last_log = Some(Instant::now());
+                        }
+                        break;
+                    }
+                    Err(e) => {
+                        counter(&label, "retry");
+                        failing = true;
+                        if last_log.is_none_or(|t| t.elapsed() >= LOG_EVERY) {
+                            warn!(target = %label, object = %job.name, error = %e, "storage upload failed; retrying");
+                            last_log = Some(Instant::now());
+                        }
+                        if Self::superseded(lane, &job) {
+                            counter(&label, "replaced");
+                            break;
+                        }
+                        let seed = at.elapsed().as_nanos() as u64;
+                        tokio::time::sleep(crate::util::backoff(
+                            attempt, RETRY_BASE, RETRY_CAP, seed,
+                        ))
+                        .await;
+                        attempt = attempt.saturating_add(1);
+                    }
+                }
+            }
+            if exported.elapsed() >= Duration::from_secs(1) {
+                if let Some(t) = &telemetry {
+                    t.merge_latency(LATENCY_FAMILY, &label, &hist);
+                }
+                hist.reset();
+                exported = Instant::now();
+            }
+        }
+    }
+
+    /// Queue depth and the oldest waiting job's age, once a second.
+    async fn gauges(&self) {
+        loop {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            metrics::gauge!("rtmp_storage_queue_depth").set(self.depth() as f64);
+            let oldest = self
+                .lanes
+                .iter()
+                .filter_map(|l| l.jobs.lock().ok()?.front().map(|q| q.at.elapsed()))
+                .max()
+                .unwrap_or_default();
+            metrics::gauge!("rtmp_storage_oldest_pending_seconds").set(oldest.as_secs_f64());
+        }
+    }
+}
+
+fn counter(label: &str, result: &'static str) {
+    metrics::counter!("rtmp_storage_uploads_total", "target" => label.to_string(), "result" => result)
+        .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(dir: &Path) -> Arc<Store> {
+        Store::new(Target::parse(&format!("file://{}", dir.display())).unwrap()).unwrap()
+    }
+
+    fn put(store: &Arc<Store>, name: &str, body: &'static [u8]) -> Job {
+        Job {
+            store: store.clone(),
+            name: name.into(),
+            op: Op::Put {
+                body: Bytes::from_static(body),
+                content_type: "text/plain",
+                cache_control: "no-cache",
+            },
+            order: "live/x".into(),
+        }
+    }
+
+    #[test]
+    fn a_newer_put_replaces_a_queued_one_and_a_full_lane_drops_its_oldest() {
+        let up = Uploader {
+            lanes: vec![Lane {
+                jobs: Mutex::default(),
+                notify: Notify::new(),
+            }],
+            per_lane: 3,
+            depth: AtomicUsize::new(0),
+        };
+        let s = store(Path::new("/tmp"));
+        up.submit(put(&s, "a/index.m3u8", b"1"));
+        up.submit(put(&s, "a/seg-1", b"s"));
+        up.submit(put(&s, "a/index.m3u8", b"2"));
+        assert_eq!(up.depth(), 2);
+        let names: Vec<String> = up.lanes[0]
+            .jobs
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|q| q.job.name.clone())
+            .collect();
+        assert_eq!(names, ["a/seg-1", "a/index.m3u8"]);
+        up.submit(put(&s, "a/seg-2", b"s"));
+        up.submit(put(&s, "a/seg-3", b"s"));
+        assert_eq!(up.depth(), 3);
+        let first = up.lanes[0]
+            .jobs
+            .lock()
+            .unwrap()
+            .front()
+            .unwrap()
+            .job
+            .name
+            .clone();
+        assert_eq!(first, "a/index.m3u8", "seg-1, the oldest, was dropped");
+    }
+
+    #[test]
+    fn files_are_written_whole_and_deletes_of_missing_files_succeed() {
+        let dir = std::env::temp_dir().join(format!("rtmp-edge-store-{}", std::process::id()));
+        let path = dir.join("live/x/seg-1.m4s");
+        let op = Op::Put {
+            body: Bytes::from_static(b"segment"),
+            content_type: "video/iso.segment",
+            cache_control: "max-age=60",
+        };
+        file_op(&path, &op).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"segment");
+        file_op(&path, &Op::Delete).unwrap();
+        file_op(&path, &Op::Delete).unwrap();
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
