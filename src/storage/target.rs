@@ -128,7 +128,7 @@ impl Target {
                     .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"))
                     .trim_end_matches('/')
                     .to_string();
-                check_endpoint(&endpoint).map_err(|w| bad(w))?;
+                check_endpoint(&endpoint).map_err(&bad)?;
                 let credentials = match (env("AWS_ACCESS_KEY_ID"), env("AWS_SECRET_ACCESS_KEY")) {
                     (Some(id), Some(secret)) => Some((id, secret, env("AWS_SESSION_TOKEN"))),
                     _ => None,
@@ -156,7 +156,7 @@ impl Target {
                     .unwrap_or_else(|| "https://storage.googleapis.com".into())
                     .trim_end_matches('/')
                     .to_string();
-                check_endpoint(&endpoint).map_err(|w| bad(w))?;
+                check_endpoint(&endpoint).map_err(&bad)?;
                 let credentials_file = opt("credentials")
                     .or_else(|| env("GOOGLE_APPLICATION_CREDENTIALS"))
                     .map(PathBuf::from);
