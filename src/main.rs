@@ -16,6 +16,7 @@ use rtmp_edge::relay::push::PushRegistry;
 use rtmp_edge::shard::hooks::{Hooks, SinkFactory, UpstreamFactory};
 use rtmp_edge::shard::transmission::ShardLink;
 use rtmp_edge::shard::{self, Server};
+use rtmp_edge::storage::{Store, UploadTarget, Uploader, UploaderConfig};
 use rtmp_edge::tls::{Acceptor, CertConfig, ClientTls};
 
 // `--features system-alloc` swaps in the C library's malloc, so heap profilers that hook
@@ -47,11 +48,6 @@ fn main() -> anyhow::Result<()> {
     if let Some(r) = &recorder {
         sinks.push(r.clone());
     }
-    // HLS: a packaging sink per stream, read by the media listener's own threads.
-    let hls = rtmp_edge::hls::Hls::new(settings.hls.clone());
-    if settings.hls.mode != rtmp_edge::hls::HlsMode::None || !settings.hls.overrides.is_empty() {
-        sinks.push(hls.clone());
-    }
     // HTTP-FLV: every stream's cache and viewers, with the players' admission policy.
     let flv = rtmp_edge::httpflv::HttpFlv::new(settings.shard.viewer.admission);
     if settings.http_media.is_some() {
@@ -61,6 +57,27 @@ fn main() -> anyhow::Result<()> {
     let control = Control::new(settings.shard.shards, &settings.control)?;
     control.attach_push(push.clone());
     let control = Arc::new(control);
+    // HLS: a packaging sink per stream, read by the media listener's own threads, and
+    // written to a storage target by the uploader thread when one is set.
+    let hls_store = match &settings.hls_store {
+        Some(target) => {
+            let telemetry: Arc<dyn rtmp_edge::shard::hooks::Telemetry> = control.clone();
+            let uploader = Uploader::start(UploaderConfig::default(), Some(telemetry))?;
+            let objects = Arc::new(UploadTarget {
+                uploader,
+                store: Store::new(target.clone())?,
+            });
+            Some(Arc::new(rtmp_edge::hls::store::HlsStore {
+                objects,
+                parts: settings.hls.store_parts,
+            }))
+        }
+        None => None,
+    };
+    let hls = rtmp_edge::hls::Hls::new(settings.hls.clone(), hls_store);
+    if settings.hls.mode != rtmp_edge::hls::HlsMode::None || !settings.hls.overrides.is_empty() {
+        sinks.push(hls.clone());
+    }
     if let Some(addr) = settings.control.http {
         rtmp_edge::control::serve(control.clone(), addr)?;
     }

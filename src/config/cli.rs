@@ -117,6 +117,16 @@ pub struct Config {
     #[arg(long, default_value_t = 10)]
     pub hls_window: usize,
 
+    /// Also write HLS to a storage target: file:///dir, s3://bucket/prefix (options
+    /// ?endpoint=..&region=..&path_style=true; keys from AWS_ACCESS_KEY_ID /
+    /// AWS_SECRET_ACCESS_KEY).
+    #[arg(long, value_name = "URL")]
+    pub hls_store: Option<String>,
+
+    /// Upload LL-HLS parts too, not only whole segments.
+    #[arg(long)]
+    pub hls_store_parts: bool,
+
     /// Bearer token required on the HTTP API (/api/v1/*).
     #[arg(long, env = "RTMP_EDGE_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,

@@ -34,6 +34,8 @@ pub enum ConfigError {
     HttpMedia(String, std::net::AddrParseError),
     #[error(transparent)]
     Hls(#[from] crate::hls::HlsError),
+    #[error("--hls-store: {0}")]
+    Storage(#[from] crate::storage::StorageError),
     #[error(transparent)]
     Push(#[from] crate::relay::push::PushConfigError),
     #[error(transparent)]

@@ -50,6 +50,8 @@ pub struct Settings {
     pub record: RecordConfig,
     /// `[hls]` with the `--hls*` flags applied.
     pub hls: HlsPolicy,
+    /// Where HLS is also written (`--hls-store`, `[hls] store`).
+    pub hls_store: Option<crate::storage::Target>,
     /// `--http-media`; None when off.
     pub http_media: Option<std::net::SocketAddr>,
     pub web: WebConfig,
@@ -96,6 +98,11 @@ impl Settings {
             push_entries: file.push.clone(),
             record: record_config(cfg, file),
             hls: HlsPolicy::from_config(&hls_config(cfg, file))?,
+            hls_store: hls_config(cfg, file)
+                .store
+                .as_deref()
+                .map(crate::storage::Target::parse)
+                .transpose()?,
             http_media,
             web: WebConfig {
                 hls_js: cfg.preview_hls_js.clone(),
@@ -211,6 +218,8 @@ pub(crate) fn hls_config(cfg: &Config, file: &FileConfig) -> HlsConfig {
         segment_secs: Some(cfg.hls_segment_secs),
         part_ms: Some(cfg.hls_part_ms),
         window: Some(cfg.hls_window),
+        store: cfg.hls_store.clone().or_else(|| file.hls.store.clone()),
+        store_parts: Some(cfg.hls_store_parts || file.hls.store_parts.unwrap_or(false)),
         streams: file.hls.streams.clone(),
     }
 }

@@ -19,9 +19,10 @@ const WINDOW: Duration = Duration::from_secs(10);
 pub use crate::hls::LATENCY_FAMILY as HLS_PACKAGING;
 pub use crate::relay::push::LATENCY_FAMILY as PUSH;
 pub use crate::shard::hooks::latency::{CROSS_SHARD, FANOUT, FIRST_FRAME};
+pub use crate::storage::uploader::LATENCY_FAMILY as STORAGE_UPLOAD;
 
 /// Name, help and label of the exported latency families.
-pub const FAMILIES: [(&str, &str, &str); 5] = [
+pub const FAMILIES: [(&str, &str, &str); 6] = [
     (
         CROSS_SHARD,
         "Owner shard ingest to another shard's receipt of a forwarded frame.",
@@ -41,6 +42,11 @@ pub const FAMILIES: [(&str, &str, &str); 5] = [
         HLS_PACKAGING,
         "Ingest of a part's earliest frame to the LL-HLS part being servable.",
         "shard",
+    ),
+    (
+        STORAGE_UPLOAD,
+        "An object queued for a storage target to the target confirming it.",
+        "target",
     ),
     (
         FIRST_FRAME,

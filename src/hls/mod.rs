@@ -11,6 +11,7 @@ pub mod codec;
 pub mod fmp4;
 pub mod packager;
 pub mod playlist;
+pub mod store;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -74,6 +75,10 @@ pub struct HlsConfig {
     pub part_ms: Option<u64>,
     #[serde(skip)]
     pub window: Option<usize>,
+    /// A storage URL HLS is also written to.
+    pub store: Option<String>,
+    /// Upload parts too.
+    pub store_parts: Option<bool>,
     /// Per-stream overrides, first match wins.
     #[serde(default)]
     pub streams: Vec<HlsOverride>,
@@ -96,6 +101,9 @@ pub struct HlsPolicy {
     pub segment_ms: u64,
     pub part_ms: u64,
     pub window: usize,
+    /// The storage URL HLS is also written to (`main` opens it), and whether parts too.
+    pub store: Option<String>,
+    pub store_parts: bool,
 }
 
 impl HlsPolicy {
@@ -128,6 +136,8 @@ impl HlsPolicy {
             segment_ms,
             part_ms,
             window,
+            store: c.store.clone(),
+            store_parts: c.store_parts.unwrap_or(false),
         })
     }
 
@@ -170,6 +180,8 @@ pub struct StreamHls {
     parked: Mutex<Option<Packager>>,
     /// A sink currently feeds it.
     attached: AtomicBool,
+    /// What went to the storage target (`--hls-store`).
+    store: Mutex<Option<store::StreamStore>>,
 }
 
 impl StreamHls {
@@ -196,13 +208,15 @@ impl StreamHls {
 /// Every packaged stream: a `SinkFactory` for the shards, the lookup for the HTTP side.
 pub struct Hls {
     policy: HlsPolicy,
+    store: Option<Arc<store::HlsStore>>,
     streams: Mutex<HashMap<StreamKey, Arc<StreamHls>>>,
 }
 
 impl Hls {
-    pub fn new(policy: HlsPolicy) -> Arc<Self> {
+    pub fn new(policy: HlsPolicy, store: Option<Arc<store::HlsStore>>) -> Arc<Self> {
         Arc::new(Self {
             policy,
+            store,
             streams: Mutex::default(),
         })
     }
@@ -248,6 +262,11 @@ impl Hls {
                         always,
                         parked: Mutex::new(None),
                         attached: AtomicBool::new(false),
+                        store: Mutex::new(
+                            self.store
+                                .as_ref()
+                                .map(|s| store::StreamStore::new(s.clone(), key)),
+                        ),
                     })
                 })
                 .clone(),
@@ -347,6 +366,11 @@ impl HlsSink {
                 }
                 t.apply(o, now);
             }
+            if let Ok(mut st) = self.stream.store.lock() {
+                if let Some(st) = st.as_mut() {
+                    st.sync(&t, false, Instant::now());
+                }
+            }
         }
         self.out.clear();
         self.stream.notify();
@@ -412,6 +436,11 @@ impl StreamSink for HlsSink {
         }
         if let Ok(mut t) = self.stream.timeline.lock() {
             t.apply(Out::End, now_ms());
+            if let Ok(mut st) = self.stream.store.lock() {
+                if let Some(st) = st.as_mut() {
+                    st.sync(&t, true, Instant::now());
+                }
+            }
         }
         self.stream.attached.store(false, Ordering::Relaxed);
         self.stream.notify();

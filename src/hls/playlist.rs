@@ -63,6 +63,15 @@ impl Segment {
     }
 }
 
+/// Who reads a media playlist.
+#[derive(Debug, Clone, Copy)]
+enum Audience {
+    /// A client of the media listener: LL-HLS with blocking reloads and preload hints.
+    Viewer { skip: bool },
+    /// A bucket a CDN serves from.
+    Bucket { parts: bool, ended: bool },
+}
+
 /// What a blocking playlist request (`_HLS_msn`, `_HLS_part`) gets now.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Ready {
@@ -349,19 +358,52 @@ impl Timeline {
     /// The media playlist. `query` (`?token=..` or empty) is carried into every URI;
     /// `skip` asks for a delta update (`_HLS_skip=YES`).
     pub fn media(&self, query: &str, skip: bool, now_ms: u64) -> String {
+        self.render(query, Audience::Viewer { skip }, now_ms)
+    }
+
+    /// The media playlist as an object in a bucket: nothing to block on, no preload hint,
+    /// parts only when they are stored too, ENDLIST once the publisher left.
+    pub fn media_static(&self, parts: bool, ended: bool) -> String {
+        self.render("", Audience::Bucket { parts, ended }, 0)
+    }
+
+    fn render(&self, query: &str, to: Audience, now_ms: u64) -> String {
         let td = self.target_secs;
         let part_s = super::packager::part_target_ms(self.cfg.part_ms) as f64 / 1000.0;
         let skip_until = 6 * td;
+        let skip = matches!(to, Audience::Viewer { skip: true });
+        let with_parts = matches!(
+            to,
+            Audience::Viewer { .. } | Audience::Bucket { parts: true, .. }
+        );
         let mut out = String::with_capacity(4096);
         let _ = write!(
             out,
-            "#EXTM3U\n#EXT-X-VERSION:{}\n#EXT-X-TARGETDURATION:{td}\n\
-             #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={skip_until}.0,\
-             PART-HOLD-BACK={:.3}\n#EXT-X-PART-INF:PART-TARGET={part_s:.3}\n",
+            "#EXTM3U\n#EXT-X-VERSION:{}\n#EXT-X-TARGETDURATION:{td}\n",
             // EXT-X-MAP needs 6, EXT-X-SKIP 9; a playlist asks for no more than it uses.
             if skip { 9 } else { 6 },
-            3.0 * part_s
         );
+        match to {
+            Audience::Viewer { .. } => {
+                let _ = writeln!(
+                    out,
+                    "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL={skip_until}.0,\
+                     PART-HOLD-BACK={:.3}",
+                    3.0 * part_s
+                );
+            }
+            Audience::Bucket { parts: true, .. } => {
+                let _ = writeln!(
+                    out,
+                    "#EXT-X-SERVER-CONTROL:PART-HOLD-BACK={:.3}",
+                    3.0 * part_s
+                );
+            }
+            Audience::Bucket { .. } => {}
+        }
+        if with_parts {
+            let _ = writeln!(out, "#EXT-X-PART-INF:PART-TARGET={part_s:.3}");
+        }
         if self.segments.iter().all(|s| s.independent()) {
             out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
         }
@@ -415,7 +457,7 @@ impl Timeline {
                 map = Some(s.init.id);
             }
             let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", rfc3339_ms(s.pdt_ms));
-            if i >= parts_from {
+            if with_parts && i >= parts_from {
                 for (n, p) in s.parts.iter().enumerate() {
                     let _ = write!(
                         out,
@@ -439,12 +481,15 @@ impl Timeline {
                 );
             }
         }
-        let ended_long_ago = self
-            .ended_at_ms
-            .is_some_and(|at| now_ms.saturating_sub(at) >= ENDLIST_AFTER_MS);
-        if ended_long_ago {
+        let ended = match to {
+            Audience::Bucket { ended, .. } => ended,
+            Audience::Viewer { .. } => self
+                .ended_at_ms
+                .is_some_and(|at| now_ms.saturating_sub(at) >= ENDLIST_AFTER_MS),
+        };
+        if ended {
             out.push_str("#EXT-X-ENDLIST\n");
-        } else if self.live {
+        } else if self.live && matches!(to, Audience::Viewer { .. }) {
             let (msn, n) = match self.segments.back() {
                 Some(s) if !s.complete => (s.msn, s.parts.len()),
                 _ => (self.next_msn, 0),

@@ -161,6 +161,21 @@ pub trait UpstreamFactory: Send + Sync {
     fn open(&self, shard: &Rc<ShardState>, key: &StreamKey);
 }
 
+/// Where a feature's files go besides memory (a directory, a bucket): objects named under
+/// the target, written in order per `order` key (a stream). Calls only queue (bounded,
+/// never waiting); the writing happens on the storage's own thread.
+pub trait ObjectStore: Send + Sync {
+    fn put(
+        &self,
+        order: &str,
+        name: String,
+        body: Vec<bytes::Bytes>,
+        content_type: &'static str,
+        cache_control: &'static str,
+    );
+    fn delete(&self, order: &str, name: String);
+}
+
 /// Where the shards report what operators graph (the control plane).
 pub trait Telemetry: Send + Sync {
     /// A shard's listener accepts connections (readiness).

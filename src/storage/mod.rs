@@ -12,7 +12,50 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use target::Target;
-pub use uploader::{Job, Op, Uploader, UploaderConfig};
+pub use uploader::{Job, Op, Store, Uploader, UploaderConfig};
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::shard::hooks::ObjectStore;
+
+/// One target written through the uploader: what features get as their `ObjectStore`.
+pub struct UploadTarget {
+    pub uploader: Arc<Uploader>,
+    pub store: Arc<Store>,
+}
+
+impl ObjectStore for UploadTarget {
+    fn put(
+        &self,
+        order: &str,
+        name: String,
+        body: Vec<Bytes>,
+        content_type: &'static str,
+        cache_control: &'static str,
+    ) {
+        self.uploader.submit(Job {
+            store: self.store.clone(),
+            name,
+            op: Op::Put {
+                body,
+                content_type,
+                cache_control,
+            },
+            order: order.to_string(),
+        });
+    }
+
+    fn delete(&self, order: &str, name: String) {
+        self.uploader.submit(Job {
+            store: self.store.clone(),
+            name,
+            op: Op::Delete,
+            order: order.to_string(),
+        });
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {

@@ -57,7 +57,8 @@ impl Default for UploaderConfig {
 #[derive(Debug, Clone)]
 pub enum Op {
     Put {
-        body: Bytes,
+        /// The object's bytes, in pieces (a segment's parts) joined on the uploader.
+        body: Vec<Bytes>,
         content_type: &'static str,
         cache_control: &'static str,
     },
@@ -119,7 +120,7 @@ impl Store {
                         body,
                         content_type,
                         cache_control,
-                    } => s3.put(&key, body.clone(), content_type, cache_control, now)?,
+                    } => s3.put(&key, joined(body), content_type, cache_control, now)?,
                     Op::Delete => s3.delete(&key, now)?,
                 };
                 let reply = http.send(s3.origin(), req).await?;
@@ -139,6 +140,13 @@ impl Store {
     }
 }
 
+fn joined(body: &[Bytes]) -> Bytes {
+    match body {
+        [one] => one.clone(),
+        many => Bytes::from(many.concat()),
+    }
+}
+
 /// Writes through a temporary file and a rename, so a reader never sees half an object.
 fn file_op(path: &Path, op: &Op) -> Result<(), StorageError> {
     let err = |source| StorageError::File {
@@ -151,7 +159,7 @@ fn file_op(path: &Path, op: &Op) -> Result<(), StorageError> {
                 std::fs::create_dir_all(dir).map_err(err)?;
             }
             let tmp = path.with_extension("part-upload");
-            std::fs::write(&tmp, body).map_err(err)?;
+            std::fs::write(&tmp, joined(body)).map_err(err)?;
             std::fs::rename(&tmp, path).map_err(err)
         }
         Op::Delete => match std::fs::remove_file(path) {
@@ -300,8 +308,9 @@ impl Uploader {
                     Ok(()) => {
                         counter(&label, "ok");
                         if let Op::Put { body, .. } = &job.op {
+                            let n: usize = body.iter().map(Bytes::len).sum();
                             metrics::counter!("rtmp_storage_bytes_total", "target" => label.clone())
-                                .increment(body.len() as u64);
+                                .increment(n as u64);
                         }
                         crate::util::histogram::record(&mut hist, at.elapsed());
                         if failing {
@@ -382,7 +391,7 @@ mod tests {
             store: store.clone(),
             name: name.into(),
             op: Op::Put {
-                body: Bytes::from_static(body),
+                body: vec![Bytes::from_static(body)],
                 content_type: "text/plain",
                 cache_control: "no-cache",
             },
@@ -433,7 +442,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("rtmp-edge-store-{}", std::process::id()));
         let path = dir.join("live/x/seg-1.m4s");
         let op = Op::Put {
-            body: Bytes::from_static(b"segment"),
+            body: vec![Bytes::from_static(b"seg"), Bytes::from_static(b"ment")],
             content_type: "video/iso.segment",
             cache_control: "max-age=60",
         };

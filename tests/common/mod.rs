@@ -21,6 +21,13 @@ impl Server {
         Self::start_on("127.0.0.1:0", extra)
     }
 
+    /// Like `start`, with `env` set for the server (credentials a target reads).
+    pub fn start_env(env: &[(&str, &str)], extra: &[&str]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rtmp-edge"));
+        cmd.envs(env.iter().copied());
+        Self::spawn(cmd, "127.0.0.1:0", extra)
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("rtmp://{}/{}", self.addr, path)
     }
@@ -267,6 +274,7 @@ pub mod nginx;
 pub mod players;
 pub mod publisher;
 pub mod recording;
+pub mod seaweed;
 pub mod timeline;
 pub mod tls;
 pub mod watcher;

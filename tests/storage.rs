@@ -1,0 +1,120 @@
+//! HLS written to real storage: SeaweedFS's S3 API (signed uploads, anonymous reads) and a
+//! local directory. ffmpeg plays the stream from the bucket; the window is kept there.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::players::assert_decodes;
+use common::publisher::Publisher;
+use common::seaweed::{Seaweed, ACCESS_KEY, BUCKET, SECRET_KEY};
+use common::Server;
+
+fn creds(secret: &str) -> [(&'static str, String); 2] {
+    [
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
+        ("AWS_SECRET_ACCESS_KEY", secret.to_string()),
+    ]
+}
+
+#[test]
+fn hls_to_s3_plays_from_the_bucket_and_keeps_the_window() {
+    let weed = Seaweed::start();
+    let url = format!("s3://{BUCKET}/edge?endpoint={}", weed.endpoint());
+    let env = creds(SECRET_KEY);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start_env(
+        &env,
+        &["--hls", "all", "--hls-window", "3", "--hls-store", &url],
+    );
+    let _p = Publisher::live(&server, "live/s3");
+    let prefix = "edge/live/s3/";
+    // The playlists and at least three segments land in the bucket.
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let keys = weed.keys(prefix);
+        let segs = keys.iter().filter(|k| k.contains("/seg-")).count();
+        if segs >= 3 && keys.iter().any(|k| k.ends_with("/index.m3u8")) {
+            break;
+        }
+        assert!(Instant::now() < end, "bucket holds {keys:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (status, media) = weed.get(&format!("/{BUCKET}/{prefix}media.m3u8"));
+    assert_eq!(status, 200);
+    let media = String::from_utf8_lossy(&media).to_string();
+    assert!(
+        !media.contains("PRELOAD-HINT") && !media.contains("CAN-BLOCK-RELOAD"),
+        "a bucket's playlist promises no blocking: {media}"
+    );
+    // ffmpeg plays it from the bucket, with no error line.
+    let probe = assert_decodes(
+        &format!("{}/{BUCKET}/{prefix}index.m3u8", weed.endpoint()),
+        5,
+        100,
+    );
+    assert!(probe.count("video") >= 100);
+    // 25 s on, the bucket holds the window (3) plus the segments retired less than three
+    // target durations ago, not everything ever made.
+    std::thread::sleep(Duration::from_secs(25));
+    let segs: Vec<String> = weed
+        .keys(prefix)
+        .into_iter()
+        .filter(|k| k.contains("/seg-"))
+        .collect();
+    assert!(
+        (3..=8).contains(&segs.len()),
+        "{} segments in the bucket: {segs:?}",
+        segs.len()
+    );
+    assert!(!segs.iter().any(|k| k.ends_with("-0.m4s")), "{segs:?}");
+    let (_, scrape) = server.http_get("/metrics");
+    assert!(
+        scrape.contains("rtmp_storage_uploads_total{target=\"s3://media/edge\",result=\"ok\"}"),
+        "{scrape}"
+    );
+}
+
+#[test]
+fn refused_credentials_are_an_error_line_and_a_counter() {
+    let weed = Seaweed::start();
+    let url = format!("s3://{BUCKET}/bad?endpoint={}", weed.endpoint());
+    let env = creds("wrong-secret");
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start_env(&env, &["--hls", "all", "--hls-store", &url]);
+    let _p = Publisher::live(&server, "live/bad");
+    assert!(
+        server.logged(&["storage target refused an upload", "s3://media/bad"]),
+        "{:#?}",
+        server.log_lines()
+    );
+    assert!(server
+        .log_lines()
+        .iter()
+        .all(|l| !l.contains("wrong-secret")));
+    let (_, scrape) = server.http_get("/metrics");
+    assert!(
+        scrape.contains("rtmp_storage_uploads_total{target=\"s3://media/bad\",result=\"denied\"}"),
+        "{scrape}"
+    );
+    assert!(weed.keys("bad/").is_empty());
+}
+
+#[test]
+fn hls_to_a_directory() {
+    let dir = std::env::temp_dir().join(format!("rtmp-edge-hls-dir-{}", std::process::id()));
+    let url = format!("file://{}", dir.display());
+    let server = Server::start(&["--hls", "all", "--hls-store", &url]);
+    let _p = Publisher::live(&server, "live/disk");
+    let folder = dir.join("live/disk");
+    let end = Instant::now() + Duration::from_secs(30);
+    while !folder.join("index.m3u8").exists() {
+        assert!(Instant::now() < end, "no playlist in {}", folder.display());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // ffmpeg reads the folder as a local HLS stream.
+    let probe = assert_decodes(folder.join("index.m3u8").to_str().unwrap(), 3, 50);
+    assert!(probe.count("video") >= 50);
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+}
