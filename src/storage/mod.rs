@@ -3,6 +3,7 @@
 //! shard ever waits for. Shards hand jobs over a bounded queue (`Uploader::submit` never
 //! blocks); see `uploader.rs` for the ordering, retry and drop rules.
 
+pub mod gcs;
 pub mod http;
 pub mod s3;
 pub mod target;
@@ -78,8 +79,6 @@ pub enum StorageError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the {0} backend is not available in this build")]
-    Unsupported(&'static str),
     #[error("starting the uploader thread: {0}")]
     Thread(std::io::Error),
 }
@@ -96,9 +95,7 @@ impl StorageError {
             StorageError::Status { status, .. } => {
                 (400..500).contains(status) && !matches!(status, 408 | 429)
             }
-            StorageError::Url { .. } | StorageError::Request(_) | StorageError::Unsupported(_) => {
-                true
-            }
+            StorageError::Url { .. } | StorageError::Request(_) => true,
             _ => false,
         }
     }
@@ -113,4 +110,19 @@ impl StorageError {
             _ => "error",
         }
     }
+}
+
+/// URI encoding as S3 and GCS want it: everything but `A-Za-z0-9-._~` (and `/` in a path) as `%XX`.
+pub(crate) fn uri_encode(s: &str, encode_slash: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for &b in s.as_bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                out.push(b as char)
+            }
+            b'/' if !encode_slash => out.push('/'),
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
 }

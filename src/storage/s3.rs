@@ -40,11 +40,11 @@ impl S3 {
         if self.cfg.path_style {
             format!(
                 "/{}/{}",
-                uri_encode(&self.cfg.bucket, false),
-                uri_encode(key, false)
+                super::uri_encode(&self.cfg.bucket, false),
+                super::uri_encode(key, false)
             )
         } else {
-            format!("/{}", uri_encode(key, false))
+            format!("/{}", super::uri_encode(key, false))
         }
     }
 
@@ -179,21 +179,6 @@ fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// S3's URI encoding: everything but `A-Za-z0-9-._~` (and `/` in a path) as `%XX`.
-fn uri_encode(s: &str, encode_slash: bool) -> String {
-    let mut out = String::with_capacity(s.len());
-    for &b in s.as_bytes() {
-        match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                out.push(b as char)
-            }
-            b'/' if !encode_slash => out.push('/'),
-            _ => out.push_str(&format!("%{b:02X}")),
-        }
-    }
-    out
 }
 
 #[cfg(test)]

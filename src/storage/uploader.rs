@@ -20,6 +20,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
+use super::gcs::Gcs;
 use super::http::HttpClient;
 use super::s3::S3;
 use super::target::{Backend, Target};
@@ -91,6 +92,7 @@ impl std::fmt::Debug for Store {
 enum Client {
     File(PathBuf),
     S3(S3),
+    Gcs(Gcs),
 }
 
 impl Store {
@@ -98,7 +100,7 @@ impl Store {
         let client = match &target.backend {
             Backend::File(dir) => Client::File(dir.clone()),
             Backend::S3(cfg) => Client::S3(S3::new(cfg.clone())?),
-            Backend::Gcs(_) => return Err(StorageError::Unsupported("gs://")),
+            Backend::Gcs(cfg) => Client::Gcs(Gcs::new(cfg.clone())?),
         };
         Ok(Arc::new(Store { target, client }))
     }
@@ -123,20 +125,36 @@ impl Store {
                     } => s3.put(&key, joined(body), content_type, cache_control, now)?,
                     Op::Delete => s3.delete(&key, now)?,
                 };
-                let reply = http.send(s3.origin(), req).await?;
-                // A delete of what is already gone succeeded.
-                let gone = matches!(op, Op::Delete) && reply.status == 404;
-                if (200..300).contains(&reply.status) || gone {
-                    Ok(())
-                } else {
-                    Err(StorageError::Status {
-                        status: reply.status,
-                        body: String::from_utf8_lossy(&reply.body[..reply.body.len().min(300)])
-                            .into_owned(),
-                    })
-                }
+                answered(op, http.send(s3.origin(), req).await?)
+            }
+            Client::Gcs(gcs) => {
+                let token = gcs.token(http).await?;
+                let req = match op {
+                    Op::Put {
+                        body,
+                        content_type,
+                        cache_control,
+                    } => {
+                        gcs.put_request(&key, body, content_type, cache_control, token.as_deref())?
+                    }
+                    Op::Delete => gcs.delete_request(&key, token.as_deref())?,
+                };
+                answered(op, http.send(gcs.origin(), req).await?)
             }
         }
+    }
+}
+
+/// A 2xx answer, or a 404 to a delete (already gone), is success.
+fn answered(op: &Op, reply: super::http::Reply) -> Result<(), StorageError> {
+    let gone = matches!(op, Op::Delete) && reply.status == 404;
+    if (200..300).contains(&reply.status) || gone {
+        Ok(())
+    } else {
+        Err(StorageError::Status {
+            status: reply.status,
+            body: String::from_utf8_lossy(&reply.body[..reply.body.len().min(300)]).into_owned(),
+        })
     }
 }
 

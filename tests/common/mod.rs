@@ -267,6 +267,7 @@ pub fn test_media_locked() -> PathBuf {
     test_media()
 }
 
+pub mod fakegcs;
 pub mod hls;
 pub mod manifests;
 pub mod netns;
