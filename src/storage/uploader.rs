@@ -92,7 +92,7 @@ impl std::fmt::Debug for Store {
 enum Client {
     File(PathBuf),
     S3(S3),
-    Gcs(Gcs),
+    Gcs(Box<Gcs>),
 }
 
 impl Store {
@@ -100,7 +100,7 @@ impl Store {
         let client = match &target.backend {
             Backend::File(dir) => Client::File(dir.clone()),
             Backend::S3(cfg) => Client::S3(S3::new(cfg.clone())?),
-            Backend::Gcs(cfg) => Client::Gcs(Gcs::new(cfg.clone())?),
+            Backend::Gcs(cfg) => Client::Gcs(Box::new(Gcs::new(cfg.clone())?)),
         };
         Ok(Arc::new(Store { target, client }))
     }
