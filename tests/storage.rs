@@ -6,9 +6,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::fakegcs::FakeGcs;
+use common::hls::MediaPlaylist;
 use common::players::assert_decodes;
 use common::publisher::Publisher;
 use common::seaweed::{Seaweed, ACCESS_KEY, BUCKET, SECRET_KEY};
+use common::watcher::Watcher;
 use common::Server;
 
 fn creds(secret: &str) -> [(&'static str, String); 2] {
@@ -74,6 +76,85 @@ fn hls_to_s3_plays_from_the_bucket_and_keeps_the_window() {
         scrape.contains("rtmp_storage_uploads_total{target=\"s3://media/edge\",result=\"ok\"}"),
         "{scrape}"
     );
+}
+
+/// The highest segment number a media playlist lists.
+fn last_segment(playlist: &str) -> Option<u64> {
+    playlist
+        .lines()
+        .filter(|l| l.starts_with("seg-"))
+        .filter_map(|l| l.split('-').nth(2)?.split('.').next()?.parse().ok())
+        .max()
+}
+
+#[test]
+fn an_s3_outage_disturbs_no_viewer_and_the_bucket_catches_up() {
+    let mut weed = Seaweed::start();
+    let url = format!("s3://{BUCKET}/out?endpoint={}", weed.endpoint());
+    let env = creds(SECRET_KEY);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start_env(
+        &env,
+        &[
+            "--hls",
+            "all",
+            "--hls-window",
+            "4",
+            "--hls-store",
+            &url,
+            "--http-media",
+            "127.0.0.1:0",
+        ],
+    );
+    let media = server.media_addr();
+    let _p = Publisher::live(&server, "live/out");
+    let rtmp = Watcher::start(server.addr, "live", "out");
+    let bucket_playlist = |w: &Seaweed| {
+        let (status, body) = w.get(&format!("/{BUCKET}/out/live/out/media.m3u8"));
+        (status == 200).then(|| String::from_utf8_lossy(&body).to_string())
+    };
+    let end = Instant::now() + Duration::from_secs(30);
+    while bucket_playlist(&weed)
+        .and_then(|p| last_segment(&p))
+        .is_none()
+    {
+        assert!(Instant::now() < end, "nothing reached the bucket");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    // The bucket goes away for 20 s.
+    weed.stop();
+    let down = Instant::now();
+    let listener = |addr| {
+        MediaPlaylist::parse(&common::hls::get(addr, "/live/out/media.m3u8").text()).unwrap()
+    };
+    let before = listener(media).last_complete().unwrap();
+    std::thread::sleep(Duration::from_secs(20));
+    let after = listener(media).last_complete().unwrap();
+    // The server's own HLS and its RTMP player went on as if nothing happened.
+    assert!(after >= before + 8, "HLS stalled: {before} -> {after}");
+    assert!(
+        rtmp.max_gap(down, Instant::now()) < Duration::from_secs(1),
+        "the RTMP player saw a gap"
+    );
+    weed.restart();
+    // The backlog drains: the bucket's playlist reaches the live one again.
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let live = listener(media).last_complete().unwrap();
+        let stored = bucket_playlist(&weed).and_then(|p| last_segment(&p));
+        if stored.is_some_and(|s| s + 1 >= live) {
+            break;
+        }
+        assert!(Instant::now() < end, "bucket at {stored:?}, live at {live}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (_, scrape) = server.http_get("/metrics");
+    assert!(
+        scrape.contains("rtmp_storage_uploads_total{target=\"s3://media/out\",result=\"retry\"}"),
+        "{scrape}"
+    );
+    assert!(server.logged(&["storage upload failed; retrying", "s3://media/out"]));
+    assert!(server.logged(&["storage target answers again", "s3://media/out"]));
 }
 
 #[test]

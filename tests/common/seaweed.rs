@@ -17,6 +17,7 @@ pub struct Seaweed {
     child: Child,
     pub s3_port: u16,
     dir: PathBuf,
+    args: Vec<String>,
 }
 
 fn weed() -> PathBuf {
@@ -49,10 +50,12 @@ impl Seaweed {
         )
         .unwrap();
         let s3_port = free_port();
-        let mut cmd = Command::new(weed());
-        cmd.arg("mini")
-            .arg(format!("-dir={}", dir.join("data").display()))
-            .args(["-ip=127.0.0.1", "-ip.bind=127.0.0.1"]);
+        let mut args = vec![
+            "mini".to_string(),
+            format!("-dir={}", dir.join("data").display()),
+            "-ip=127.0.0.1".into(),
+            "-ip.bind=127.0.0.1".into(),
+        ];
         for flag in [
             "master.port",
             "master.port.grpc",
@@ -64,44 +67,59 @@ impl Seaweed {
             "admin.port",
             "admin.port.grpc",
         ] {
-            cmd.arg(format!("-{flag}={}", free_port()));
+            args.push(format!("-{flag}={}", free_port()));
         }
-        cmd.arg(format!("-s3.port={s3_port}"))
-            .arg(format!("-s3.config={}", config.display()))
-            .arg(format!(
-                "-filer.localSocket={}",
-                dir.join("f.sock").display()
-            ))
-            .arg(format!("-s3.localSocket={}", dir.join("s3.sock").display()))
-            .args(["-s3.port.iceberg=0", "-s3.port.lance=0", "-webdav=false"])
-            .args(["-admin.ui=false", "-master.telemetry=false"])
-            .arg(format!("-bucket={BUCKET}"))
-            .env_remove("AWS_ACCESS_KEY_ID")
-            .env_remove("AWS_SECRET_ACCESS_KEY")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(dir.join("weed.log")).unwrap(),
-            ));
-        let child = cmd.spawn().expect("start weed mini");
+        args.extend([
+            format!("-s3.port={s3_port}"),
+            format!("-s3.config={}", config.display()),
+            format!("-filer.localSocket={}", dir.join("f.sock").display()),
+            format!("-s3.localSocket={}", dir.join("s3.sock").display()),
+            "-s3.port.iceberg=0".into(),
+            "-s3.port.lance=0".into(),
+            "-webdav=false".into(),
+            "-admin.ui=false".into(),
+            "-master.telemetry=false".into(),
+            format!("-bucket={BUCKET}"),
+        ]);
+        let child = spawn(&args, &dir);
         let w = Seaweed {
             child,
             s3_port,
             dir,
+            args,
         };
-        // Ready when the bucket answers a listing.
+        w.wait_ready();
+        w
+    }
+
+    /// Kills the server (its data stays), as a crash or a lost network would.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(&self.args, &self.dir);
+        self.wait_ready();
+    }
+
+    /// Ready when the bucket answers a listing.
+    fn wait_ready(&self) {
         let end = Instant::now() + Duration::from_secs(60);
+        let addr = format!("127.0.0.1:{}", self.s3_port).parse().unwrap();
         while Instant::now() < end {
-            let addr = format!("127.0.0.1:{}", w.s3_port).parse().unwrap();
             let up =
                 std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok();
-            if up && w.get(&format!("/{BUCKET}?list-type=2")).0 == 200 {
-                return w;
+            if up && self.get(&format!("/{BUCKET}?list-type=2")).0 == 200 {
+                return;
             }
             std::thread::sleep(Duration::from_millis(300));
         }
         panic!(
             "SeaweedFS did not come up: {}",
-            std::fs::read_to_string(w.dir.join("weed.log")).unwrap_or_default()
+            std::fs::read_to_string(self.dir.join("weed.log")).unwrap_or_default()
         );
     }
 
@@ -129,6 +147,22 @@ impl Seaweed {
             .map(str::to_string)
             .collect()
     }
+}
+
+fn spawn(args: &[String], dir: &std::path::Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("weed.log"))
+        .unwrap();
+    Command::new(weed())
+        .args(args)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .expect("start weed mini")
 }
 
 impl Drop for Seaweed {
