@@ -13,7 +13,7 @@ use rtmp_edge::control::Control;
 use rtmp_edge::record::Recorder;
 use rtmp_edge::relay::pull::OriginPull;
 use rtmp_edge::relay::push::PushRegistry;
-use rtmp_edge::shard::hooks::{Hooks, SinkFactory, UpstreamFactory};
+use rtmp_edge::shard::hooks::{Hooks, ObjectStore, SinkFactory, UpstreamFactory};
 use rtmp_edge::shard::transmission::ShardLink;
 use rtmp_edge::shard::{self, Server};
 use rtmp_edge::storage::{Store, UploadTarget, Uploader, UploaderConfig};
@@ -43,11 +43,6 @@ fn main() -> anyhow::Result<()> {
         &settings.push_entries,
     )?);
     let mut sinks: Vec<Arc<dyn SinkFactory>> = vec![push.clone()];
-    // Recording: one recorder thread owns every file; the shutdown finalizes them.
-    let recorder = Recorder::from_config(&settings.record)?;
-    if let Some(r) = &recorder {
-        sinks.push(r.clone());
-    }
     // HTTP-FLV: every stream's cache and viewers, with the players' admission policy.
     let flv = rtmp_edge::httpflv::HttpFlv::new(settings.shard.viewer.admission);
     if settings.http_media.is_some() {
@@ -59,21 +54,34 @@ fn main() -> anyhow::Result<()> {
     let control = Arc::new(control);
     // HLS: a packaging sink per stream, read by the media listener's own threads, and
     // written to a storage target by the uploader thread when one is set.
-    let hls_store = match &settings.hls_store {
-        Some(target) => {
-            let telemetry: Arc<dyn rtmp_edge::shard::hooks::Telemetry> = control.clone();
-            let uploader = Uploader::start(UploaderConfig::default(), Some(telemetry))?;
-            let objects = Arc::new(UploadTarget {
-                uploader,
-                store: Store::new(target.clone())?,
-            });
-            Some(Arc::new(rtmp_edge::hls::store::HlsStore {
-                objects,
-                parts: settings.hls.store_parts,
-            }))
-        }
-        None => None,
+    // Storage targets share one uploader thread, started only when one is configured.
+    let uploader = if settings.hls_store.is_some() || settings.record_store.is_some() {
+        let telemetry: Arc<dyn rtmp_edge::shard::hooks::Telemetry> = control.clone();
+        Some(Uploader::start(UploaderConfig::default(), Some(telemetry))?)
+    } else {
+        None
     };
+    let target =
+        |t: &Option<rtmp_edge::storage::Target>| -> anyhow::Result<Option<Arc<dyn ObjectStore>>> {
+            Ok(match (t, &uploader) {
+                (Some(t), Some(u)) => Some(Arc::new(UploadTarget {
+                    uploader: u.clone(),
+                    store: Store::new(t.clone())?,
+                })),
+                _ => None,
+            })
+        };
+    // Recording: one recorder thread owns every file; the shutdown finalizes them.
+    let recorder = Recorder::from_config(&settings.record, target(&settings.record_store)?)?;
+    if let Some(r) = &recorder {
+        sinks.push(r.clone());
+    }
+    let hls_store = target(&settings.hls_store)?.map(|objects| {
+        Arc::new(rtmp_edge::hls::store::HlsStore {
+            objects,
+            parts: settings.hls.store_parts,
+        })
+    });
     let hls = rtmp_edge::hls::Hls::new(settings.hls.clone(), hls_store);
     if settings.hls.mode != rtmp_edge::hls::HlsMode::None || !settings.hls.overrides.is_empty() {
         sinks.push(hls.clone());

@@ -222,6 +222,71 @@ fn hls_to_google_cloud_storage_through_the_json_api() {
 }
 
 #[test]
+fn finished_recordings_are_uploaded_and_a_restart_resumes_an_upload() {
+    let weed = Seaweed::start();
+    let dir = std::env::temp_dir().join(format!("rtmp-edge-rec-up-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    // A recording whose upload a previous run did not see confirmed.
+    let old = dir.join("live_old_20261205_120000.flv");
+    std::fs::copy(common::test_media(), &old).unwrap();
+    std::fs::write(dir.join("live_old_20261205_120000.flv.upload"), "x").unwrap();
+    let url = format!("s3://{BUCKET}/rec?endpoint={}", weed.endpoint());
+    let env = creds(SECRET_KEY);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let dir_arg = dir.display().to_string();
+    let server = Server::start_env(
+        &env,
+        &[
+            "--record",
+            "all",
+            "--record-dir",
+            &dir_arg,
+            "--record-store",
+            &url,
+            "--record-delete-local",
+        ],
+    );
+    let wait_for = |what: &str, f: &dyn Fn() -> bool| {
+        let end = Instant::now() + Duration::from_secs(30);
+        while !f() {
+            assert!(
+                Instant::now() < end,
+                "{what}: bucket {:?}",
+                weed.keys("rec/")
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    };
+    wait_for("the resumed upload", &|| !old.exists());
+    let (status, body) = weed.get(&format!("/{BUCKET}/rec/live_old_20261205_120000.flv"));
+    assert_eq!(status, 200);
+    assert_eq!(
+        body,
+        std::fs::read(common::test_media()).unwrap(),
+        "uploaded whole"
+    );
+    assert!(!dir.join("live_old_20261205_120000.flv.upload").exists());
+    // A new recording: uploaded when it is finished, then removed here.
+    let mut p = Publisher::live(&server, "live/up");
+    std::thread::sleep(Duration::from_secs(5));
+    p.kill();
+    wait_for("the new recording", &|| {
+        weed.keys("rec/live_up_").len() == 1 && std::fs::read_dir(&dir).unwrap().next().is_none()
+    });
+    let key = weed.keys("rec/live_up_").remove(0);
+    let probe = common::players::ffprobe(
+        &format!("{}/{BUCKET}/{key}", weed.endpoint()),
+        30,
+        true,
+        &[],
+    );
+    assert!(probe.clean(), "{probe:?}");
+    assert!(probe.count("video") >= 90, "{probe:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn hls_to_a_directory() {
     let dir = std::env::temp_dir().join(format!("rtmp-edge-hls-dir-{}", std::process::id()));
     let url = format!("file://{}", dir.display());

@@ -176,6 +176,15 @@ pub struct Config {
     #[arg(long, value_enum)]
     pub record: Option<RecordMode>,
 
+    /// Upload each finished recording to a storage target (file:///dir, s3://bucket/prefix,
+    /// gs://bucket/prefix); an upload cut short by a restart is retried at the next start.
+    #[arg(long, value_name = "URL")]
+    pub record_store: Option<String>,
+
+    /// Remove a recording's local file once it is uploaded.
+    #[arg(long)]
+    pub record_delete_local: bool,
+
     /// Seconds between per-shard latency/drop summaries in the log (0 = never).
     #[arg(long, default_value_t = 10)]
     pub stats_interval_secs: u64,

@@ -34,7 +34,7 @@ pub enum ConfigError {
     HttpMedia(String, std::net::AddrParseError),
     #[error(transparent)]
     Hls(#[from] crate::hls::HlsError),
-    #[error("--hls-store: {0}")]
+    #[error("storage target: {0}")]
     Storage(#[from] crate::storage::StorageError),
     #[error(transparent)]
     Push(#[from] crate::relay::push::PushConfigError),

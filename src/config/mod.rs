@@ -50,6 +50,8 @@ pub struct Settings {
     pub record: RecordConfig,
     /// `[hls]` with the `--hls*` flags applied.
     pub hls: HlsPolicy,
+    /// Where finished recordings are uploaded (`--record-store`, `[record] store`).
+    pub record_store: Option<crate::storage::Target>,
     /// Where HLS is also written (`--hls-store`, `[hls] store`).
     pub hls_store: Option<crate::storage::Target>,
     /// `--http-media`; None when off.
@@ -97,6 +99,11 @@ impl Settings {
             push_flags: cfg.push.clone(),
             push_entries: file.push.clone(),
             record: record_config(cfg, file),
+            record_store: record_config(cfg, file)
+                .store
+                .as_deref()
+                .map(crate::storage::Target::parse)
+                .transpose()?,
             hls: HlsPolicy::from_config(&hls_config(cfg, file))?,
             hls_store: hls_config(cfg, file)
                 .store
@@ -234,6 +241,11 @@ pub(crate) fn record_config(cfg: &Config, file: &FileConfig) -> RecordConfig {
             Some(RecordMode::None) => Some("none".into()),
             None => file.record.mode.clone(),
         },
+        store: cfg
+            .record_store
+            .clone()
+            .or_else(|| file.record.store.clone()),
+        delete_local: Some(cfg.record_delete_local || file.record.delete_local.unwrap_or(false)),
         streams: file.record.streams.clone(),
     }
 }

@@ -22,7 +22,7 @@ use serde::Deserialize;
 use tracing::error;
 
 use crate::media::frame::SharedFrame;
-use crate::shard::hooks::{SinkContext, SinkFactory, StreamSink};
+use crate::shard::hooks::{ObjectStore, SinkContext, SinkFactory, StreamSink};
 use crate::shard::state::StreamKey;
 use crate::util::glob_match;
 pub use name::{base_name, sanitize, Civil};
@@ -62,6 +62,10 @@ pub struct RecordConfig {
     pub dir: Option<PathBuf>,
     /// "all" or "none".
     pub mode: Option<String>,
+    /// A storage URL each finished recording is uploaded to (`config` checks it).
+    pub store: Option<String>,
+    /// Remove the local file once uploaded.
+    pub delete_local: Option<bool>,
     /// Per-stream overrides, first match wins.
     #[serde(default)]
     pub streams: Vec<RecordOverride>,
@@ -84,6 +88,8 @@ pub struct RecordPolicy {
     pub all: bool,
     /// First match wins.
     pub overrides: Vec<RecordOverride>,
+    /// Remove a file once it is uploaded (when a store is given to the recorder).
+    pub delete_local: bool,
 }
 
 impl RecordPolicy {
@@ -104,6 +110,7 @@ impl RecordPolicy {
             dir,
             all,
             overrides,
+            delete_local: c.delete_local.unwrap_or(false),
         }))
     }
 
@@ -123,13 +130,20 @@ pub struct Recorder {
 }
 
 impl Recorder {
-    /// Starts the recorder thread.
-    pub fn start(policy: RecordPolicy) -> Result<Arc<Self>, RecordError> {
+    /// Starts the recorder thread; finished files go to `uploads` when given.
+    pub fn start(
+        policy: RecordPolicy,
+        uploads: Option<Arc<dyn ObjectStore>>,
+    ) -> Result<Arc<Self>, RecordError> {
         let (tx, rx) = mpsc::sync_channel(QUEUE_CAPACITY);
         let dir = policy.dir.clone();
+        let uploads = uploads.map(|store| worker::Uploads {
+            store,
+            delete_local: policy.delete_local,
+        });
         std::thread::Builder::new()
             .name("recorder".into())
-            .spawn(move || worker::run(dir, rx))
+            .spawn(move || worker::run(dir, rx, uploads))
             .map_err(RecordError::Spawn)?;
         Ok(Arc::new(Self {
             policy,
@@ -139,8 +153,13 @@ impl Recorder {
     }
 
     /// The recorder the configuration asks for, if any stream may be recorded.
-    pub fn from_config(c: &RecordConfig) -> Result<Option<Arc<Self>>, RecordError> {
-        RecordPolicy::from_config(c)?.map(Self::start).transpose()
+    pub fn from_config(
+        c: &RecordConfig,
+        uploads: Option<Arc<dyn ObjectStore>>,
+    ) -> Result<Option<Arc<Self>>, RecordError> {
+        RecordPolicy::from_config(c)?
+            .map(|p| Self::start(p, uploads))
+            .transpose()
     }
 
     pub fn policy(&self) -> &RecordPolicy {
@@ -319,7 +338,7 @@ mod tests {
 
         // The lost Close is made up for by the sweep, with the sender still alive.
         let d = dir.clone();
-        let worker = std::thread::spawn(move || worker::run(d, rx));
+        let worker = std::thread::spawn(move || worker::run(d, rx, None));
         let path = loop {
             let done = std::fs::read_dir(&dir)
                 .ok()

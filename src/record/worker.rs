@@ -2,6 +2,10 @@
 //! every open file, takes commands from the shards' sinks through one bounded channel and
 //! finalizes files on close, after a close that could not be queued (periodic sweep) and on
 //! shutdown. An I/O error stops that one recording and is logged and counted.
+//!
+//! With a storage target, a finalized file is handed to the uploader with a marker beside
+//! it (`name.flv.upload`) that the upload removes once stored; markers left by a restart
+//! are handed over again when the recorder starts.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
@@ -17,7 +21,65 @@ use tracing::{error, info};
 use super::name;
 use super::writer::FlvWriter;
 use crate::media::frame::SharedFrame;
+use crate::shard::hooks::ObjectStore;
 use crate::shard::state::StreamKey;
+
+/// Marks a finished recording whose upload is not confirmed yet.
+const MARKER: &str = "upload";
+
+/// Where finished recordings go.
+pub(super) struct Uploads {
+    pub store: Arc<dyn ObjectStore>,
+    pub delete_local: bool,
+}
+
+impl Uploads {
+    /// Hands `path` to the uploader, its marker written first so a restart resumes it.
+    fn upload(&self, order: &str, path: &Path) {
+        let Some(name) = path.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+            return;
+        };
+        let marker = marker_of(path);
+        if let Err(e) = fs::write(&marker, name.as_bytes()) {
+            error!(path = %marker.display(), error = %e, "cannot write the upload marker; uploading anyway");
+        }
+        let mut then_remove = vec![marker];
+        if self.delete_local {
+            then_remove.push(path.to_path_buf());
+        }
+        self.store
+            .put_file(order, name, path.to_path_buf(), "video/x-flv", then_remove);
+    }
+
+    /// Uploads whose markers a previous run left in `dir`.
+    fn resume(&self, dir: &Path) -> usize {
+        let Ok(entries) = fs::read_dir(dir) else {
+            return 0;
+        };
+        let mut n = 0;
+        for e in entries.flatten() {
+            let marker = e.path();
+            if marker.extension().is_none_or(|x| x != MARKER) {
+                continue;
+            }
+            let flv = marker.with_extension("");
+            if flv.exists() {
+                self.upload("resumed", &flv);
+                n += 1;
+            } else {
+                let _ = fs::remove_file(&marker);
+            }
+        }
+        n
+    }
+}
+
+fn marker_of(path: &Path) -> PathBuf {
+    let mut m = path.as_os_str().to_owned();
+    m.push(".");
+    m.push(MARKER);
+    PathBuf::from(m)
+}
 
 /// How often recordings whose sink ended without a queued `Close` are looked for.
 const SWEEP_EVERY: Duration = Duration::from_millis(250);
@@ -80,13 +142,21 @@ struct Worker {
     dir: PathBuf,
     open: HashMap<u64, Recording>,
     shutting_down: bool,
+    uploads: Option<Uploads>,
 }
 
-pub(super) fn run(dir: PathBuf, rx: Receiver<Cmd>) {
+pub(super) fn run(dir: PathBuf, rx: Receiver<Cmd>, uploads: Option<Uploads>) {
+    if let Some(u) = &uploads {
+        let n = u.resume(&dir);
+        if n > 0 {
+            info!(files = n, dir = %dir.display(), "resuming recording uploads a previous run left");
+        }
+    }
     let mut w = Worker {
         dir,
         open: HashMap::new(),
         shutting_down: false,
+        uploads,
     };
     let mut last_sweep = Instant::now();
     loop {
@@ -122,7 +192,7 @@ impl Worker {
             Cmd::Close(id) => {
                 if self.open.get(&id).is_some_and(Recording::complete) {
                     let r = self.open.remove(&id).expect("present above");
-                    finish(r);
+                    self.finish(r);
                 }
             }
             Cmd::Shutdown(reply) => {
@@ -164,34 +234,42 @@ impl Worker {
             .collect();
         for id in done {
             if let Some(r) = self.open.remove(&id) {
-                finish(r);
+                self.finish(r);
             }
         }
     }
 
     fn finish_all(&mut self) -> usize {
         let n = self.open.len();
-        for (_, r) in self.open.drain() {
+        let open: Vec<Recording> = self.open.drain().map(|(_, r)| r).collect();
+        for r in open {
             if !r.complete() {
                 info!(stream = %r.handle.key, "shutting down: finalizing a live recording");
             }
             r.handle.failed.store(true, Ordering::Relaxed);
-            finish(r);
+            self.finish(r);
         }
         n
     }
 }
 
-fn finish(mut r: Recording) {
-    match r.writer.finalize() {
-        Ok(done) => info!(
-            stream = %r.handle.key,
-            path = %r.path.display(),
-            bytes = done.bytes,
-            duration_secs = done.duration_secs,
-            "recording finished"
-        ),
-        Err(e) => fail(&r.handle, &r.path, "finalize", &e),
+impl Worker {
+    fn finish(&self, mut r: Recording) {
+        match r.writer.finalize() {
+            Ok(done) => {
+                info!(
+                    stream = %r.handle.key,
+                    path = %r.path.display(),
+                    bytes = done.bytes,
+                    duration_secs = done.duration_secs,
+                    "recording finished"
+                );
+                if let Some(u) = &self.uploads {
+                    u.upload(&r.handle.key, &r.path);
+                }
+            }
+            Err(e) => fail(&r.handle, &r.path, "finalize", &e),
+        }
     }
 }
 

@@ -173,6 +173,16 @@ pub trait ObjectStore: Send + Sync {
         content_type: &'static str,
         cache_control: &'static str,
     );
+    /// Uploads the file at `path` as `name`, reading it as it is sent; once stored, the
+    /// files in `then_remove` (a journal marker, the local copy) are removed.
+    fn put_file(
+        &self,
+        order: &str,
+        name: String,
+        path: std::path::PathBuf,
+        content_type: &'static str,
+        then_remove: Vec<std::path::PathBuf>,
+    );
     fn delete(&self, order: &str, name: String);
 }
 

@@ -10,14 +10,14 @@ use std::time::{Duration, Instant, SystemTime};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use bytes::Bytes;
-use http_body_util::Full;
 use hyper::{Method, Request};
 use ring::signature::RsaKeyPair;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::PrivatePkcs8KeyDer;
 
-use super::http::{HttpClient, Origin};
+use super::http::{file_body, full, Body, HttpClient, Origin};
 use super::target::GcsConfig;
+use super::Content;
 use super::StorageError;
 
 const SCOPE: &str = "https://www.googleapis.com/auth/devstorage.read_write";
@@ -60,20 +60,30 @@ impl Gcs {
     pub fn put_request(
         &self,
         key: &str,
-        body: &[Bytes],
+        content: Content,
         content_type: &str,
         cache_control: &str,
         token: Option<&str>,
-    ) -> Result<Request<Full<Bytes>>, StorageError> {
+    ) -> Result<Request<Body>, StorageError> {
         let uri = format!(
             "/upload/storage/v1/b/{}/o?uploadType=multipart",
             encode(&self.cfg.bucket)
         );
+        let (head, tail) = multipart(key, content_type, cache_control);
+        let framing = (head.len() + tail.len()) as u64;
+        let (body, len) = match content {
+            Content::Memory(b) => {
+                let len = b.len() as u64;
+                (full(Bytes::from([head, b, tail].concat())), len)
+            }
+            Content::File(f, len) => (file_body(head, f, len, tail), len),
+        };
         self.request(
             Method::POST,
             &uri,
             &format!("multipart/related; boundary={BOUNDARY}"),
-            multipart(key, body, content_type, cache_control),
+            body,
+            len + framing,
             token,
         )
     }
@@ -82,13 +92,13 @@ impl Gcs {
         &self,
         key: &str,
         token: Option<&str>,
-    ) -> Result<Request<Full<Bytes>>, StorageError> {
+    ) -> Result<Request<Body>, StorageError> {
         let uri = format!(
             "/storage/v1/b/{}/o/{}",
             encode(&self.cfg.bucket),
             encode(key)
         );
-        self.request(Method::DELETE, &uri, "", Bytes::new(), token)
+        self.request(Method::DELETE, &uri, "", full(Bytes::new()), 0, token)
     }
 
     fn request(
@@ -96,21 +106,22 @@ impl Gcs {
         method: Method,
         uri: &str,
         content_type: &str,
-        body: Bytes,
+        body: Body,
+        len: u64,
         token: Option<&str>,
-    ) -> Result<Request<Full<Bytes>>, StorageError> {
+    ) -> Result<Request<Body>, StorageError> {
         let mut req = Request::builder()
             .method(method)
             .uri(uri)
             .header("host", self.origin.authority())
-            .header("content-length", body.len().to_string());
+            .header("content-length", len.to_string());
         if !content_type.is_empty() {
             req = req.header("content-type", content_type);
         }
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        req.body(Full::new(body))
+        req.body(body)
             .map_err(|e| StorageError::Request(e.to_string()))
     }
 
@@ -139,7 +150,7 @@ impl Gcs {
             .header("host", acct.token_origin.authority())
             .header("content-type", "application/x-www-form-urlencoded")
             .header("content-length", form.len().to_string())
-            .body(Full::new(Bytes::from(form)))
+            .body(full(Bytes::from(form)))
             .map_err(|e| StorageError::Request(e.to_string()))?;
         let reply = http.send(&acct.token_origin, req).await?;
         if reply.status != 200 {
@@ -163,26 +174,20 @@ impl Gcs {
     }
 }
 
-/// A multipart/related upload body: the object's metadata (JSON), then its bytes.
-fn multipart(key: &str, body: &[Bytes], content_type: &str, cache_control: &str) -> Bytes {
+/// What goes around an object's bytes in a multipart/related upload: its metadata
+/// (JSON) before, the closing boundary after.
+fn multipart(key: &str, content_type: &str, cache_control: &str) -> (Bytes, Bytes) {
     let meta = serde_json::json!({
         "name": key,
         "contentType": content_type,
         "cacheControl": cache_control,
     });
-    let mut out = Vec::with_capacity(body.iter().map(Bytes::len).sum::<usize>() + 512);
-    out.extend_from_slice(
-        format!(
-            "--{BOUNDARY}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{meta}\r\n\
-             --{BOUNDARY}\r\nContent-Type: {content_type}\r\n\r\n"
-        )
-        .as_bytes(),
+    let head = format!(
+        "--{BOUNDARY}\r\nContent-Type: application/json; charset=UTF-8\r\n\r\n{meta}\r\n\
+         --{BOUNDARY}\r\nContent-Type: {content_type}\r\n\r\n"
     );
-    for b in body {
-        out.extend_from_slice(b);
-    }
-    out.extend_from_slice(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
-    Bytes::from(out)
+    let tail = format!("\r\n--{BOUNDARY}--\r\n");
+    (Bytes::from(head), Bytes::from(tail))
 }
 
 fn origin_url(o: &Origin) -> String {

@@ -3,11 +3,16 @@
 //! runs only on the uploader's own runtime.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http_body::Frame;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper::Request;
@@ -96,7 +101,72 @@ pub struct Reply {
     pub body: Bytes,
 }
 
-type Sender = SendRequest<Full<Bytes>>;
+/// A request body: bytes in memory, or a file read as it is sent.
+pub type Body = BoxBody<Bytes, std::io::Error>;
+
+/// An in-memory body.
+pub fn full(b: Bytes) -> Body {
+    Full::new(b).map_err(|never| match never {}).boxed()
+}
+
+/// What a file body reads per frame: big enough for few syscalls, small enough to stay
+/// off the heap's large-allocation path.
+const FILE_CHUNK: usize = 256 << 10;
+
+/// `head`, then `len` bytes of `file` (read as they are sent), then `tail`: an upload of
+/// a recording, possibly framed (a GCS multipart body), without holding it in memory.
+pub fn file_body(head: Bytes, file: std::fs::File, len: u64, tail: Bytes) -> Body {
+    FileBody {
+        head: Some(head),
+        file,
+        left: len,
+        tail: Some(tail),
+    }
+    .boxed()
+}
+
+struct FileBody {
+    head: Option<Bytes>,
+    file: std::fs::File,
+    left: u64,
+    tail: Option<Bytes>,
+}
+
+impl http_body::Body for FileBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        if let Some(h) = self.head.take().filter(|h| !h.is_empty()) {
+            return Poll::Ready(Some(Ok(Frame::data(h))));
+        }
+        if self.left > 0 {
+            // A local disk read on the uploader's own thread (never a shard's).
+            let mut buf = vec![0; FILE_CHUNK.min(self.left as usize)];
+            return Poll::Ready(Some(match self.file.read(&mut buf) {
+                Ok(0) => Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the file shrank while being sent",
+                )),
+                Ok(n) => {
+                    buf.truncate(n);
+                    self.left -= n as u64;
+                    Ok(Frame::data(Bytes::from(buf)))
+                }
+                Err(e) => Err(e),
+            }));
+        }
+        match self.tail.take().filter(|t| !t.is_empty()) {
+            Some(t) => Poll::Ready(Some(Ok(Frame::data(t)))),
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+type Sender = SendRequest<Body>;
 
 pub struct HttpClient {
     tls: ClientTls,
@@ -117,22 +187,14 @@ impl HttpClient {
     }
 
     /// Sends `req` to `origin` (on an idle connection if one is left), within the timeout.
-    pub async fn send(
-        &self,
-        origin: &Origin,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Reply, StorageError> {
+    pub async fn send(&self, origin: &Origin, req: Request<Body>) -> Result<Reply, StorageError> {
         match tokio::time::timeout(self.timeout, self.exchange(origin, req)).await {
             Ok(r) => r,
             Err(_) => Err(StorageError::Timeout(self.timeout)),
         }
     }
 
-    async fn exchange(
-        &self,
-        origin: &Origin,
-        req: Request<Full<Bytes>>,
-    ) -> Result<Reply, StorageError> {
+    async fn exchange(&self, origin: &Origin, req: Request<Body>) -> Result<Reply, StorageError> {
         let reused = self.take_idle(origin);
         let mut sender = match reused {
             Some(s) => s,

@@ -21,6 +21,13 @@ use bytes::Bytes;
 
 use crate::shard::hooks::ObjectStore;
 
+/// An object's bytes as the uploader sends them.
+pub enum Content {
+    Memory(Bytes),
+    /// A file and its length, read while it is sent.
+    File(std::fs::File, u64),
+}
+
 /// One target written through the uploader: what features get as their `ObjectStore`.
 pub struct UploadTarget {
     pub uploader: Arc<Uploader>,
@@ -43,6 +50,27 @@ impl ObjectStore for UploadTarget {
                 body,
                 content_type,
                 cache_control,
+            },
+            order: order.to_string(),
+        });
+    }
+
+    fn put_file(
+        &self,
+        order: &str,
+        name: String,
+        path: std::path::PathBuf,
+        content_type: &'static str,
+        then_remove: Vec<std::path::PathBuf>,
+    ) {
+        self.uploader.submit(Job {
+            store: self.store.clone(),
+            name,
+            op: Op::PutFile {
+                path,
+                content_type,
+                cache_control: "public, max-age=86400",
+                then_remove,
             },
             order: order.to_string(),
         });
@@ -96,6 +124,8 @@ impl StorageError {
                 (400..500).contains(status) && !matches!(status, 408 | 429)
             }
             StorageError::Url { .. } | StorageError::Request(_) => true,
+            // A local file that is gone will not come back.
+            StorageError::File { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
             _ => false,
         }
     }

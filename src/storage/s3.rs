@@ -6,11 +6,10 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 use hmac::{Hmac, Mac};
-use http_body_util::Full;
 use hyper::{Method, Request};
 use sha2::{Digest, Sha256};
 
-use super::http::Origin;
+use super::http::{full, Body, Origin};
 use super::target::S3Config;
 use super::StorageError;
 
@@ -52,21 +51,22 @@ impl S3 {
     pub fn put(
         &self,
         key: &str,
-        body: Bytes,
+        body: Body,
+        len: u64,
         content_type: &str,
         cache_control: &str,
         now: SystemTime,
-    ) -> Result<Request<Full<Bytes>>, StorageError> {
+    ) -> Result<Request<Body>, StorageError> {
         let headers = [
             ("cache-control", cache_control.to_string()),
-            ("content-length", body.len().to_string()),
+            ("content-length", len.to_string()),
             ("content-type", content_type.to_string()),
         ];
         self.request(Method::PUT, key, &headers, body, now)
     }
 
-    pub fn delete(&self, key: &str, now: SystemTime) -> Result<Request<Full<Bytes>>, StorageError> {
-        self.request(Method::DELETE, key, &[], Bytes::new(), now)
+    pub fn delete(&self, key: &str, now: SystemTime) -> Result<Request<Body>, StorageError> {
+        self.request(Method::DELETE, key, &[], full(Bytes::new()), now)
     }
 
     fn request(
@@ -74,9 +74,9 @@ impl S3 {
         method: Method,
         key: &str,
         extra: &[(&str, String)],
-        body: Bytes,
+        body: Body,
         now: SystemTime,
-    ) -> Result<Request<Full<Bytes>>, StorageError> {
+    ) -> Result<Request<Body>, StorageError> {
         let path = self.path(key);
         let mut headers: Vec<(String, String)> = extra
             .iter()
@@ -107,7 +107,7 @@ impl S3 {
         for (k, v) in &headers {
             req = req.header(k.as_str(), v.as_str());
         }
-        req.body(Full::new(body))
+        req.body(body)
             .map_err(|e| StorageError::Request(e.to_string()))
     }
 }
@@ -233,7 +233,8 @@ mod tests {
         let r = s3
             .put(
                 "live/a b/seg-1.m4s",
-                Bytes::from_static(b"xy"),
+                full(Bytes::from_static(b"xy")),
+                2,
                 "video/iso.segment",
                 "max-age=60",
                 at,

@@ -21,9 +21,10 @@ use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
 use super::gcs::Gcs;
-use super::http::HttpClient;
+use super::http::{file_body, full, HttpClient};
 use super::s3::S3;
 use super::target::{Backend, Target};
+use super::Content;
 use super::StorageError;
 use crate::shard::hooks::Telemetry;
 use crate::tls::ClientTls;
@@ -63,7 +64,44 @@ pub enum Op {
         content_type: &'static str,
         cache_control: &'static str,
     },
+    /// A local file, read as it is sent; the files in `then_remove` (a journal marker, the
+    /// local copy) are removed once it is stored.
+    PutFile {
+        path: PathBuf,
+        content_type: &'static str,
+        cache_control: &'static str,
+        then_remove: Vec<PathBuf>,
+    },
     Delete,
+}
+
+impl Op {
+    /// The bytes to send (opened now: a file is read again on every attempt) and their
+    /// headers.
+    fn content(&self) -> Result<(Content, &'static str, &'static str), StorageError> {
+        match self {
+            Op::Put {
+                body,
+                content_type,
+                cache_control,
+            } => Ok((Content::Memory(joined(body)), content_type, cache_control)),
+            Op::PutFile {
+                path,
+                content_type,
+                cache_control,
+                ..
+            } => {
+                let err = |source| StorageError::File {
+                    path: path.clone(),
+                    source,
+                };
+                let f = std::fs::File::open(path).map_err(err)?;
+                let len = f.metadata().map_err(err)?.len();
+                Ok((Content::File(f, len), content_type, cache_control))
+            }
+            Op::Delete => Ok((Content::Memory(Bytes::new()), "", "")),
+        }
+    }
 }
 
 /// One object to write or remove.
@@ -105,7 +143,20 @@ impl Store {
         Ok(Arc::new(Store { target, client }))
     }
 
-    async fn run(&self, http: &HttpClient, name: &str, op: &Op) -> Result<(), StorageError> {
+    /// Does `op`; the bytes stored.
+    async fn run(&self, http: &HttpClient, name: &str, op: &Op) -> Result<u64, StorageError> {
+        let result = self.send(http, name, op).await;
+        if result.is_ok() {
+            if let Op::PutFile { then_remove, .. } = op {
+                for p in then_remove {
+                    let _ = std::fs::remove_file(p);
+                }
+            }
+        }
+        result
+    }
+
+    async fn send(&self, http: &HttpClient, name: &str, op: &Op) -> Result<u64, StorageError> {
         let key = self.target.key(name);
         match &self.client {
             Client::File(dir) => {
@@ -113,33 +164,46 @@ impl Store {
                 let op = op.clone();
                 tokio::task::spawn_blocking(move || file_op(&path, &op))
                     .await
-                    .unwrap_or_else(|e| Err(StorageError::Connect(e.to_string())))
+                    .unwrap_or_else(|e| Err(StorageError::Connect(e.to_string())))?;
+                Ok(std::fs::metadata(dir.join(&key)).map_or(0, |m| m.len()))
             }
             Client::S3(s3) => {
                 let now = SystemTime::now();
+                let mut sent = 0;
                 let req = match op {
-                    Op::Put {
-                        body,
-                        content_type,
-                        cache_control,
-                    } => s3.put(&key, joined(body), content_type, cache_control, now)?,
                     Op::Delete => s3.delete(&key, now)?,
+                    _ => {
+                        let (content, ct, cc) = op.content()?;
+                        let (body, len) = match content {
+                            Content::Memory(b) => {
+                                let len = b.len() as u64;
+                                (full(b), len)
+                            }
+                            Content::File(f, len) => {
+                                (file_body(Bytes::new(), f, len, Bytes::new()), len)
+                            }
+                        };
+                        sent = len;
+                        s3.put(&key, body, len, ct, cc, now)?
+                    }
                 };
-                answered(op, http.send(s3.origin(), req).await?)
+                answered(op, http.send(s3.origin(), req).await?).map(|()| sent)
             }
             Client::Gcs(gcs) => {
                 let token = gcs.token(http).await?;
+                let mut sent = 0;
                 let req = match op {
-                    Op::Put {
-                        body,
-                        content_type,
-                        cache_control,
-                    } => {
-                        gcs.put_request(&key, body, content_type, cache_control, token.as_deref())?
-                    }
                     Op::Delete => gcs.delete_request(&key, token.as_deref())?,
+                    _ => {
+                        let (content, ct, cc) = op.content()?;
+                        sent = match &content {
+                            Content::Memory(b) => b.len() as u64,
+                            Content::File(_, len) => *len,
+                        };
+                        gcs.put_request(&key, content, ct, cc, token.as_deref())?
+                    }
                 };
-                answered(op, http.send(gcs.origin(), req).await?)
+                answered(op, http.send(gcs.origin(), req).await?).map(|()| sent)
             }
         }
     }
@@ -172,12 +236,17 @@ fn file_op(path: &Path, op: &Op) -> Result<(), StorageError> {
         source,
     };
     match op {
-        Op::Put { body, .. } => {
+        Op::Put { .. } | Op::PutFile { .. } => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(err)?;
             }
             let tmp = path.with_extension("part-upload");
-            std::fs::write(&tmp, joined(body)).map_err(err)?;
+            match op {
+                Op::PutFile { path: from, .. } => std::fs::copy(from, &tmp).map(|_| ()),
+                Op::Put { body, .. } => std::fs::write(&tmp, joined(body)),
+                Op::Delete => Ok(()),
+            }
+            .map_err(err)?;
             std::fs::rename(&tmp, path).map_err(err)
         }
         Op::Delete => match std::fs::remove_file(path) {
@@ -323,13 +392,10 @@ impl Uploader {
             let mut attempt = 0u32;
             loop {
                 match job.store.run(http, &job.name, &job.op).await {
-                    Ok(()) => {
+                    Ok(n) => {
                         counter(&label, "ok");
-                        if let Op::Put { body, .. } = &job.op {
-                            let n: usize = body.iter().map(Bytes::len).sum();
-                            metrics::counter!("rtmp_storage_bytes_total", "target" => label.clone())
-                                .increment(n as u64);
-                        }
+                        metrics::counter!("rtmp_storage_bytes_total", "target" => label.clone())
+                            .increment(n);
                         crate::util::histogram::record(&mut hist, at.elapsed());
                         if failing {
                             info!(target = %label, "storage target answers again");
