@@ -80,6 +80,7 @@ fn main() -> anyhow::Result<()> {
         Arc::new(rtmp_edge::hls::store::HlsStore {
             objects,
             parts: settings.hls.store_parts,
+            keep: settings.hls.keep,
         })
     });
     let hls = rtmp_edge::hls::Hls::new(settings.hls.clone(), hls_store);

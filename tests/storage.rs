@@ -287,6 +287,69 @@ fn finished_recordings_are_uploaded_and_a_restart_resumes_an_upload() {
 }
 
 #[test]
+fn a_kept_archive_holds_every_segment_and_its_vod_playlist_plays_start_to_end() {
+    let weed = Seaweed::start();
+    let url = format!("s3://{BUCKET}/arch?endpoint={}", weed.endpoint());
+    let env = creds(SECRET_KEY);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let server = Server::start_env(
+        &env,
+        &[
+            "--hls",
+            "all",
+            "--hls-window",
+            "3",
+            "--hls-store",
+            &url,
+            "--hls-store-keep",
+            "1h",
+        ],
+    );
+    let mut p = Publisher::live(&server, "live/arch");
+    std::thread::sleep(Duration::from_secs(16));
+    p.kill();
+    let vod_path = format!("/{BUCKET}/arch/live/arch/vod.m3u8");
+    let end = Instant::now() + Duration::from_secs(20);
+    let vod = loop {
+        let (status, body) = weed.get(&vod_path);
+        if status == 200 {
+            break String::from_utf8_lossy(&body).to_string();
+        }
+        assert!(
+            Instant::now() < end,
+            "no vod.m3u8: {:?}",
+            weed.keys("arch/")
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        vod.contains("#EXT-X-PLAYLIST-TYPE:VOD") && vod.ends_with("#EXT-X-ENDLIST\n"),
+        "{vod}"
+    );
+    let listed: Vec<&str> = vod.lines().filter(|l| l.starts_with("seg-")).collect();
+    let seconds: f64 = vod
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("#EXTINF:")?
+                .trim_end_matches(',')
+                .parse::<f64>()
+                .ok()
+        })
+        .sum();
+    // Everything since the first segment is kept, not just the window of 3.
+    assert!(listed.len() >= 6 && seconds >= 12.0, "{vod}");
+    let stored = weed.keys("arch/live/arch/seg-");
+    assert_eq!(stored.len(), listed.len(), "{stored:?}\n{vod}");
+    let probe = common::players::ffprobe(&format!("{}{vod_path}", weed.endpoint()), 60, true, &[]);
+    assert!(probe.clean(), "{probe:?}");
+    let frames = probe.count("video") as f64;
+    assert!(
+        frames >= seconds * 30.0 * 0.95,
+        "{frames} frames for {seconds} s: {probe:?}"
+    );
+}
+
+#[test]
 fn hls_to_a_directory() {
     let dir = std::env::temp_dir().join(format!("rtmp-edge-hls-dir-{}", std::process::id()));
     let url = format!("file://{}", dir.display());

@@ -127,6 +127,11 @@ pub struct Config {
     #[arg(long)]
     pub hls_store_parts: bool,
 
+    /// Keep stored segments this long after they leave the window (e.g. 24h), as an
+    /// archive with a VOD playlist (vod.m3u8) written when the stream ends.
+    #[arg(long, value_name = "DURATION")]
+    pub hls_store_keep: Option<String>,
+
     /// Bearer token required on the HTTP API (/api/v1/*).
     #[arg(long, env = "RTMP_EDGE_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,

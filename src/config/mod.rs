@@ -227,6 +227,7 @@ pub(crate) fn hls_config(cfg: &Config, file: &FileConfig) -> HlsConfig {
         window: Some(cfg.hls_window),
         store: cfg.hls_store.clone().or_else(|| file.hls.store.clone()),
         store_parts: Some(cfg.hls_store_parts || file.hls.store_parts.unwrap_or(false)),
+        keep: cfg.hls_store_keep.clone().or_else(|| file.hls.keep.clone()),
         streams: file.hls.streams.clone(),
     }
 }

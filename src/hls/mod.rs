@@ -52,6 +52,8 @@ pub enum HlsError {
     BadSegment(f64),
     #[error("HLS window must be 3 to 1000 segments, not {0}")]
     BadWindow(usize),
+    #[error("HLS keep {0:?} is not a duration like 90m, 24h or 7d")]
+    BadKeep(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -79,6 +81,9 @@ pub struct HlsConfig {
     pub store: Option<String>,
     /// Upload parts too.
     pub store_parts: Option<bool>,
+    /// Keep stored segments this long after they leave the window (`24h`): a DVR archive
+    /// with a VOD playlist written when the stream ends.
+    pub keep: Option<String>,
     /// Per-stream overrides, first match wins.
     #[serde(default)]
     pub streams: Vec<HlsOverride>,
@@ -104,6 +109,8 @@ pub struct HlsPolicy {
     /// The storage URL HLS is also written to (`main` opens it), and whether parts too.
     pub store: Option<String>,
     pub store_parts: bool,
+    /// How long stored segments outlive the window (an archive); None deletes them.
+    pub keep: Option<Duration>,
 }
 
 impl HlsPolicy {
@@ -138,6 +145,13 @@ impl HlsPolicy {
             window,
             store: c.store.clone(),
             store_parts: c.store_parts.unwrap_or(false),
+            keep: match &c.keep {
+                Some(k) => Some(
+                    crate::util::duration::parse_duration(k)
+                        .ok_or_else(|| HlsError::BadKeep(k.clone()))?,
+                ),
+                None => None,
+            },
         })
     }
 

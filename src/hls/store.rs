@@ -3,16 +3,19 @@
 //! completed segment (and each part with `--hls-store-parts`), the media playlist as a
 //! bucket holds it, and the multivariant playlist when it changes. Segments that left the
 //! window are deleted once a client that read an older playlist is done with them
-//! (three target durations). Objects keep the names the media listener serves, under
-//! `{prefix}{app}/{name}/`, so the playlists' relative URIs resolve in the bucket too.
+//! (three target durations), or with a retention (`keep`) kept that long as an archive,
+//! listed in a VOD playlist (`vod.m3u8`) written when the stream ends. Objects keep the
+//! names the media listener serves, under `{prefix}{app}/{name}/`, so the playlists'
+//! relative URIs resolve in the bucket too.
 
 use std::collections::{HashSet, VecDeque};
+use std::fmt::Write;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use super::playlist::Timeline;
+use super::playlist::{rfc3339_ms, Timeline};
 use crate::shard::hooks::ObjectStore;
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
@@ -23,6 +26,20 @@ pub struct HlsStore {
     pub objects: Arc<dyn ObjectStore>,
     /// Upload parts too (LL-HLS from the bucket).
     pub parts: bool,
+    /// Segments outlive the window this long (an archive); None deletes them.
+    pub keep: Option<Duration>,
+}
+
+/// A stored segment the archive lists.
+struct Archived {
+    msn: u64,
+    duration_ms: u64,
+    discontinuity: bool,
+    independent: bool,
+    init: u32,
+    pdt_ms: u64,
+    /// Deleted from the bucket then.
+    until: Instant,
 }
 
 /// What one stream has handed to the uploader so far.
@@ -41,6 +58,7 @@ pub struct StreamStore {
     deletions: VecDeque<(Instant, String)>,
     multivariant: String,
     epoch: String,
+    archive: VecDeque<Archived>,
 }
 
 impl StreamStore {
@@ -55,6 +73,7 @@ impl StreamStore {
             deletions: VecDeque::new(),
             multivariant: String::new(),
             epoch: String::new(),
+            archive: VecDeque::new(),
         }
     }
 
@@ -107,6 +126,17 @@ impl StreamStore {
                 let name = format!("seg-{epoch}-{}.m4s", s.msn);
                 self.submit(&name, s.body(), "video/iso.segment", IMMUTABLE);
                 self.segments_done = Some(s.msn);
+                if let Some(keep) = self.cfg.keep {
+                    self.archive.push_back(Archived {
+                        msn: s.msn,
+                        duration_ms: s.duration_ms(),
+                        discontinuity: s.discontinuity,
+                        independent: s.independent(),
+                        init: s.init.id,
+                        pdt_ms: s.pdt_ms,
+                        until: now + keep,
+                    });
+                }
                 changed = true;
             }
         }
@@ -117,8 +147,10 @@ impl StreamStore {
             // Segments that left the playlist: gone after three target durations.
             let at = now + Duration::from_secs(3 * t.target_secs());
             for msn in self.listed_from.unwrap_or(first)..first {
-                self.deletions
-                    .push_back((at, format!("seg-{epoch}-{msn}.m4s")));
+                if self.cfg.keep.is_none() {
+                    self.deletions
+                        .push_back((at, format!("seg-{epoch}-{msn}.m4s")));
+                }
                 if self.cfg.parts {
                     // Part counts of retired segments are unknown here: a segment is at
                     // most ~60 s / 50 ms parts, but the usual count is its duration / part.
@@ -137,6 +169,15 @@ impl StreamStore {
             "application/vnd.apple.mpegurl",
             PLAYLIST_CACHE,
         );
+        if ended && self.cfg.keep.is_some() && !self.archive.is_empty() {
+            let vod = self.vod(t);
+            self.submit(
+                "vod.m3u8",
+                vec![Bytes::from(vod)],
+                "application/vnd.apple.mpegurl",
+                PLAYLIST_CACHE,
+            );
+        }
         if let Some(mv) = t.multivariant("") {
             if mv != self.multivariant {
                 self.submit(
@@ -151,7 +192,52 @@ impl StreamStore {
         self.due_deletions(now);
     }
 
+    /// The archive as a VOD playlist: every kept segment, start to end (a new init
+    /// segment is a discontinuity).
+    fn vod(&self, t: &Timeline) -> String {
+        let epoch = &self.epoch;
+        let mut out = format!(
+            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:{}\n#EXT-X-PLAYLIST-TYPE:VOD\n",
+            t.target_secs()
+        );
+        if self.archive.iter().all(|a| a.independent) {
+            out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");
+        }
+        let first = self.archive.front().map_or(0, |a| a.msn);
+        let _ = writeln!(out, "#EXT-X-MEDIA-SEQUENCE:{first}");
+        let mut map = None;
+        for (i, a) in self.archive.iter().enumerate() {
+            if i > 0 && (a.discontinuity || map != Some(a.init)) {
+                out.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            if map != Some(a.init) {
+                let _ = writeln!(out, "#EXT-X-MAP:URI=\"init-{epoch}-{}.mp4\"", a.init);
+                map = Some(a.init);
+            }
+            let _ = write!(
+                out,
+                "#EXT-X-PROGRAM-DATE-TIME:{}\n#EXTINF:{:.3},\nseg-{epoch}-{}.m4s\n",
+                rfc3339_ms(a.pdt_ms),
+                a.duration_ms as f64 / 1000.0,
+                a.msn
+            );
+        }
+        out.push_str("#EXT-X-ENDLIST\n");
+        out
+    }
+
     fn due_deletions(&mut self, now: Instant) {
+        // Kept segments go when their time is up and the live playlist no longer lists them.
+        let listed = self.listed_from.unwrap_or(0);
+        while self
+            .archive
+            .front()
+            .is_some_and(|a| a.until <= now && a.msn < listed)
+        {
+            if let Some(a) = self.archive.pop_front() {
+                self.delete(format!("seg-{}-{}.m4s", self.epoch, a.msn));
+            }
+        }
         while self.deletions.front().is_some_and(|(at, _)| *at <= now) {
             if let Some((_, name)) = self.deletions.pop_front() {
                 self.delete(name);
