@@ -266,6 +266,10 @@ const CONTRACT: &[&str] = &[
     "rtmp_hls_parts_total",
     "rtmp_hls_blocking_waits_total",
     "rtmp_httpflv_viewers",
+    "rtmp_storage_uploads_total",
+    "rtmp_storage_bytes_total",
+    "rtmp_storage_queue_depth",
+    "rtmp_storage_oldest_pending_seconds",
 ];
 const HISTOGRAMS: &[&str] = &[
     "rtmp_cross_shard_latency_seconds",
@@ -273,6 +277,7 @@ const HISTOGRAMS: &[&str] = &[
     "rtmp_push_latency_seconds",
     "rtmp_time_to_first_frame_seconds",
     "rtmp_hls_packaging_latency_seconds",
+    "rtmp_storage_upload_latency_seconds",
 ];
 
 #[test]
@@ -473,6 +478,12 @@ fn every_dashboard_metric_is_exported_under_load() {
     std::fs::write(&not_a_dir, b"").unwrap();
     let record_dir = not_a_dir.join("rec");
     let push = b.url("live");
+    // HLS also to a directory: the storage uploads' series.
+    let store = format!(
+        "file://{}",
+        tmp.join(format!("dashboard-hls-{}", std::process::id()))
+            .display()
+    );
     let a = Server::start(&[
         "--shards",
         "2",
@@ -484,6 +495,8 @@ fn every_dashboard_metric_is_exported_under_load() {
         "all",
         "--record-dir",
         record_dir.to_str().unwrap(),
+        "--hls-store",
+        &store,
         "--handshake-timeout-secs",
         "2",
         "--viewer-queue-bytes",

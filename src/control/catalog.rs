@@ -65,6 +65,19 @@ pub(super) fn describe() {
     );
     describe_gauge!("rtmp_httpflv_viewers", "HTTP-FLV viewers connected.");
     describe_counter!(
+        "rtmp_storage_uploads_total",
+        "Storage jobs finished, by target and result (ok, retry, denied, refused, dropped, replaced)."
+    );
+    describe_counter!("rtmp_storage_bytes_total", "Bytes stored, by target.");
+    describe_gauge!(
+        "rtmp_storage_queue_depth",
+        "Storage jobs waiting for the uploader."
+    );
+    describe_gauge!(
+        "rtmp_storage_oldest_pending_seconds",
+        "Age of the oldest storage job waiting."
+    );
+    describe_counter!(
         "rtmp_httpflv_dropped_frames_total",
         "Frames not sent to a lagging HTTP-FLV viewer, by reason."
     );
