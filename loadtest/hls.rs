@@ -263,6 +263,9 @@ async fn follow(p: &HlsParams, r: &mut HlsResult, start: Instant) -> anyhow::Res
 pub async fn run_flv(addr: SocketAddr, path: String, end: Instant) -> HlsResult {
     let mut r = HlsResult::default();
     let start = Instant::now();
+    // When media first came: active time counts from here however the response ends (the
+    // publisher leaving at the end of a run ends it too).
+    let mut first: Option<Instant> = None;
     let res: anyhow::Result<()> = async {
         let stream = tokio::net::TcpStream::connect(addr).await?;
         let (mut sender, conn) =
@@ -275,7 +278,6 @@ pub async fn run_flv(addr: SocketAddr, path: String, end: Instant) -> HlsResult 
         let resp = sender.send_request(req).await?;
         anyhow::ensure!(resp.status().is_success(), "{path}: HTTP {}", resp.status());
         let mut body = resp.into_body();
-        let mut first: Option<Instant> = None;
         let mut last = Instant::now();
         loop {
             let left = end.saturating_duration_since(Instant::now());
@@ -298,12 +300,12 @@ pub async fn run_flv(addr: SocketAddr, path: String, end: Instant) -> HlsResult 
                 r.bytes += data.len() as u64;
             }
         }
-        if let Some(f) = first {
-            r.active_secs = Instant::now().duration_since(f).as_secs_f64();
-        }
         Ok(())
     }
     .await;
+    if let Some(f) = first {
+        r.active_secs = Instant::now().min(end).duration_since(f).as_secs_f64();
+    }
     if let Err(e) = res {
         r.error = Some(e.to_string());
     }

@@ -40,7 +40,7 @@ start_edge() {
 }
 
 echo "viewers of one stream, $VIEWERS each, ${DURATION}s:"
-printf '%-10s %10s %10s %8s %8s %10s\n' kind CPU-s/GB delivery below95 failed RSS-MiB
+printf '%-10s %10s %10s %8s %8s %10s %12s\n' kind CPU-s/GB delivery below95 failed RSS-MiB req-p99-ms
 for kind in rtmp flv ll-hls; do
   start_edge
   case $kind in
@@ -61,8 +61,10 @@ v = {"rtmp": r["viewers"], "flv": r.get("flv_viewers", {}), "ll-hls": r.get("hls
 dr = (r["delivery_ratio"] if kind == "rtmp" else v.get("delivery_ratio")) or {}
 gb = v.get("bytes_total", 0) / 1e9
 cpu = ticks / tck
+req = (v.get("request_ms") or {}).get("p99")
 print(f"{kind:<10} {cpu / gb if gb else float('nan'):>10.2f} {dr.get('p50', 0):>10.3f} "
-      f"{v.get('below_95pct_expected', '?'):>8} {v.get('failed', '?'):>8} {rss:>10}")
+      f"{v.get('below_95pct_expected', '?'):>8} {v.get('failed', '?'):>8} {rss:>10} "
+      f"{req if req is not None else '-':>12}")
 PY
 done
 
