@@ -353,7 +353,7 @@ fn a_kept_archive_holds_every_segment_and_its_vod_playlist_plays_start_to_end() 
 fn hls_to_a_directory() {
     let dir = std::env::temp_dir().join(format!("rtmp-edge-hls-dir-{}", std::process::id()));
     let url = format!("file://{}", dir.display());
-    let server = Server::start(&["--hls", "all", "--hls-store", &url]);
+    let server = Server::start(&["--hls", "all", "--hls-store", &url, "--hls-store-parts"]);
     let _p = Publisher::live(&server, "live/disk");
     let folder = dir.join("live/disk");
     let end = Instant::now() + Duration::from_secs(30);
@@ -364,6 +364,20 @@ fn hls_to_a_directory() {
     // ffmpeg reads the folder as a local HLS stream.
     let probe = assert_decodes(folder.join("index.m3u8").to_str().unwrap(), 3, 50);
     assert!(probe.count("video") >= 50);
+    // With --hls-store-parts the parts are there too, and the playlist lists them (with
+    // the PART-HOLD-BACK that requires) but promises nothing a folder cannot do.
+    let media = std::fs::read_to_string(folder.join("media.m3u8")).unwrap();
+    assert!(
+        media.contains("#EXT-X-PART:") && media.contains("PART-HOLD-BACK="),
+        "{media}"
+    );
+    assert!(!media.contains("PRELOAD-HINT") && !media.contains("CAN-BLOCK-RELOAD"));
+    for uri in media
+        .lines()
+        .filter_map(|l| l.split("URI=\"").nth(1)?.split('"').next())
+    {
+        assert!(folder.join(uri).exists(), "{uri} listed but not stored");
+    }
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
 }

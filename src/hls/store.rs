@@ -140,7 +140,8 @@ impl StreamStore {
                 changed = true;
             }
         }
-        if !changed {
+        // Players that do not speak LL-HLS need a whole segment: no playlist before one.
+        if !changed || !t.has_complete_segment() {
             return self.due_deletions(now);
         }
         if let Some(first) = t.segments.front().map(|s| s.msn) {
