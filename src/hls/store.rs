@@ -190,6 +190,12 @@ impl StreamStore {
                 self.multivariant = mv;
             }
         }
+        if ended {
+            // No sync follows until a republish: what is due later goes now.
+            for (_, name) in std::mem::take(&mut self.deletions) {
+                self.delete(name);
+            }
+        }
         self.due_deletions(now);
     }
 
