@@ -505,9 +505,15 @@ impl Timeline {
 
 /// `2026-12-05T15:46:05.123Z`
 pub fn rfc3339_ms(ms: u64) -> String {
-    let (y, m, d, hh, mm, ss) = crate::util::time::civil(ms / 1000);
+    let c = crate::util::time::Civil::from_unix((ms / 1000) as i64);
     format!(
-        "{y:04}-{m:02}-{d:02}T{hh:02}:{mm:02}:{ss:02}.{:03}Z",
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        c.year,
+        c.month,
+        c.day,
+        c.hour,
+        c.minute,
+        c.second,
         ms % 1000
     )
 }

@@ -25,7 +25,8 @@ use crate::media::frame::SharedFrame;
 use crate::shard::hooks::{ObjectStore, SinkContext, SinkFactory, StreamSink};
 use crate::shard::state::StreamKey;
 use crate::util::glob_match;
-pub use name::{base_name, sanitize, Civil};
+pub use crate::util::time::Civil;
+pub use name::{base_name, sanitize};
 use worker::{Cmd, Handle};
 pub use writer::{meta_body, publisher_props, Finished, FlvWriter, MetaBody};
 

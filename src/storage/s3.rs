@@ -114,11 +114,11 @@ impl S3 {
 
 /// `20130524T000000Z`
 fn amz_date(now: SystemTime) -> String {
-    let secs = now
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let (y, m, d, hh, mm, ss) = crate::util::time::civil(secs);
-    format!("{y:04}{m:02}{d:02}T{hh:02}{mm:02}{ss:02}Z")
+    let c = crate::util::time::Civil::from_system(now);
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
+    )
 }
 
 /// What a request's signature covers.
