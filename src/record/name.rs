@@ -55,6 +55,7 @@ pub fn candidate(base: &str, n: u32) -> String {
 mod tests {
     use super::*;
     use std::time::Duration;
+    use std::time::UNIX_EPOCH;
 
     #[test]
     fn civil_dates() {
