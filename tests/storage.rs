@@ -13,21 +13,24 @@ use common::seaweed::{Seaweed, ACCESS_KEY, BUCKET, SECRET_KEY};
 use common::watcher::Watcher;
 use common::Server;
 
-fn creds(secret: &str) -> [(&'static str, String); 2] {
-    [
-        ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_string()),
-        ("AWS_SECRET_ACCESS_KEY", secret.to_string()),
-    ]
+/// A server signing its S3 requests with `secret` (the test identity's, or a wrong one).
+fn signed_server(secret: &str, args: &[&str]) -> Server {
+    Server::start_env(
+        &[
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", secret),
+        ],
+        args,
+    )
 }
 
 #[test]
 fn hls_to_s3_plays_from_the_bucket_and_keeps_the_window() {
     let weed = Seaweed::start();
     let url = format!("s3://{BUCKET}/edge?endpoint={}", weed.endpoint());
-    let env = creds(SECRET_KEY);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = Server::start_env(
-        &env,
+    let secret = SECRET_KEY;
+    let server = signed_server(
+        secret,
         &["--hls", "all", "--hls-window", "3", "--hls-store", &url],
     );
     let _p = Publisher::live(&server, "live/s3");
@@ -91,10 +94,9 @@ fn last_segment(playlist: &str) -> Option<u64> {
 fn an_s3_outage_disturbs_no_viewer_and_the_bucket_catches_up() {
     let mut weed = Seaweed::start();
     let url = format!("s3://{BUCKET}/out?endpoint={}", weed.endpoint());
-    let env = creds(SECRET_KEY);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = Server::start_env(
-        &env,
+    let secret = SECRET_KEY;
+    let server = signed_server(
+        secret,
         &[
             "--hls",
             "all",
@@ -161,9 +163,8 @@ fn an_s3_outage_disturbs_no_viewer_and_the_bucket_catches_up() {
 fn refused_credentials_are_an_error_line_and_a_counter() {
     let weed = Seaweed::start();
     let url = format!("s3://{BUCKET}/bad?endpoint={}", weed.endpoint());
-    let env = creds("wrong-secret");
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = Server::start_env(&env, &["--hls", "all", "--hls-store", &url]);
+    let secret = "wrong-secret";
+    let server = signed_server(secret, &["--hls", "all", "--hls-store", &url]);
     let _p = Publisher::live(&server, "live/bad");
     assert!(
         server.logged(&["storage target refused an upload", "s3://media/bad"]),
@@ -232,11 +233,10 @@ fn finished_recordings_are_uploaded_and_a_restart_resumes_an_upload() {
     std::fs::copy(common::test_media(), &old).unwrap();
     std::fs::write(dir.join("live_old_20261205_120000.flv.upload"), "x").unwrap();
     let url = format!("s3://{BUCKET}/rec?endpoint={}", weed.endpoint());
-    let env = creds(SECRET_KEY);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let secret = SECRET_KEY;
     let dir_arg = dir.display().to_string();
-    let server = Server::start_env(
-        &env,
+    let server = signed_server(
+        secret,
         &[
             "--record",
             "all",
@@ -290,10 +290,9 @@ fn finished_recordings_are_uploaded_and_a_restart_resumes_an_upload() {
 fn a_kept_archive_holds_every_segment_and_its_vod_playlist_plays_start_to_end() {
     let weed = Seaweed::start();
     let url = format!("s3://{BUCKET}/arch?endpoint={}", weed.endpoint());
-    let env = creds(SECRET_KEY);
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let server = Server::start_env(
-        &env,
+    let secret = SECRET_KEY;
+    let server = signed_server(
+        secret,
         &[
             "--hls",
             "all",
