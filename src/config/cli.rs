@@ -117,7 +117,8 @@ pub struct Config {
     #[arg(long, default_value_t = 10)]
     pub hls_window: usize,
 
-    /// Also write HLS to a storage target: file:///dir, s3://bucket/prefix (options
+    /// Also write HLS to a storage target (every stream is then packaged unless --hls says
+    /// otherwise): file:///dir, s3://bucket/prefix (options
     /// ?endpoint=..&region=..&path_style=true; keys from AWS_ACCESS_KEY_ID /
     /// AWS_SECRET_ACCESS_KEY).
     #[arg(long, value_name = "URL")]

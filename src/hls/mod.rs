@@ -116,6 +116,8 @@ pub struct HlsPolicy {
 impl HlsPolicy {
     pub fn from_config(c: &HlsConfig) -> Result<Self, HlsError> {
         let mode = match c.mode.as_deref() {
+            // A bucket a CDN serves from must be filled whether or not anyone asks here.
+            None if c.store.is_some() => HlsMode::All,
             None | Some("on-demand") => HlsMode::OnDemand,
             Some("all") => HlsMode::All,
             Some("none") => HlsMode::None,
@@ -488,6 +490,19 @@ mod tests {
         };
         let p = HlsPolicy::from_config(&c).unwrap();
         assert!(p.packages("live/web1") && !p.packages("live/cam"));
+        let stored = HlsConfig {
+            store: Some("file:///srv/hls".into()),
+            ..HlsConfig::default()
+        };
+        assert_eq!(HlsPolicy::from_config(&stored).unwrap().mode, HlsMode::All);
+        let stored_on_demand = HlsConfig {
+            mode: Some("on-demand".into()),
+            ..stored
+        };
+        assert_eq!(
+            HlsPolicy::from_config(&stored_on_demand).unwrap().mode,
+            HlsMode::OnDemand
+        );
         let bad = HlsConfig {
             part_ms: Some(3000),
             ..HlsConfig::default()
