@@ -20,6 +20,7 @@ use crate::shard::hooks::ObjectStore;
 
 const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const PLAYLIST_CACHE: &str = "no-cache";
+const PLAYLIST: &str = "application/vnd.apple.mpegurl";
 
 /// Where a server's HLS goes, shared by every stream.
 pub struct HlsStore {
@@ -167,24 +168,19 @@ impl StreamStore {
         self.submit(
             "media.m3u8",
             vec![Bytes::from(media)],
-            "application/vnd.apple.mpegurl",
+            PLAYLIST,
             PLAYLIST_CACHE,
         );
         if ended && self.cfg.keep.is_some() && !self.archive.is_empty() {
             let vod = self.vod(t);
-            self.submit(
-                "vod.m3u8",
-                vec![Bytes::from(vod)],
-                "application/vnd.apple.mpegurl",
-                PLAYLIST_CACHE,
-            );
+            self.submit("vod.m3u8", vec![Bytes::from(vod)], PLAYLIST, PLAYLIST_CACHE);
         }
         if let Some(mv) = t.multivariant("") {
             if mv != self.multivariant {
                 self.submit(
                     "index.m3u8",
                     vec![Bytes::from(mv.clone())],
-                    "application/vnd.apple.mpegurl",
+                    PLAYLIST,
                     PLAYLIST_CACHE,
                 );
                 self.multivariant = mv;
@@ -203,9 +199,10 @@ impl StreamStore {
     /// segment is a discontinuity).
     fn vod(&self, t: &Timeline) -> String {
         let epoch = &self.epoch;
+        let longest = self.archive.iter().map(|a| (a.duration_ms + 500) / 1000);
+        let td = longest.max().unwrap_or(0).max(t.target_secs());
         let mut out = format!(
-            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:{}\n#EXT-X-PLAYLIST-TYPE:VOD\n",
-            t.target_secs()
+            "#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-TARGETDURATION:{td}\n#EXT-X-PLAYLIST-TYPE:VOD\n"
         );
         if self.archive.iter().all(|a| a.independent) {
             out.push_str("#EXT-X-INDEPENDENT-SEGMENTS\n");

@@ -125,6 +125,13 @@ impl Gcs {
             .map_err(|e| StorageError::Request(e.to_string()))
     }
 
+    /// Drops the cached token (the target refused it).
+    pub fn forget_token(&self) {
+        if let Ok(mut t) = self.token.lock() {
+            *t = None;
+        }
+    }
+
     /// An access token for the service account (none for an emulator), fetched when the
     /// cached one is within a minute of expiring.
     pub async fn token(&self, http: &HttpClient) -> Result<Option<String>, StorageError> {

@@ -188,15 +188,30 @@ impl HttpClient {
 
     /// Sends `req` to `origin` (on an idle connection if one is left), within the timeout.
     pub async fn send(&self, origin: &Origin, req: Request<Body>) -> Result<Reply, StorageError> {
-        match tokio::time::timeout(self.timeout, self.exchange(origin, req)).await {
+        self.send_within(origin, req, self.timeout).await
+    }
+
+    /// `send` with `extra` time, for a body that takes a while to send (a recording).
+    pub async fn send_within(
+        &self,
+        origin: &Origin,
+        req: Request<Body>,
+        extra: Duration,
+    ) -> Result<Reply, StorageError> {
+        let limit = self.timeout + extra;
+        match tokio::time::timeout(limit, self.exchange(origin, req)).await {
             Ok(r) => r,
-            Err(_) => Err(StorageError::Timeout(self.timeout)),
+            Err(_) => Err(StorageError::Timeout(limit)),
         }
     }
 
     async fn exchange(&self, origin: &Origin, req: Request<Body>) -> Result<Reply, StorageError> {
-        let reused = self.take_idle(origin);
-        let mut sender = match reused {
+        // An idle connection the server has closed meanwhile is not ready: open another.
+        let idle = match self.take_idle(origin) {
+            Some(mut s) => s.ready().await.is_ok().then_some(s),
+            None => None,
+        };
+        let mut sender = match idle {
             Some(s) => s,
             None => self.connect(origin).await?,
         };
@@ -205,9 +220,13 @@ impl HttpClient {
         let body = Limited::new(resp.into_body(), MAX_BODY)
             .collect()
             .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        if !sender.is_closed() {
+            .map(|b| b.to_bytes());
+        // Only a connection whose answer was read whole can carry the next request.
+        let (body, whole) = match body {
+            Ok(b) => (b, true),
+            Err(_) => (Bytes::new(), false),
+        };
+        if whole && !sender.is_closed() {
             if let Ok(mut idle) = self.idle.lock() {
                 let list = idle.entry(origin.clone()).or_default();
                 if list.len() < MAX_IDLE {

@@ -124,8 +124,13 @@ impl StorageError {
                 (400..500).contains(status) && !matches!(status, 408 | 429)
             }
             StorageError::Url { .. } | StorageError::Request(_) => true,
-            // A local file that is gone will not come back.
-            StorageError::File { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+            // A local file that is gone, or a directory we may not write, will not change.
+            StorageError::File { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::NotFound
+                    | std::io::ErrorKind::PermissionDenied
+                    | std::io::ErrorKind::ReadOnlyFilesystem
+            ),
             _ => false,
         }
     }

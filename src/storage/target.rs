@@ -121,8 +121,9 @@ impl Target {
                     Some("true") | Some("1") => true,
                     Some("false") | Some("0") => false,
                     Some(_) => return Err(bad("path_style is true or false")),
-                    // A custom endpoint (MinIO, SeaweedFS, R2) usually wants path style.
-                    None => given.is_some(),
+                    // A custom endpoint (MinIO, SeaweedFS, R2) usually wants path style, and
+                    // a dotted bucket name breaks the wildcard certificate of virtual hosts.
+                    None => given.is_some() || bucket.contains('.'),
                 };
                 let endpoint = given
                     .unwrap_or_else(|| format!("https://s3.{region}.amazonaws.com"))

@@ -29,6 +29,9 @@ use super::StorageError;
 use crate::shard::hooks::Telemetry;
 use crate::tls::ClientTls;
 
+/// The content type of playlists, the objects a full queue keeps longest.
+pub const PLAYLIST: &str = "application/vnd.apple.mpegurl";
+
 /// Upload latency (queued to stored), by target label.
 pub const LATENCY_FAMILY: &str = "rtmp_storage_upload_latency_seconds";
 
@@ -187,7 +190,8 @@ impl Store {
                         s3.put(&key, body, len, ct, cc, now)?
                     }
                 };
-                answered(op, http.send(s3.origin(), req).await?).map(|()| sent)
+                let reply = http.send_within(s3.origin(), req, limit_for(sent)).await?;
+                answered(op, reply).map(|()| sent)
             }
             Client::Gcs(gcs) => {
                 let token = gcs.token(http).await?;
@@ -203,10 +207,22 @@ impl Store {
                         gcs.put_request(&key, content, ct, cc, token.as_deref())?
                     }
                 };
-                answered(op, http.send(gcs.origin(), req).await?).map(|()| sent)
+                let reply = http.send_within(gcs.origin(), req, limit_for(sent)).await?;
+                if reply.status == 401 {
+                    // A token revoked or expired early: fetch a new one on the retry.
+                    gcs.forget_token();
+                    return Err(StorageError::Http("the access token was refused".into()));
+                }
+                answered(op, reply).map(|()| sent)
             }
         }
     }
+}
+
+/// How long sending `len` bytes may take: the request timeout, plus a second per MiB (a
+/// recording of a few GB must not time out forever).
+fn limit_for(len: u64) -> Duration {
+    Duration::from_secs(len >> 20)
 }
 
 /// A 2xx answer, or a 404 to a delete (already gone), is success.
@@ -242,7 +258,17 @@ fn file_op(path: &Path, op: &Op) -> Result<(), StorageError> {
             }
             let tmp = path.with_extension("part-upload");
             match op {
-                Op::PutFile { path: from, .. } => std::fs::copy(from, &tmp).map(|_| ()),
+                Op::PutFile { path: from, .. } => {
+                    if std::fs::canonicalize(from).ok() == std::fs::canonicalize(path).ok()
+                        && path.exists()
+                    {
+                        return Err(StorageError::Url {
+                            url: format!("file://{}", path.display()),
+                            why: "the target is the file itself".into(),
+                        });
+                    }
+                    std::fs::copy(from, &tmp).map(|_| ())
+                }
                 Op::Put { body, .. } => std::fs::write(&tmp, joined(body)),
                 Op::Delete => Ok(()),
             }
@@ -320,28 +346,56 @@ impl Uploader {
     /// Queues `job` without waiting. A queued PUT of the same key is replaced; a full lane
     /// drops its oldest job.
     pub fn submit(&self, job: Job) {
-        let mut h = DefaultHasher::new();
-        job.order.hash(&mut h);
-        let lane = &self.lanes[(h.finish() % self.lanes.len() as u64) as usize];
+        // Files (recordings, slow to send) have the last lane to themselves, so a large one
+        // never holds a stream's segments back.
+        let n = self.lanes.len();
+        let lane = if n > 1 && matches!(job.op, Op::PutFile { .. }) {
+            &self.lanes[n - 1]
+        } else {
+            let mut h = DefaultHasher::new();
+            job.order.hash(&mut h);
+            &self.lanes[(h.finish() % n.saturating_sub(1).max(1) as u64) as usize]
+        };
         let label = job.store.target.label.clone();
         {
             let Ok(mut q) = lane.jobs.lock() else {
                 return;
             };
-            let same = |q: &Queued| {
-                Arc::ptr_eq(&q.job.store, &job.store)
-                    && q.job.name == job.name
-                    && matches!(q.job.op, Op::Put { .. })
-            };
+            let mut after = Vec::new();
             if matches!(job.op, Op::Put { .. }) {
+                let same = |q: &Queued| {
+                    Arc::ptr_eq(&q.job.store, &job.store)
+                        && q.job.name == job.name
+                        && matches!(q.job.op, Op::Put { .. })
+                };
                 if let Some(i) = q.iter().position(same) {
                     q.remove(i);
                     self.depth.fetch_sub(1, Ordering::Relaxed);
                     counter(&label, "replaced");
+                    // Deletes queued behind the replaced playlist stay behind the new one:
+                    // a segment goes only once no stored playlist lists it.
+                    let mut k = i;
+                    while k < q.len() {
+                        let o = &q[k].job;
+                        if matches!(o.op, Op::Delete) && o.order == job.order {
+                            after.extend(q.remove(k));
+                        } else {
+                            k += 1;
+                        }
+                    }
                 }
             }
             if q.len() >= self.per_lane {
-                if let Some(old) = q.pop_front() {
+                // The oldest media object goes first (a segment a newer window no longer
+                // needs); playlists (one per stream, replaced), deletes and files are kept
+                // while anything else can go.
+                let media = |o: &Queued| matches!(o.job.op, Op::Put { content_type, .. } if content_type != PLAYLIST);
+                let i = q
+                    .iter()
+                    .position(media)
+                    .or_else(|| q.iter().position(|o| matches!(o.job.op, Op::Put { .. })))
+                    .unwrap_or(0);
+                if let Some(old) = q.remove(i) {
                     self.depth.fetch_sub(1, Ordering::Relaxed);
                     counter(&old.job.store.target.label, "dropped");
                 }
@@ -350,6 +404,7 @@ impl Uploader {
                 job,
                 at: Instant::now(),
             });
+            q.extend(after);
             self.depth.fetch_add(1, Ordering::Relaxed);
         }
         lane.notify.notify_one();
@@ -463,78 +518,4 @@ fn counter(label: &str, result: &'static str) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store(dir: &Path) -> Arc<Store> {
-        Store::new(Target::parse(&format!("file://{}", dir.display())).unwrap()).unwrap()
-    }
-
-    fn put(store: &Arc<Store>, name: &str, body: &'static [u8]) -> Job {
-        Job {
-            store: store.clone(),
-            name: name.into(),
-            op: Op::Put {
-                body: vec![Bytes::from_static(body)],
-                content_type: "text/plain",
-                cache_control: "no-cache",
-            },
-            order: "live/x".into(),
-        }
-    }
-
-    #[test]
-    fn a_newer_put_replaces_a_queued_one_and_a_full_lane_drops_its_oldest() {
-        let up = Uploader {
-            lanes: vec![Lane {
-                jobs: Mutex::default(),
-                notify: Notify::new(),
-            }],
-            per_lane: 3,
-            depth: AtomicUsize::new(0),
-        };
-        let s = store(Path::new("/tmp"));
-        up.submit(put(&s, "a/index.m3u8", b"1"));
-        up.submit(put(&s, "a/seg-1", b"s"));
-        up.submit(put(&s, "a/index.m3u8", b"2"));
-        assert_eq!(up.depth(), 2);
-        let names: Vec<String> = up.lanes[0]
-            .jobs
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|q| q.job.name.clone())
-            .collect();
-        assert_eq!(names, ["a/seg-1", "a/index.m3u8"]);
-        up.submit(put(&s, "a/seg-2", b"s"));
-        up.submit(put(&s, "a/seg-3", b"s"));
-        assert_eq!(up.depth(), 3);
-        let first = up.lanes[0]
-            .jobs
-            .lock()
-            .unwrap()
-            .front()
-            .unwrap()
-            .job
-            .name
-            .clone();
-        assert_eq!(first, "a/index.m3u8", "seg-1, the oldest, was dropped");
-    }
-
-    #[test]
-    fn files_are_written_whole_and_deletes_of_missing_files_succeed() {
-        let dir = std::env::temp_dir().join(format!("rtmp-edge-store-{}", std::process::id()));
-        let path = dir.join("live/x/seg-1.m4s");
-        let op = Op::Put {
-            body: vec![Bytes::from_static(b"seg"), Bytes::from_static(b"ment")],
-            content_type: "video/iso.segment",
-            cache_control: "max-age=60",
-        };
-        file_op(&path, &op).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"segment");
-        file_op(&path, &Op::Delete).unwrap();
-        file_op(&path, &Op::Delete).unwrap();
-        assert!(!path.exists());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-}
+mod tests;
