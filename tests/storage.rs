@@ -13,6 +13,21 @@ use common::seaweed::{Seaweed, ACCESS_KEY, BUCKET, SECRET_KEY};
 use common::watcher::Watcher;
 use common::Server;
 
+/// Waits (30 s at most) until `list` shows a stream's multivariant playlist and at least
+/// three segments.
+fn wait_for_live_stream(list: impl Fn() -> Vec<String>) {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let keys = list();
+        let segs = keys.iter().filter(|k| k.contains("/seg-")).count();
+        if segs >= 3 && keys.iter().any(|k| k.ends_with("/index.m3u8")) {
+            return;
+        }
+        assert!(Instant::now() < end, "bucket holds {keys:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// A server signing its S3 requests with `secret` (the test identity's, or a wrong one).
 fn signed_server(secret: &str, args: &[&str]) -> Server {
     Server::start_env(
@@ -36,16 +51,7 @@ fn hls_to_s3_plays_from_the_bucket_and_keeps_the_window() {
     let _p = Publisher::live(&server, "live/s3");
     let prefix = "edge/live/s3/";
     // The playlists and at least three segments land in the bucket.
-    let end = Instant::now() + Duration::from_secs(30);
-    loop {
-        let keys = weed.keys(prefix);
-        let segs = keys.iter().filter(|k| k.contains("/seg-")).count();
-        if segs >= 3 && keys.iter().any(|k| k.ends_with("/index.m3u8")) {
-            break;
-        }
-        assert!(Instant::now() < end, "bucket holds {keys:?}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_for_live_stream(|| weed.keys(prefix));
     let (status, media) = weed.get(&format!("/{BUCKET}/{prefix}media.m3u8"));
     assert_eq!(status, 200);
     let media = String::from_utf8_lossy(&media).to_string();
@@ -194,16 +200,7 @@ fn hls_to_google_cloud_storage_through_the_json_api() {
     let server = Server::start(&["--hls", "all", "--hls-window", "3", "--hls-store", &url]);
     let _p = Publisher::live(&server, "live/g");
     let prefix = "edge/live/g/";
-    let end = Instant::now() + Duration::from_secs(30);
-    loop {
-        let names = gcs.names(prefix);
-        let segs = names.iter().filter(|k| k.contains("/seg-")).count();
-        if segs >= 3 && names.iter().any(|k| k.ends_with("/index.m3u8")) {
-            break;
-        }
-        assert!(Instant::now() < end, "bucket holds {names:?}");
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    wait_for_live_stream(|| gcs.names(prefix));
     let meta = gcs.metadata(&format!("{prefix}media.m3u8"));
     assert!(
         meta.contains("application/vnd.apple.mpegurl") && meta.contains("no-cache"),

@@ -21,16 +21,21 @@ fn put(store: &Arc<Store>, name: &str, body: &'static [u8]) -> Job {
     }
 }
 
-#[test]
-fn a_newer_put_replaces_a_queued_one_and_a_full_lane_drops_its_oldest() {
-    let up = Uploader {
+/// An uploader without its thread: one lane holding `per_lane` jobs, to look at the queue.
+fn one_lane(per_lane: usize) -> Uploader {
+    Uploader {
         lanes: vec![Lane {
             jobs: Mutex::default(),
             notify: Notify::new(),
         }],
-        per_lane: 3,
+        per_lane,
         depth: AtomicUsize::new(0),
-    };
+    }
+}
+
+#[test]
+fn a_newer_put_replaces_a_queued_one_and_a_full_lane_drops_its_oldest() {
+    let up = one_lane(3);
     let s = store(Path::new("/tmp"));
     up.submit(put(&s, "a/index.m3u8", b"1"));
     up.submit(put(&s, "a/seg-1", b"s"));
@@ -61,14 +66,7 @@ fn a_newer_put_replaces_a_queued_one_and_a_full_lane_drops_its_oldest() {
 
 #[test]
 fn deletes_stay_behind_a_replaced_playlist_and_are_never_dropped() {
-    let up = Uploader {
-        lanes: vec![Lane {
-            jobs: Mutex::default(),
-            notify: Notify::new(),
-        }],
-        per_lane: 3,
-        depth: AtomicUsize::new(0),
-    };
+    let up = one_lane(3);
     let s = store(Path::new("/tmp"));
     let delete = |name: &str| Job {
         store: s.clone(),
