@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
-use rtmp_edge::hls::codec;
+use rtmp_edge::media::codec;
 use rtmp_edge::hls::packager::{Out, Packager, PackagerConfig};
 use rtmp_edge::hls::playlist::{Timeline, TimelineConfig};
 use rtmp_edge::media::flv::{read_tags, TAG_AUDIO, TAG_VIDEO};

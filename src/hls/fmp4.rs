@@ -5,7 +5,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use super::codec::{AudioConfig, VideoCodec, VideoConfig};
+use crate::media::codec::{AudioConfig, VideoCodec, VideoConfig};
 
 pub const VIDEO_TRACK: u32 = 1;
 pub const AUDIO_TRACK: u32 = 2;
@@ -370,7 +370,7 @@ pub fn fragment(sequence: u32, runs: &[Run]) -> (Vec<Bytes>, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hls::codec::{aac_config, avc_config};
+    use crate::media::codec::{aac_config, avc_config};
 
     fn boxes(b: &[u8]) -> Vec<(String, usize)> {
         let mut out = Vec::new();
@@ -391,7 +391,7 @@ mod tests {
     #[test]
     fn init_segment_is_ftyp_then_moov_with_both_tracks() {
         let t = Tracks {
-            video: avc_config(Bytes::from_static(crate::hls::codec::tests::AVCC_640X360)),
+            video: avc_config(Bytes::from_static(crate::media::codec::tests::AVCC_640X360)),
             audio: aac_config(Bytes::from_static(&[0x12, 0x10])),
         };
         let init = init_segment(&t);

@@ -7,7 +7,6 @@
 //! With `on-demand` (the default) a stream is packaged only while someone asked for it in
 //! the last `IDLE_AFTER`; the first request starts packaging at the next keyframe.
 
-pub mod codec;
 pub mod fmp4;
 pub mod packager;
 pub mod playlist;

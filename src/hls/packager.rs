@@ -17,8 +17,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::codec::{self, AudioConfig, AudioPacket, Coded, VideoConfig, VideoPacket};
 use super::fmp4::{self, Run, Sample, Tracks, AUDIO_TRACK, VIDEO_TRACK};
+use crate::media::codec::{self, AudioConfig, AudioPacket, Coded, VideoConfig, VideoPacket};
 use crate::media::frame::{Frame, MediaKind};
 
 #[derive(Debug, Clone, Copy)]

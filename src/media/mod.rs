@@ -3,6 +3,7 @@
 //! Pure, no I/O.
 
 pub mod cache;
+pub mod codec;
 pub mod flv;
 pub mod frame;
 pub mod metadata;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::hls::codec::tests::AVCC_640X360;
+use crate::media::codec::tests::AVCC_640X360;
 
 fn frame(kind: MediaKind, ts: u32, payload: Vec<u8>) -> Frame {
     Frame::new(kind, ts, Bytes::from(payload), 4096)
@@ -170,7 +170,7 @@ fn new_sequence_header_makes_a_new_init_at_the_next_keyframe() {
     let (mut p, mut out) = packager();
     run(&mut p, 0, 3, 50, &mut out);
     let mut other = vec![0x17, 0, 0, 0, 0];
-    other.extend_from_slice(crate::hls::codec::tests::AVCC_BASELINE);
+    other.extend_from_slice(crate::media::codec::tests::AVCC_BASELINE);
     out.clear();
     // Same record again: nothing new.
     p.push(&video_seq(), &mut out);

@@ -1,7 +1,8 @@
-//! What HLS packaging reads from RTMP payloads: the decoder configuration records (AVC,
-//! HEVC, AAC) with the few facts a playlist and an init segment state (RFC 6381 codec
-//! string, picture size, sample rate), and each coded frame as an fMP4 sample: the AVCC
-//! NAL units are already what `mdat` holds, so a sample is a slice of the shared payload.
+//! What RTMP payloads say beyond their tag header: the decoder configuration records (AVC,
+//! HEVC, AAC) with the facts a playlist, an init segment and a channel's compatibility
+//! check need (RFC 6381 codec string, picture size, sample rate, channels), and each coded
+//! frame as an fMP4 sample: the AVCC NAL units are already what `mdat` holds, so a sample
+//! is a slice of the shared payload.
 
 use bytes::Bytes;
 
