@@ -7,6 +7,7 @@
 //! (parses and assembles) → the binaries.
 
 pub mod auth;
+pub mod channel;
 pub mod config;
 pub mod control;
 pub mod fanout;

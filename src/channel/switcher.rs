@@ -1,0 +1,781 @@
+//! The channel's switcher, sans-IO: source events and clock ticks in, the channel's frames
+//! out. It decides which source is on air (priority order, failover on an end or a stall,
+//! switch back once a higher one has been stable, an operator's pin), plays the slate when
+//! none is, and keeps one continuous output timeline: every switch lands on a keyframe and
+//! is rebased (audio and video together) to the last output timestamp plus one frame,
+//! sequence headers go out only when they change, and the audio gap before a switch is
+//! filled with silence.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::format::Format;
+use super::slate::Slate;
+use crate::media::cache::StreamCache;
+use crate::media::codec::{self, AudioPacket};
+use crate::media::frame::{MediaKind, SharedFrame};
+use crate::protocol::amf::Amf0Value;
+
+/// Video frame spacing assumed until the output has shown its own.
+const DEFAULT_VIDEO_STEP_MS: u32 = 33;
+/// Silence inserted at one switch, at most (about a second of AAC).
+const MAX_FILL_FRAMES: u32 = 48;
+/// A slate frame this late is not sent in a burst with the ones before it.
+const MAX_SLATE_LAG: Duration = Duration::from_millis(500);
+
+/// One message the channel publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Emit {
+    pub kind: MediaKind,
+    pub timestamp: u32,
+    pub payload: Bytes,
+}
+
+/// Why the channel moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The source on air unpublished.
+    Ended,
+    /// The source on air sent nothing for the source timeout.
+    Stalled,
+    /// A higher-priority source is back (or any source, while the slate plays).
+    Returned,
+    /// An operator chose it.
+    Forced,
+}
+
+impl Reason {
+    pub const ALL: [Reason; 4] = [
+        Reason::Ended,
+        Reason::Stalled,
+        Reason::Returned,
+        Reason::Forced,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Reason::Ended => "ended",
+            Reason::Stalled => "stalled",
+            Reason::Returned => "returned",
+            Reason::Forced => "forced",
+        }
+    }
+}
+
+/// What is on air.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnAir {
+    Nothing,
+    Slate,
+    Source(usize),
+}
+
+/// What an operator pins the channel to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    Slate,
+    Source(usize),
+}
+
+/// Something the task logs and counts.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Switched {
+        from: OnAir,
+        to: OnAir,
+        reason: Reason,
+        /// After a loss: from the lost source's last frame (or its unpublish) to the first
+        /// frame of what replaced it.
+        switch_time: Option<Duration>,
+    },
+    /// A source's format differs from the channel's; `refused` in strict mode.
+    Mismatch {
+        source: usize,
+        differences: Vec<String>,
+        refused: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    pub source_timeout: Duration,
+    pub switch_back_after: Duration,
+    pub strict: bool,
+}
+
+#[derive(Default)]
+struct Feed {
+    live: bool,
+    /// Delivering without a gap since (how stable it is).
+    since: Option<Instant>,
+    last_media: Option<Instant>,
+    cache: StreamCache,
+    format: Format,
+    /// Its format was compared since it published.
+    checked: bool,
+    /// Strict mode found its format different: never put on air until it republishes.
+    refused: bool,
+}
+
+impl Feed {
+    fn fresh(&self, now: Instant, timeout: Duration) -> bool {
+        self.live
+            && self
+                .last_media
+                .is_some_and(|t| now.duration_since(t) < timeout)
+    }
+}
+
+struct SlatePlay {
+    started: Instant,
+    /// Output timestamp of the current loop's first frame.
+    base: u32,
+    next: usize,
+}
+
+/// A loss whose replacement has not sent its first frame yet.
+struct Loss {
+    at: Instant,
+    from: OnAir,
+    reason: Reason,
+}
+
+/// The last header sent per track, and where each track's output time stands.
+#[derive(Default)]
+struct Output {
+    video_config: Option<Bytes>,
+    audio_config: Option<Bytes>,
+    last_video: Option<u32>,
+    last_audio: Option<u32>,
+    video_step: Option<u32>,
+    /// AAC frames are 1024 samples: their spacing in ms, from the sample rate.
+    audio_step: Option<f64>,
+    channels: u16,
+    metadata_sent: bool,
+}
+
+impl Output {
+    /// The last output timestamp plus one frame: where the next source or loop starts.
+    fn next_start(&self) -> u32 {
+        let v = self
+            .last_video
+            .map(|t| t + self.video_step.unwrap_or(DEFAULT_VIDEO_STEP_MS));
+        let a = self
+            .last_audio
+            .map(|t| t + self.audio_step.map_or(23, |s| s.round() as u32));
+        v.max(a).unwrap_or(0)
+    }
+}
+
+pub struct Switcher {
+    settings: Settings,
+    feeds: Vec<Feed>,
+    slate: Option<Arc<Slate>>,
+    playing: Option<SlatePlay>,
+    on_air: OnAir,
+    /// Output timestamp = source timestamp + offset (wrapping), for the source on air.
+    offset: u32,
+    /// A planned switch waiting for that source's next keyframe.
+    pending: Option<(usize, Reason)>,
+    pin: Option<Pin>,
+    loss: Option<Loss>,
+    out: Output,
+    /// Strict mode: the format the output was locked to by what went on air first.
+    reference: Option<Format>,
+    events: Vec<Event>,
+    slate_since: Option<Instant>,
+    slate_total: Duration,
+    switches: u64,
+}
+
+impl Switcher {
+    pub fn new(sources: usize, slate: Option<Arc<Slate>>, settings: Settings) -> Self {
+        let reference = match &slate {
+            Some(s) if settings.strict => Some(s.format),
+            _ => None,
+        };
+        Self {
+            settings,
+            feeds: (0..sources).map(|_| Feed::default()).collect(),
+            slate,
+            playing: None,
+            on_air: OnAir::Nothing,
+            offset: 0,
+            pending: None,
+            pin: None,
+            loss: None,
+            out: Output::default(),
+            reference,
+            events: Vec::new(),
+            slate_since: None,
+            slate_total: Duration::ZERO,
+            switches: 0,
+        }
+    }
+
+    pub fn on_air(&self) -> OnAir {
+        self.on_air
+    }
+
+    pub fn pin(&self) -> Option<Pin> {
+        self.pin
+    }
+
+    pub fn switches(&self) -> u64 {
+        self.switches
+    }
+
+    /// Time spent on the slate so far.
+    pub fn slate_time(&self, now: Instant) -> Duration {
+        self.slate_total
+            + self
+                .slate_since
+                .map_or(Duration::ZERO, |s| now.duration_since(s))
+    }
+
+    pub fn slate(&self) -> Option<&Arc<Slate>> {
+        self.slate.as_ref()
+    }
+
+    /// Per source: published, delivering now, refused, and its format.
+    pub fn source_state(&self, i: usize, now: Instant) -> (bool, bool, bool, Format) {
+        let f = &self.feeds[i];
+        (
+            f.live,
+            f.fresh(now, self.settings.source_timeout),
+            f.refused,
+            f.format,
+        )
+    }
+
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Replaces the slate. In strict mode one whose format differs from the output's is
+    /// refused (the old one stays) and the differences are returned.
+    pub fn set_slate(
+        &mut self,
+        slate: Arc<Slate>,
+        now: Instant,
+        out: &mut Vec<Emit>,
+    ) -> Result<(), Vec<String>> {
+        if self.settings.strict {
+            if let Some(r) = &self.reference {
+                let d = r.differences(&slate.format);
+                if !d.is_empty() {
+                    return Err(d);
+                }
+            }
+            self.reference.get_or_insert(slate.format);
+        }
+        for i in 0..self.feeds.len() {
+            let f = &self.feeds[i];
+            if f.live && f.checked {
+                let differences = slate.format.differences(&f.format);
+                if !differences.is_empty() {
+                    self.events.push(Event::Mismatch {
+                        source: i,
+                        differences,
+                        refused: false,
+                    });
+                }
+            }
+        }
+        self.slate = Some(slate);
+        if self.on_air == OnAir::Slate {
+            // The new file starts at its own keyframe, right after the old one's last frame.
+            self.start_slate(None, now, out);
+        }
+        Ok(())
+    }
+
+    /// Pins the channel (None: back to the priority order).
+    pub fn force(&mut self, pin: Option<Pin>, now: Instant, out: &mut Vec<Emit>) {
+        self.pin = pin;
+        self.pending = None;
+        self.poll(now, out);
+    }
+
+    pub fn on_publish(&mut self, i: usize, now: Instant) {
+        let f = &mut self.feeds[i];
+        *f = Feed {
+            live: true,
+            ..Feed::default()
+        };
+        let _ = now;
+    }
+
+    pub fn on_unpublish(&mut self, i: usize, now: Instant, out: &mut Vec<Emit>) {
+        let f = &mut self.feeds[i];
+        f.live = false;
+        f.since = None;
+        f.cache.clear();
+        if self.on_air == OnAir::Source(i) {
+            self.lose(i, Reason::Ended, now, out);
+        }
+        if self.pending.is_some_and(|(p, _)| p == i) {
+            self.pending = None;
+        }
+    }
+
+    pub fn on_frame(&mut self, i: usize, frame: &SharedFrame, now: Instant, out: &mut Vec<Emit>) {
+        let timeout = self.settings.source_timeout;
+        let f = &mut self.feeds[i];
+        if !f.live {
+            return;
+        }
+        if !f.fresh(now, timeout) {
+            f.since = Some(now);
+        }
+        f.last_media = Some(now);
+        f.cache.apply(frame);
+        if frame.is_config() {
+            f.format =
+                Format::from_configs(f.cache.config_frames().iter().map(|c| (c.kind, &c.payload)));
+            if self.on_air == OnAir::Source(i) {
+                self.forward(frame, out);
+            }
+            return;
+        }
+        if matches!(frame.kind, MediaKind::Audio | MediaKind::Video) && !f.checked {
+            f.checked = true;
+            self.check_format(i);
+        }
+        if self.on_air == OnAir::Source(i) {
+            self.forward(frame, out);
+        } else if self.pending.is_some_and(|(p, _)| p == i) && self.starts_here(i, frame) {
+            let (_, reason) = self.pending.take().unwrap_or((i, Reason::Returned));
+            self.go_to_source(i, std::slice::from_ref(frame), reason, now, out);
+        }
+    }
+
+    /// A frame a switch to source `i` can start at: a video keyframe, or any audio frame of
+    /// a source without video.
+    fn starts_here(&self, i: usize, frame: &SharedFrame) -> bool {
+        frame.is_video_keyframe()
+            || (frame.kind == MediaKind::Audio && self.feeds[i].format.video.is_none())
+    }
+
+    /// Stalls, returns, pins, and the slate's due frames. Call at [`Self::next_wake`].
+    pub fn poll(&mut self, now: Instant, out: &mut Vec<Emit>) {
+        let timeout = self.settings.source_timeout;
+        if let OnAir::Source(i) = self.on_air {
+            if !self.feeds[i].fresh(now, timeout) {
+                self.lose(i, Reason::Stalled, now, out);
+            }
+        }
+        if let Some((p, _)) = self.pending {
+            if !self.eligible(p, now) {
+                self.pending = None;
+            }
+        }
+        self.choose(now, out);
+        self.play_slate(now, out);
+    }
+
+    /// When [`Self::poll`] has something to do next (a slate frame), at the latest.
+    pub fn next_wake(&self, now: Instant) -> Option<Instant> {
+        if self.on_air != OnAir::Slate {
+            return None;
+        }
+        let (p, s) = (self.playing.as_ref()?, self.slate.as_ref()?);
+        let at = match s.frames.get(p.next) {
+            Some(f) => p.started + Duration::from_millis(u64::from(f.at)),
+            None => p.started + Duration::from_millis(u64::from(s.loop_ms + s.frames.first()?.at)),
+        };
+        Some(at.max(now))
+    }
+
+    fn eligible(&self, i: usize, now: Instant) -> bool {
+        let f = &self.feeds[i];
+        f.fresh(now, self.settings.source_timeout) && !f.refused
+    }
+
+    fn stable(&self, i: usize, now: Instant) -> bool {
+        self.feeds[i]
+            .since
+            .is_some_and(|s| now.duration_since(s) >= self.settings.switch_back_after)
+    }
+
+    /// Sources in the order the channel prefers them: the pinned one first.
+    fn order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.feeds.len()).collect();
+        if let Some(Pin::Source(p)) = self.pin {
+            order.retain(|&i| i != p);
+            order.insert(0, p);
+        }
+        order
+    }
+
+    /// Planned switches: to a pinned slate at once; to a better source at its next keyframe.
+    fn choose(&mut self, now: Instant, out: &mut Vec<Emit>) {
+        if self.pin == Some(Pin::Slate) {
+            if self.on_air != OnAir::Slate && self.slate.is_some() {
+                self.loss = None;
+                self.start_slate(Some(Reason::Forced), now, out);
+            }
+            return;
+        }
+        for j in self.order() {
+            if self.on_air == OnAir::Source(j) {
+                return; // nothing preferred over what is on air is ready
+            }
+            if !self.eligible(j, now) {
+                continue;
+            }
+            let forced = self.pin == Some(Pin::Source(j));
+            let reason = if forced {
+                Reason::Forced
+            } else {
+                Reason::Returned
+            };
+            match self.on_air {
+                OnAir::Source(_) if !forced && !self.stable(j, now) => continue,
+                OnAir::Nothing if self.feeds[j].cache.has_gop() => {
+                    // Nothing on air: start from the cached keyframe rather than wait.
+                    let gop = self.feeds[j].cache.gop().to_vec();
+                    self.go_to_source(j, &gop, reason, now, out);
+                }
+                _ => {
+                    if self.pending.map(|(p, _)| p) != Some(j) {
+                        self.pending = Some((j, reason));
+                    }
+                }
+            }
+            return;
+        }
+        if self.on_air == OnAir::Nothing && self.slate.is_some() {
+            self.start_slate(None, now, out);
+        }
+    }
+
+    /// The source on air is gone: the next live one from its cached keyframe (the viewers
+    /// have already waited out the timeout), else the slate.
+    fn lose(&mut self, i: usize, reason: Reason, now: Instant, out: &mut Vec<Emit>) {
+        let at = match reason {
+            Reason::Stalled => self.feeds[i].last_media.unwrap_or(now),
+            _ => now,
+        };
+        self.loss = Some(Loss {
+            at,
+            from: self.on_air,
+            reason,
+        });
+        self.on_air = OnAir::Nothing;
+        self.pending = None;
+        let next = self
+            .order()
+            .into_iter()
+            .find(|&j| j != i && self.eligible(j, now));
+        if let Some(j) = next {
+            if self.feeds[j].cache.has_gop() {
+                let gop = self.feeds[j].cache.gop().to_vec();
+                self.go_to_source(j, &gop, reason, now, out);
+                return;
+            }
+            // With a slate on air meanwhile, that source's arrival is a return.
+            let then = if self.slate.is_some() {
+                Reason::Returned
+            } else {
+                reason
+            };
+            self.pending = Some((j, then));
+        }
+        if self.slate.is_some() {
+            self.start_slate(Some(reason), now, out);
+        } else if let Some(loss) = self.loss.as_ref() {
+            self.events.push(Event::Switched {
+                from: loss.from,
+                to: OnAir::Nothing,
+                reason,
+                switch_time: None,
+            });
+        }
+    }
+
+    fn check_format(&mut self, i: usize) {
+        let theirs = self.feeds[i].format;
+        let Some(ours) = self
+            .reference
+            .or_else(|| self.slate.as_ref().map(|s| s.format))
+        else {
+            return;
+        };
+        let differences = ours.differences(&theirs);
+        if differences.is_empty() {
+            return;
+        }
+        let refused = self.settings.strict;
+        self.feeds[i].refused = refused;
+        self.events.push(Event::Mismatch {
+            source: i,
+            differences,
+            refused,
+        });
+        if refused && self.on_air == OnAir::Source(i) {
+            // Cannot happen through `choose` (refused sources are not eligible); kept so a
+            // refusal always takes it off air.
+            self.on_air = OnAir::Nothing;
+        }
+    }
+
+    fn switched(&mut self, to: OnAir, reason: Reason, now: Instant) {
+        let from = self.on_air;
+        self.on_air = to;
+        self.switches += 1;
+        if let Some(s) = self.slate_since.take() {
+            self.slate_total += now.duration_since(s);
+        }
+        if to == OnAir::Slate {
+            self.slate_since = Some(now);
+        }
+        let (from, switch_time) = match self.loss.take() {
+            Some(l) => (l.from, Some(now.duration_since(l.at))),
+            None => (from, None),
+        };
+        self.events.push(Event::Switched {
+            from,
+            to,
+            reason,
+            switch_time,
+        });
+    }
+
+    fn go_to_source(
+        &mut self,
+        i: usize,
+        frames: &[SharedFrame],
+        reason: Reason,
+        now: Instant,
+        out: &mut Vec<Emit>,
+    ) {
+        let Some(first) = frames.first() else {
+            return;
+        };
+        self.playing = None;
+        self.pending = None;
+        let start = self.out.next_start();
+        self.fill_audio(start, out);
+        if self.settings.strict && self.reference.is_none() {
+            self.reference = Some(self.feeds[i].format);
+        }
+        self.offset = start.wrapping_sub(first.timestamp);
+        let headers: Vec<(MediaKind, Bytes)> = self.feeds[i]
+            .cache
+            .config_frames()
+            .iter()
+            .filter(|c| c.info.sequence_header)
+            .map(|c| (c.kind, c.payload.clone()))
+            .collect();
+        self.send_headers(&headers, self.feeds[i].format, start, out);
+        self.switched(OnAir::Source(i), reason, now);
+        for f in frames {
+            self.forward(f, out);
+        }
+    }
+
+    /// Plays the slate from its first frame, right after the output's last one.
+    fn start_slate(&mut self, reason: Option<Reason>, now: Instant, out: &mut Vec<Emit>) {
+        let Some(slate) = self.slate.clone() else {
+            return;
+        };
+        let start = self.out.next_start();
+        self.fill_audio(start, out);
+        self.send_headers(&slate.config, slate.format, start, out);
+        self.playing = Some(SlatePlay {
+            started: now,
+            base: start,
+            next: 0,
+        });
+        match reason {
+            Some(reason) => self.switched(OnAir::Slate, reason, now),
+            None if self.on_air != OnAir::Slate => {
+                // On air from the start (or after nothing was): not a switch.
+                self.on_air = OnAir::Slate;
+                self.slate_since = Some(now);
+            }
+            None => {}
+        }
+        self.play_slate(now, out);
+    }
+
+    fn play_slate(&mut self, now: Instant, out: &mut Vec<Emit>) {
+        if self.on_air != OnAir::Slate {
+            return;
+        }
+        let (Some(slate), Some(p)) = (self.slate.clone(), self.playing.as_mut()) else {
+            return;
+        };
+        let mut due = Vec::new();
+        loop {
+            if p.next >= slate.frames.len() {
+                // Next loop: the file's first keyframe again, one loop length later.
+                p.started += Duration::from_millis(u64::from(slate.loop_ms));
+                p.base = p.base.wrapping_add(slate.loop_ms);
+                p.next = 0;
+            }
+            let f = &slate.frames[p.next];
+            let at = p.started + Duration::from_millis(u64::from(f.at));
+            if at > now {
+                break;
+            }
+            if now.duration_since(at) > MAX_SLATE_LAG {
+                // The task was held up: carry on from now rather than burst the backlog.
+                p.started += now.duration_since(at);
+            }
+            p.next += 1;
+            due.push((f.kind, p.base.wrapping_add(f.at), f.payload.clone()));
+        }
+        for (kind, ts, payload) in due {
+            self.emit(kind, ts, payload, out);
+        }
+    }
+
+    /// A source's frame on air: headers only when they change, media rebased.
+    fn forward(&mut self, f: &SharedFrame, out: &mut Vec<Emit>) {
+        let ts = f.timestamp.wrapping_add(self.offset);
+        match f.kind {
+            MediaKind::Metadata => {} // the channel announces its own
+            MediaKind::Video | MediaKind::Audio if f.info.sequence_header => {
+                let OnAir::Source(i) = self.on_air else {
+                    return;
+                };
+                let format = self.feeds[i].format;
+                self.send_headers(&[(f.kind, f.payload.clone())], format, ts, out);
+            }
+            _ => self.emit(f.kind, ts, f.payload.clone(), out),
+        }
+    }
+
+    fn send_headers(
+        &mut self,
+        headers: &[(MediaKind, Bytes)],
+        format: Format,
+        ts: u32,
+        out: &mut Vec<Emit>,
+    ) {
+        if !self.out.metadata_sent {
+            self.out.metadata_sent = true;
+            out.push(Emit {
+                kind: MediaKind::Metadata,
+                timestamp: ts,
+                payload: metadata(format),
+            });
+        }
+        for (kind, payload) in headers {
+            let slot = match kind {
+                MediaKind::Video => &mut self.out.video_config,
+                MediaKind::Audio => &mut self.out.audio_config,
+                _ => continue,
+            };
+            if slot.as_ref() == Some(payload) {
+                continue;
+            }
+            *slot = Some(payload.clone());
+            if *kind == MediaKind::Audio {
+                if let AudioPacket::Config(c) = codec::audio(payload) {
+                    self.out.audio_step = Some(1024_000.0 / f64::from(c.sample_rate));
+                    self.out.channels = c.channels;
+                }
+            }
+            out.push(Emit {
+                kind: *kind,
+                timestamp: ts,
+                payload: payload.clone(),
+            });
+        }
+    }
+
+    /// One output frame, kept in order per track: an audio frame at or before the last one
+    /// (the old source's tail overlapping the new one's head) is dropped.
+    fn emit(&mut self, kind: MediaKind, ts: u32, payload: Bytes, out: &mut Vec<Emit>) {
+        match kind {
+            MediaKind::Audio => {
+                if self.out.last_audio.is_some_and(|l| ts <= l) {
+                    return;
+                }
+                self.out.last_audio = Some(ts);
+            }
+            MediaKind::Video => {
+                if let Some(l) = self.out.last_video {
+                    if ts > l && ts - l <= 200 && self.loss.is_none() {
+                        self.out.video_step = Some(ts - l);
+                    }
+                }
+                self.out.last_video = Some(ts);
+            }
+            _ => {}
+        }
+        out.push(Emit {
+            kind,
+            timestamp: ts,
+            payload,
+        });
+    }
+
+    /// Silent AAC frames from the last audio frame up to `until`, so the audio track has
+    /// no hole where the video switched.
+    fn fill_audio(&mut self, until: u32, out: &mut Vec<Emit>) {
+        let (Some(last), Some(step), Some(frame)) = (
+            self.out.last_audio,
+            self.out.audio_step,
+            silent_aac(self.out.channels),
+        ) else {
+            return;
+        };
+        for k in 1..=MAX_FILL_FRAMES {
+            let ts = last + (f64::from(k) * step).round() as u32;
+            if ts + (step / 2.0) as u32 >= until {
+                break;
+            }
+            let mut p = Vec::with_capacity(2 + frame.len());
+            p.extend_from_slice(&[0xAF, 0x01]);
+            p.extend_from_slice(frame);
+            self.emit(MediaKind::Audio, ts, Bytes::from(p), out);
+        }
+    }
+}
+
+/// A raw AAC-LC frame of silence (no spectral data) for 1 or 2 channels: the same bytes at
+/// every sample rate.
+fn silent_aac(channels: u16) -> Option<&'static [u8]> {
+    match channels {
+        1 => Some(&[0x00, 0xc8, 0x00, 0x80, 0x23, 0x80]),
+        2 => Some(&[0x21, 0x00, 0x49, 0x90, 0x02, 0x19, 0x00, 0x23, 0x80]),
+        _ => None,
+    }
+}
+
+/// The channel's own onMetaData, from what first goes on air: a source's or the slate's
+/// would describe that input (a file's duration), not the channel.
+fn metadata(format: Format) -> Bytes {
+    let mut props: Vec<(&'static str, Amf0Value)> = Vec::new();
+    if let Some(v) = format.video {
+        props.push(("width", Amf0Value::Number(f64::from(v.width))));
+        props.push(("height", Amf0Value::Number(f64::from(v.height))));
+        let id = match v.codec {
+            codec::VideoCodec::Avc => 7.0,
+            codec::VideoCodec::Hevc => 12.0,
+        };
+        props.push(("videocodecid", Amf0Value::Number(id)));
+    }
+    if let Some(a) = format.audio {
+        props.push(("audiocodecid", Amf0Value::Number(10.0)));
+        props.push((
+            "audiosamplerate",
+            Amf0Value::Number(f64::from(a.sample_rate)),
+        ));
+        props.push(("stereo", Amf0Value::Boolean(a.channels >= 2)));
+    }
+    props.push(("encoder", Amf0Value::String("rtmp-edge channel".into())));
+    let mut buf = Vec::new();
+    Amf0Value::String("onMetaData".into()).encode(&mut buf);
+    Amf0Value::object(props).encode(&mut buf);
+    Bytes::from(buf)
+}
+
+#[cfg(test)]
+mod tests;
