@@ -8,12 +8,13 @@ use std::time::{Duration, Instant};
 use tracing_subscriber::EnvFilter;
 
 use rtmp_edge::auth::{Auth, SharedAuth};
+use rtmp_edge::channel::Channels;
 use rtmp_edge::config::{LogFormat, Settings};
 use rtmp_edge::control::Control;
 use rtmp_edge::record::Recorder;
 use rtmp_edge::relay::pull::OriginPull;
 use rtmp_edge::relay::push::PushRegistry;
-use rtmp_edge::shard::hooks::{Hooks, ObjectStore, SinkFactory, UpstreamFactory};
+use rtmp_edge::shard::hooks::{Hooks, ObjectStore, ShardService, SinkFactory, UpstreamFactory};
 use rtmp_edge::shard::transmission::ShardLink;
 use rtmp_edge::shard::{self, Server};
 use rtmp_edge::storage::{Store, UploadTarget, Uploader, UploaderConfig};
@@ -99,10 +100,19 @@ fn main() -> anyhow::Result<()> {
         .clone()
         .map(|o| Arc::new(OriginPull::new(o)));
     let upstream = origin_pull.clone().map(|o| o as Arc<dyn UpstreamFactory>);
+    // Always-on channels: their sources' sinks, and a task on each channel's owner shard.
+    let channels = Channels::new(&settings.channels)?;
+    let mut services: Vec<Arc<dyn ShardService>> = Vec::new();
+    if !channels.is_empty() {
+        sinks.push(channels.clone());
+        services.push(channels.clone());
+    }
+    control.attach_channels(channels.clone());
     let hooks = Hooks {
         auth: auth.clone(),
         sinks,
         upstream,
+        services,
         telemetry: control.clone(),
     };
     let mut shard_config = settings.shard.clone();
@@ -122,6 +132,7 @@ fn main() -> anyhow::Result<()> {
             flag_certs: settings.tls_certs.clone(),
             flag_cert_count: usize::from(cfg.tls_cert.is_some()),
             origin: origin_pull.clone(),
+            channels,
         },
     )?;
     wait_for_shards(
@@ -232,6 +243,8 @@ struct Reloadable {
     flag_cert_count: usize,
     /// Edge mode: the origin pulls, whose CA file a reload re-reads.
     origin: Option<Arc<OriginPull>>,
+    /// Channels, whose slate files a reload re-reads.
+    channels: Arc<Channels>,
 }
 
 /// SIGTERM or SIGINT: every shard drains (see `ShardState::begin_shutdown`) and `main`
@@ -268,7 +281,7 @@ fn spawn_signal_thread(
 
 impl Reloadable {
     /// Re-reads the config file's `[auth]`, `[[push]]` and `[[tls_certificate]]`, every
-    /// certificate and every CA file. Everything is loaded and checked first; if any part
+    /// certificate, every CA file and every changed channel slate. Everything is loaded and checked first; if any part
     /// fails nothing changes (the running configuration stays and the error is logged).
     fn run(&self) {
         let fail = |e: &dyn std::fmt::Display| {
@@ -323,6 +336,11 @@ impl Reloadable {
         }
         if let Some(a) = auth {
             self.auth.replace(a);
+        }
+        if let Some(f) = &file {
+            for e in self.channels.reload(&f.channel) {
+                tracing::warn!(error = %e, "slate did not reload; keeping the old one");
+            }
         }
         self.control.reconcile_sinks();
         match &self.path {

@@ -32,6 +32,13 @@ pub struct Slate {
     /// One loop's length: where the next loop's first frame goes.
     pub loop_ms: u32,
     pub format: Format,
+    /// The file's size and modification time when read (a reload skips an unchanged file).
+    stamp: Option<(u64, std::time::SystemTime)>,
+}
+
+fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.len(), m.modified().ok()?))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,7 +66,14 @@ impl Slate {
         }
         let file = Bytes::from(std::fs::read(path).map_err(|e| SlateError::Read(err_path(), e))?);
         let tags = flv::read_tags(&file).map_err(|e| SlateError::Flv(err_path(), e))?;
-        Self::from_tags(path, tags)
+        let mut slate = Self::from_tags(path, tags)?;
+        slate.stamp = stamp(path);
+        Ok(slate)
+    }
+
+    /// The file on disk is not the one read.
+    pub fn changed(&self) -> bool {
+        self.stamp.is_none() || stamp(&self.path) != self.stamp
     }
 
     pub(crate) fn from_tags(path: &Path, tags: Vec<flv::FlvTag>) -> Result<Slate, SlateError> {
@@ -112,6 +126,7 @@ impl Slate {
             frames,
             loop_ms,
             format,
+            stamp: None,
         })
     }
 }

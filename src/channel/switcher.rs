@@ -139,7 +139,6 @@ struct SlatePlay {
 struct Loss {
     at: Instant,
     from: OnAir,
-    reason: Reason,
 }
 
 /// The last header sent per track, and where each track's output time stands.
@@ -462,7 +461,6 @@ impl Switcher {
         self.loss = Some(Loss {
             at,
             from: self.on_air,
-            reason,
         });
         self.on_air = OnAir::Nothing;
         self.pending = None;
@@ -677,7 +675,7 @@ impl Switcher {
             *slot = Some(payload.clone());
             if *kind == MediaKind::Audio {
                 if let AudioPacket::Config(c) = codec::audio(payload) {
-                    self.out.audio_step = Some(1024_000.0 / f64::from(c.sample_rate));
+                    self.out.audio_step = Some(1_024_000.0 / f64::from(c.sample_rate));
                     self.out.channels = c.channels;
                 }
             }

@@ -174,6 +174,11 @@ pub struct Config {
     #[arg(long, default_value_t = 10)]
     pub origin_idle_secs: u64,
 
+    /// A channel's source that sends no media for this long counts as lost: the channel
+    /// moves to its next live source or its slate (`[[channel]]` in the config file).
+    #[arg(long, default_value_t = 1500)]
+    pub source_timeout_ms: u64,
+
     /// Directory for FLV recordings.
     #[arg(long)]
     pub record_dir: Option<PathBuf>,

@@ -15,6 +15,8 @@
 //! * `[record]`: recordings' directory and mode (the `--record-dir` / `--record` flags win)
 //!   and per-stream overrides.
 //! * `[[push]]`: push destinations, on top of any `--push` flags.
+//! * `[[channel]]`: always-on channels (`channel::ChannelConfig`): `name`, `sources` in
+//!   priority order, `slate`, `switch_back_after_secs`, `strict`.
 //! * `[[tls_certificate]]`: certificates for `--listen-tls` chosen by SNI (`names`, with
 //!   `*.example.com` wildcards), beside the default one of `--tls-cert`/`--tls-key`.
 //!
@@ -37,6 +39,7 @@ use serde::Deserialize;
 
 use super::env::expand_value;
 use crate::auth::AuthConfig;
+use crate::channel::ChannelConfig;
 use crate::record::RecordConfig;
 use crate::relay::push::{self, PushDestination};
 use crate::tls::CertConfig;
@@ -57,6 +60,9 @@ pub struct FileConfig {
     pub push: Vec<PushDestination>,
     #[serde(default)]
     pub tls_certificate: Vec<CertConfig>,
+    /// `[[channel]]`: always-on channels.
+    #[serde(default)]
+    pub channel: Vec<ChannelConfig>,
 }
 
 /// One `[server]` key as the command-line arguments it stands for.
@@ -96,6 +102,8 @@ pub enum FileError {
     Server { key: String, message: String },
     #[error("[[push]] #{index}: {message}")]
     Push { index: usize, message: String },
+    #[error("[[channel]] #{index}: {message}")]
+    Channel { index: usize, message: String },
 }
 
 impl FileConfig {
@@ -123,6 +131,10 @@ impl FileConfig {
         let c = FileConfig::deserialize(toml::Value::Table(table))?;
         c.server_args()?;
         c.validate_push()?;
+        crate::channel::config::check(&c.channel).map_err(|(index, e)| FileError::Channel {
+            index,
+            message: e.to_string(),
+        })?;
         Ok(c)
     }
 

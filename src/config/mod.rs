@@ -66,6 +66,8 @@ pub struct Settings {
     pub tls_ca_file: Option<PathBuf>,
     /// The config file, for SIGHUP reloads.
     pub config_path: Option<PathBuf>,
+    /// `[[channel]]` with `--source-timeout-ms`.
+    pub channels: crate::channel::ChannelPolicy,
 }
 
 impl Settings {
@@ -124,6 +126,10 @@ impl Settings {
             tls_certs,
             tls_ca_file: cfg.tls_ca_file.clone(),
             config_path: cfg.config.clone(),
+            channels: crate::channel::ChannelPolicy {
+                channels: file.channel.clone(),
+                source_timeout: Duration::from_millis(cfg.source_timeout_ms.max(100)),
+            },
         })
     }
 }

@@ -1,5 +1,5 @@
 //! The JSON API under `/api/v1` (documented in deploy/openapi.yaml): streams, clients,
-//! kicks, and push destinations changed at runtime. Reads ask the shards; changes go to
+//! kicks, push destinations changed at runtime, and channels (status, a pinned source). Reads ask the shards; changes go to
 //! the push registry and then to the shards, which start or stop sessions of live streams.
 
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use serde_json::json;
 use tracing::info;
 
 use super::Control;
+use crate::channel::ForceError;
 use crate::relay::push::{Destination, PushEntry, RegistryError};
 use crate::shard::query::{ClientInfo, Query, SinkInfo};
 use crate::tls::ClientTls;
@@ -32,6 +33,8 @@ pub fn routes(control: Arc<Control>) -> Router<Arc<Control>> {
             "/push/{id}",
             get(get_push).patch(patch_push).delete(remove_push),
         )
+        .route("/channels", get(list_channels))
+        .route("/channels/{*rest}", get(get_channel).post(force_channel))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such API endpoint") })
         .layer(middleware::from_fn_with_state(control, require_token))
 }
@@ -160,6 +163,60 @@ async fn kick_client(State(c): Shared, Path(id): Path<u64>) -> Response {
         StatusCode::NO_CONTENT.into_response()
     } else {
         error(StatusCode::NOT_FOUND, format!("no client {id}"))
+    }
+}
+
+// ---- channels ----
+
+async fn list_channels(State(c): Shared) -> Response {
+    let list = c.channels().map(|ch| ch.list()).unwrap_or_default();
+    Json(json!({ "channels": list })).into_response()
+}
+
+async fn get_channel(State(c): Shared, Path(name): Path<String>) -> Response {
+    match c.channels().and_then(|ch| ch.get(&name)) {
+        Some(s) => Json(s).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no channel {name}")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ForceSource {
+    /// A source key, `"slate"`, or `"auto"`/null for the priority order.
+    source: Option<String>,
+}
+
+/// `POST /channels/{name}/source`: pins the channel to a source (from its next keyframe),
+/// to the slate, or back to the priority order.
+async fn force_channel(
+    State(c): Shared,
+    Path(rest): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(name) = rest.strip_suffix("/source") else {
+        return error(StatusCode::NOT_FOUND, "no such API endpoint");
+    };
+    let req: ForceSource = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
+    };
+    let source = req.source.unwrap_or_else(|| "auto".into());
+    let Some(ch) = c.channels() else {
+        return error(StatusCode::NOT_FOUND, format!("no channel {name}"));
+    };
+    match ch.force(name, &source) {
+        Ok(()) => {
+            info!(channel = %name, source = %source, "channel source pinned through the API");
+            (
+                StatusCode::ACCEPTED,
+                Json(json!({ "channel": name, "pinned": source })),
+            )
+                .into_response()
+        }
+        Err(e @ ForceError::NoChannel(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ ForceError::NotRunning) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 

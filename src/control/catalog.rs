@@ -147,6 +147,26 @@ pub(super) fn describe() {
         "RTMPS handshakes that failed, by reason (not_tls: plain RTMP or garbage on the TLS port)."
     );
     describe_gauge!("rtmp_streams", "Streams with a publisher, per owner shard.");
+    describe_counter!(
+        "rtmp_channel_switches_total",
+        "Channel switches, by channel and reason (ended, stalled, returned, forced)."
+    );
+    describe_counter!(
+        "rtmp_channel_slate_seconds_total",
+        "Seconds a channel spent on its slate."
+    );
+    describe_gauge!(
+        "rtmp_channel_on_slate",
+        "1 while a channel plays its slate, else 0."
+    );
+    describe_gauge!(
+        "rtmp_channel_sources_delivering",
+        "A channel's sources delivering media within the source timeout."
+    );
+    describe_counter!(
+        "rtmp_channel_input_drops_total",
+        "Source frames a channel could not queue (its task too far behind)."
+    );
     zero_known_series();
 }
 

@@ -16,13 +16,14 @@ const BUCKETS: [f64; 16] = [
 ];
 const WINDOW: Duration = Duration::from_secs(10);
 
+pub use crate::channel::SWITCH_FAMILY as CHANNEL_SWITCH;
 pub use crate::hls::LATENCY_FAMILY as HLS_PACKAGING;
 pub use crate::relay::push::LATENCY_FAMILY as PUSH;
 pub use crate::shard::hooks::latency::{CROSS_SHARD, FANOUT, FIRST_FRAME};
 pub use crate::storage::uploader::LATENCY_FAMILY as STORAGE_UPLOAD;
 
 /// Name, help and label of the exported latency families.
-pub const FAMILIES: [(&str, &str, &str); 6] = [
+pub const FAMILIES: [(&str, &str, &str); 7] = [
     (
         CROSS_SHARD,
         "Owner shard ingest to another shard's receipt of a forwarded frame.",
@@ -47,6 +48,11 @@ pub const FAMILIES: [(&str, &str, &str); 6] = [
         STORAGE_UPLOAD,
         "An object queued for a storage target to the target confirming it.",
         "target",
+    ),
+    (
+        CHANNEL_SWITCH,
+        "A channel's source lost (its last frame, or its unpublish) to the first frame of what replaced it.",
+        "channel",
     ),
     (
         FIRST_FRAME,

@@ -22,6 +22,7 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio::sync::oneshot;
 use tracing::{error, info};
 
+use crate::channel::Channels;
 use crate::relay::push::PushRegistry;
 use crate::shard::hooks::Telemetry;
 use crate::shard::query::{Query, ShardStreams, StreamInfo};
@@ -63,6 +64,7 @@ pub struct Control {
     shard_cpu: Mutex<BTreeMap<String, f64>>,
     links: OnceLock<Vec<ShardLink>>,
     push: OnceLock<Arc<PushRegistry>>,
+    channels: OnceLock<Arc<Channels>>,
     /// Bearer token the API requires (`--api-token`).
     pub api_token: Option<String>,
     /// Streams with per-stream series in /metrics (by viewers).
@@ -94,6 +96,7 @@ impl Control {
             shard_cpu: Mutex::default(),
             links: OnceLock::new(),
             push: OnceLock::new(),
+            channels: OnceLock::new(),
             api_token: None,
             top_streams: 20,
             scrape_cache: tokio::sync::Mutex::new(None),
@@ -128,6 +131,15 @@ impl Control {
 
     pub fn push_registry(&self) -> Option<&Arc<PushRegistry>> {
         self.push.get()
+    }
+
+    /// The channels the API lists and pins.
+    pub fn attach_channels(&self, channels: Arc<Channels>) {
+        let _ = self.channels.set(channels);
+    }
+
+    pub fn channels(&self) -> Option<&Arc<Channels>> {
+        self.channels.get()
     }
 
     /// Tells every shard that push destinations changed. The control lane never blocks:

@@ -161,6 +161,13 @@ pub trait UpstreamFactory: Send + Sync {
     fn open(&self, shard: &Rc<ShardState>, key: &StreamKey);
 }
 
+/// Something a feature runs on a shard for the server's whole life (an always-on
+/// channel publishing into that shard's stream table). Started once per shard when the
+/// shard is up; what it spawns goes in the shard's task registry and ends with it.
+pub trait ShardService: Send + Sync {
+    fn start(&self, shard: &Rc<ShardState>);
+}
+
 /// Where a feature's files go besides memory (a directory, a bucket): objects named under
 /// the target, written in order per `order` key (a stream). Calls only queue (bounded,
 /// never waiting); the writing happens on the storage's own thread.
@@ -211,5 +218,7 @@ pub struct Hooks {
     pub sinks: Vec<Arc<dyn SinkFactory>>,
     /// Origin pulls (edge mode); None when no origin is configured.
     pub upstream: Option<Arc<dyn UpstreamFactory>>,
+    /// Started on every shard once it runs (always-on channels).
+    pub services: Vec<Arc<dyn ShardService>>,
     pub telemetry: Arc<dyn Telemetry>,
 }

@@ -222,6 +222,9 @@ async fn run_shard(
         }
     });
     state.shared.hooks.telemetry.shard_ready(id);
+    for service in &state.shared.hooks.services {
+        service.start(&state);
+    }
     info!(shard = id, "shard running");
     // Two loops polled together, not one select over two accepts: a dropped accept
     // that completes anyway would lose its connection.

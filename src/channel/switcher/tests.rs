@@ -48,8 +48,8 @@ impl Gen {
     /// The frames due at `ms` since it started.
     fn at(&self, ms: u32) -> Vec<SharedFrame> {
         let mut v = Vec::new();
-        if ms % 40 == 0 {
-            let key = ms % 1000 == 0;
+        if ms.is_multiple_of(40) {
+            let key = ms.is_multiple_of(1000);
             let b0 = if key { 0x17 } else { 0x27 };
             v.push(frame(
                 MediaKind::Video,
@@ -57,8 +57,8 @@ impl Gen {
                 &[b0, 1, 0, 0, 0, self.id],
             ));
         }
-        let k = (f64::from(ms) / (1024_000.0 / 44100.0)).floor();
-        let prev = (f64::from(ms.saturating_sub(1)) / (1024_000.0 / 44100.0)).floor();
+        let k = (f64::from(ms) / (1_024_000.0 / 44100.0)).floor();
+        let prev = (f64::from(ms.saturating_sub(1)) / (1_024_000.0 / 44100.0)).floor();
         if !self.mute && (ms == 0 || k != prev) {
             v.push(frame(MediaKind::Audio, self.t0 + ms, &[0xAF, 1, self.id]));
         }
@@ -166,7 +166,7 @@ impl Sim {
                     self.sw.on_frame(i, &f, now, &mut self.out);
                 }
             }
-            if self.ms % 10 == 0 || self.sw.next_wake(now).is_some_and(|w| w <= now) {
+            if self.ms.is_multiple_of(10) || self.sw.next_wake(now).is_some_and(|w| w <= now) {
                 self.sw.poll(now, &mut self.out);
             }
         }
