@@ -199,6 +199,30 @@ pub fn media(name: &str, size: &str, seconds: u32, gop: u32) -> PathBuf {
 
 /// A test file like `media`, with `keys` as ffmpeg's x264 keyframe options.
 pub fn media_with(name: &str, size: &str, seconds: u32, keys: &[&str]) -> PathBuf {
+    media_from(name, "testsrc2", "sine=frequency=1000", size, seconds, keys)
+}
+
+/// A slate for channel tests: colour bars and a lower tone, otherwise encoded exactly like
+/// `media` (so its decoder configuration matches the test stream's at the same size).
+pub fn slate_media(name: &str, size: &str, seconds: u32) -> PathBuf {
+    media_from(
+        name,
+        "smptebars",
+        "sine=frequency=500",
+        size,
+        seconds,
+        &["-g", "30"],
+    )
+}
+
+fn media_from(
+    name: &str,
+    video: &str,
+    audio: &str,
+    size: &str,
+    seconds: u32,
+    keys: &[&str],
+) -> PathBuf {
     let path = media_dir().join(format!("{name}.flv"));
     if path.exists() {
         return path;
@@ -211,8 +235,8 @@ pub fn media_with(name: &str, size: &str, seconds: u32, keys: &[&str]) -> PathBu
     ));
     let st = Command::new("ffmpeg")
         .args(["-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!("testsrc2=size={size}:rate=30"))
-        .args(["-f", "lavfi", "-i", "sine=frequency=1000:sample_rate=44100"])
+        .arg(format!("{video}=size={size}:rate=30"))
+        .args(["-f", "lavfi", "-i", &format!("{audio}:sample_rate=44100")])
         .args(["-t", &seconds.to_string()])
         .args(["-c:v", "libx264", "-preset", "ultrafast"])
         .args(keys)

@@ -58,7 +58,7 @@ impl Nginx {
         let conf = format!(
             "load_module {NGINX_RTMP};\n\
              daemon off;\nmaster_process off;\nworker_processes 1;\n\
-             error_log {d}/e.log;\npid {d}/n.pid;\n\
+             error_log {d}/e.log info;\npid {d}/n.pid;\n\
              events {{}}\n\
              rtmp {{ server {{ listen {addr}; chunk_size 4096;\n\
              application live {{ live on; wait_key on; }} }} }}\n"
@@ -95,6 +95,16 @@ impl Nginx {
     /// `rtmp://127.0.0.1:PORT/live`.
     pub fn live_url(&self) -> String {
         format!("rtmp://{}/live", self.addr)
+    }
+
+    /// How many publishes of `name` (in application `live`) nginx-rtmp accepted so far
+    /// (its info-level "publish: name='…'" lines).
+    pub fn publishes(&self, name: &str) -> usize {
+        let needle = format!("publish: name='{name}'");
+        self.error_log()
+            .lines()
+            .filter(|l| l.contains(&needle))
+            .count()
     }
 
     pub fn error_log(&self) -> String {

@@ -127,6 +127,15 @@ impl Publisher {
         self.join_drain();
     }
 
+    /// SIGSTOP: the connection stays open and silent (a stalled encoder); `kill` still ends it.
+    pub fn freeze(&mut self) {
+        let st = std::process::Command::new("kill")
+            .args(["-STOP", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success(), "SIGSTOP failed");
+    }
+
     /// Kills this ffmpeg (if still running) and publishes the same way again.
     pub fn restart(&mut self) {
         self.kill();
