@@ -340,3 +340,143 @@ streams = ["{CHANNEL}"]
     assert_eq!(count, 2.0, "two losses measured");
     assert_eq!(within, count, "a switch took longer than timeout + one GOP");
 }
+
+fn channel_status(server: &Server, name: &str) -> serde_json::Value {
+    let (code, body) = server.http_get(&format!("/api/v1/channels/{name}"));
+    assert_eq!(code, 200, "{body}");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn wait_status(
+    server: &Server,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let s = channel_status(server, name);
+        if pred(&s) {
+            return s;
+        }
+        assert!(Instant::now() < end, "{name}: never {what}: {s:#}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A slate whose picture size differs from the source's: a warning (log, API) on a normal
+/// channel; refused on a strict one, when the source publishes and again when a reload
+/// brings a differing file, while a matching one loads. Operators pin through the API.
+#[test]
+fn a_differing_slate_is_reported_and_refused_in_strict_mode() {
+    let small = slate_media("slate240", "320x240", 2);
+    let same = slate_media("slate360", "640x360", 4);
+    let text = |strict_slate: &Path| {
+        format!(
+            r#"
+[[channel]]
+name = "live/warn"
+sources = ["live/w"]
+slate = "{}"
+
+[[channel]]
+name = "live/strict"
+sources = ["live/s"]
+slate = "{}"
+strict = true
+"#,
+            small.display(),
+            strict_slate.display()
+        )
+    };
+    let config = write_config("strict", &text(&small));
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let s = wait_status(&server, "live/strict", "on slate", |s| {
+        s["on_air"] == "slate"
+    });
+    assert_eq!(
+        s["slate"]["format"], "H.264 320x240, AAC 44100 Hz 1 ch",
+        "{s:#}"
+    );
+    let mut w = publish(&server, "live/w");
+    let mut st = publish(&server, "live/s");
+
+    let warn = wait_status(&server, "live/warn", "on its source", |s| {
+        s["on_air"] == "live/w" && !s["warnings"].as_array().unwrap().is_empty()
+    });
+    let text_of = |s: &serde_json::Value| s["warnings"].to_string();
+    assert!(
+        text_of(&warn).contains("640x360 instead of H.264 320x240"),
+        "{warn:#}"
+    );
+    assert!(
+        !warn["slate"].is_null(),
+        "a normal channel keeps its slate: {warn:#}"
+    );
+    assert!(server.logged(&["source live/w differs from the slate"]));
+
+    let strict = wait_status(&server, "live/strict", "slate refused", |s| {
+        s["slate"].is_null()
+    });
+    assert_eq!(strict["on_air"], "live/s", "{strict:#}");
+    assert!(
+        text_of(&strict).contains("slate refused (strict)"),
+        "{strict:#}"
+    );
+    assert!(server.logged(&["slate refused (strict)"]));
+
+    // Reload: a matching slate loads; a differing one is refused and the old one stays.
+    std::fs::write(&config, text(&same)).unwrap();
+    server.signal("HUP");
+    let strict = wait_status(&server, "live/strict", "slate reloaded", |s| {
+        !s["slate"].is_null()
+    });
+    assert_eq!(
+        strict["slate"]["format"],
+        "H.264 640x360, AAC 44100 Hz 1 ch"
+    );
+    std::fs::write(&config, text(&small)).unwrap();
+    let mark = server.log_lines().len();
+    server.signal("HUP");
+    let line = server
+        .wait_log(
+            &["slate", "refused (strict)", "320x240"],
+            Duration::from_secs(10),
+        )
+        .unwrap_or_else(|| panic!("{:#?}", &server.log_lines()[mark..]));
+    assert!(line.contains("live/strict"), "{line}");
+    let strict = channel_status(&server, "live/strict");
+    assert_eq!(
+        strict["slate"]["format"], "H.264 640x360, AAC 44100 Hz 1 ch",
+        "{strict:#}"
+    );
+
+    // Pins: to the slate and back; bad requests name what is wrong.
+    let post = |name: &str, body: &str| {
+        server.http(
+            "POST",
+            &format!("/api/v1/channels/{name}/source"),
+            &[],
+            Some(body),
+        )
+    };
+    assert_eq!(post("live/warn", r#"{"source":"slate"}"#).0, 202);
+    let s = wait_status(&server, "live/warn", "pinned to the slate", |s| {
+        s["on_air"] == "slate"
+    });
+    assert_eq!(s["pinned"], "slate");
+    assert_eq!(post("live/warn", r#"{"source":null}"#).0, 202);
+    wait_status(&server, "live/warn", "back on its source", |s| {
+        s["on_air"] == "live/w" && s["pinned"].is_null()
+    });
+    let (code, body) = post("live/warn", r#"{"source":"live/nope"}"#);
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(post("live/none", r#"{"source":"slate"}"#).0, 404);
+    assert_eq!(post("live/warn", "not json").0, 400);
+    let (code, list) = server.http_get("/api/v1/channels");
+    assert_eq!(code, 200);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["channels"].as_array().unwrap().len(), 2, "{list:#}");
+    w.assert_running();
+    st.assert_running();
+}

@@ -21,8 +21,8 @@ pub struct ChannelConfig {
     /// How long a returning higher-priority source must deliver before it takes over.
     #[serde(default = "default_switch_back")]
     pub switch_back_after_secs: u64,
-    /// Refuse (rather than warn about) a slate or source whose codec, picture size or audio
-    /// format differs from what the channel already sends.
+    /// Refuse (rather than warn about) a slate whose codec, picture size or audio format
+    /// differs from a live source's: the channel then never changes format at a switch.
     #[serde(default)]
     pub strict: bool,
 }

@@ -55,8 +55,6 @@ pub struct SourceStatus {
     pub published: bool,
     /// Sent media within the source timeout.
     pub delivering: bool,
-    /// Strict mode refused it (format differs).
-    pub refused: bool,
     pub format: Option<String>,
 }
 
@@ -116,12 +114,11 @@ impl Entry {
             .iter()
             .enumerate()
             .map(|(i, name)| {
-                let (published, delivering, refused, format) = sw.source_state(i, now);
+                let (published, delivering, format) = sw.source_state(i, now);
                 SourceStatus {
                     name: name.clone(),
                     published,
                     delivering,
-                    refused,
                     format: format.is_known().then(|| format.to_string()),
                 }
             })

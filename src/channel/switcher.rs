@@ -90,11 +90,12 @@ pub enum Event {
         /// frame of what replaced it.
         switch_time: Option<Duration>,
     },
-    /// A source's format differs from the channel's; `refused` in strict mode.
+    /// A source's format differs from the slate's; in strict mode the slate was refused
+    /// (`slate_refused`): the channel never sends a format change.
     Mismatch {
         source: usize,
         differences: Vec<String>,
-        refused: bool,
+        slate_refused: bool,
     },
 }
 
@@ -115,8 +116,6 @@ struct Feed {
     format: Format,
     /// Its format was compared since it published.
     checked: bool,
-    /// Strict mode found its format different: never put on air until it republishes.
-    refused: bool,
 }
 
 impl Feed {
@@ -181,8 +180,6 @@ pub struct Switcher {
     pin: Option<Pin>,
     loss: Option<Loss>,
     out: Output,
-    /// Strict mode: the format the output was locked to by what went on air first.
-    reference: Option<Format>,
     events: Vec<Event>,
     slate_since: Option<Instant>,
     slate_total: Duration,
@@ -191,10 +188,6 @@ pub struct Switcher {
 
 impl Switcher {
     pub fn new(sources: usize, slate: Option<Arc<Slate>>, settings: Settings) -> Self {
-        let reference = match &slate {
-            Some(s) if settings.strict => Some(s.format),
-            _ => None,
-        };
         Self {
             settings,
             feeds: (0..sources).map(|_| Feed::default()).collect(),
@@ -206,7 +199,6 @@ impl Switcher {
             pin: None,
             loss: None,
             out: Output::default(),
-            reference,
             events: Vec::new(),
             slate_since: None,
             slate_total: Duration::ZERO,
@@ -238,50 +230,47 @@ impl Switcher {
         self.slate.as_ref()
     }
 
-    /// Per source: published, delivering now, refused, and its format.
-    pub fn source_state(&self, i: usize, now: Instant) -> (bool, bool, bool, Format) {
+    /// Per source: published, delivering now, and its format.
+    pub fn source_state(&self, i: usize, now: Instant) -> (bool, bool, Format) {
         let f = &self.feeds[i];
-        (
-            f.live,
-            f.fresh(now, self.settings.source_timeout),
-            f.refused,
-            f.format,
-        )
+        (f.live, f.fresh(now, self.settings.source_timeout), f.format)
     }
 
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
     }
 
-    /// Replaces the slate. In strict mode one whose format differs from the output's is
-    /// refused (the old one stays) and the differences are returned.
+    /// Replaces the slate, after comparing it with every live source: a difference is
+    /// reported, and in strict mode the new slate is refused (the old one stays) and the
+    /// differences returned.
     pub fn set_slate(
         &mut self,
         slate: Arc<Slate>,
         now: Instant,
         out: &mut Vec<Emit>,
     ) -> Result<(), Vec<String>> {
-        if self.settings.strict {
-            if let Some(r) = &self.reference {
-                let d = r.differences(&slate.format);
-                if !d.is_empty() {
-                    return Err(d);
-                }
-            }
-            self.reference.get_or_insert(slate.format);
-        }
+        let mut all = Vec::new();
         for i in 0..self.feeds.len() {
             let f = &self.feeds[i];
-            if f.live && f.checked {
-                let differences = slate.format.differences(&f.format);
-                if !differences.is_empty() {
-                    self.events.push(Event::Mismatch {
-                        source: i,
-                        differences,
-                        refused: false,
-                    });
-                }
+            if !(f.live && f.checked) {
+                continue;
             }
+            let differences = slate.format.differences(&f.format);
+            if differences.is_empty() {
+                continue;
+            }
+            // Said of the slate: "video <the slate's> instead of <the source's>".
+            all.extend(f.format.differences(&slate.format));
+            if !self.settings.strict {
+                self.events.push(Event::Mismatch {
+                    source: i,
+                    differences,
+                    slate_refused: false,
+                });
+            }
+        }
+        if self.settings.strict && !all.is_empty() {
+            return Err(all);
         }
         self.slate = Some(slate);
         if self.on_air == OnAir::Slate {
@@ -341,7 +330,7 @@ impl Switcher {
         }
         if matches!(frame.kind, MediaKind::Audio | MediaKind::Video) && !f.checked {
             f.checked = true;
-            self.check_format(i);
+            self.check_format(i, now);
         }
         if self.on_air == OnAir::Source(i) {
             self.forward(frame, out);
@@ -389,8 +378,7 @@ impl Switcher {
     }
 
     fn eligible(&self, i: usize, now: Instant) -> bool {
-        let f = &self.feeds[i];
-        f.fresh(now, self.settings.source_timeout) && !f.refused
+        self.feeds[i].fresh(now, self.settings.source_timeout)
     }
 
     fn stable(&self, i: usize, now: Instant) -> bool {
@@ -494,30 +482,32 @@ impl Switcher {
         }
     }
 
-    fn check_format(&mut self, i: usize) {
-        let theirs = self.feeds[i].format;
-        let Some(ours) = self
-            .reference
-            .or_else(|| self.slate.as_ref().map(|s| s.format))
-        else {
+    /// A source's format against the slate's, once per publish. Strict mode drops a slate
+    /// that differs: falling back to it would change the format on every outage.
+    fn check_format(&mut self, i: usize, now: Instant) {
+        let Some(slate) = &self.slate else {
             return;
         };
-        let differences = ours.differences(&theirs);
+        let differences = slate.format.differences(&self.feeds[i].format);
         if differences.is_empty() {
             return;
         }
-        let refused = self.settings.strict;
-        self.feeds[i].refused = refused;
+        let slate_refused = self.settings.strict;
+        if slate_refused {
+            self.slate = None;
+            if self.on_air == OnAir::Slate {
+                self.playing = None;
+                self.on_air = OnAir::Nothing;
+                if let Some(s) = self.slate_since.take() {
+                    self.slate_total += now.duration_since(s);
+                }
+            }
+        }
         self.events.push(Event::Mismatch {
             source: i,
             differences,
-            refused,
+            slate_refused,
         });
-        if refused && self.on_air == OnAir::Source(i) {
-            // Cannot happen through `choose` (refused sources are not eligible); kept so a
-            // refusal always takes it off air.
-            self.on_air = OnAir::Nothing;
-        }
     }
 
     fn switched(&mut self, to: OnAir, reason: Reason, now: Instant) {
@@ -557,9 +547,6 @@ impl Switcher {
         self.pending = None;
         let start = self.out.next_start();
         self.fill_audio(start, out);
-        if self.settings.strict && self.reference.is_none() {
-            self.reference = Some(self.feeds[i].format);
-        }
         self.offset = start.wrapping_sub(first.timestamp);
         let headers: Vec<(MediaKind, Bytes)> = self.feeds[i]
             .cache

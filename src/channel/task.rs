@@ -171,15 +171,19 @@ fn report(entry: &Entry, ev: &Event, hist: &mut hdrhistogram::Histogram<u64>) {
         Event::Mismatch {
             source,
             differences,
-            refused,
+            slate_refused,
         } => {
             let src = &entry.config.sources[*source];
-            let what = if *refused {
-                "refused (strict)"
-            } else {
-                "differs from the slate"
-            };
-            let msg = format!("source {src} {what}: {}", differences.join("; "));
+            let mut msg = format!(
+                "source {src} differs from the slate: {}",
+                differences.join("; ")
+            );
+            if *slate_refused {
+                msg.push_str("; slate refused (strict)");
+                entry.set_slate_warning(Some(format!(
+                    "slate refused (strict): it differs from source {src}"
+                )));
+            }
             warn!(channel = %name, "{msg}");
             entry.set_warning(*source, msg);
         }

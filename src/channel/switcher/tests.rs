@@ -387,9 +387,9 @@ fn different_headers_are_sent_at_the_switch_and_strict_mode_refuses_the_source()
     let mismatch = sim.sw.take_events().into_iter().find_map(|e| match e {
         Event::Mismatch {
             differences,
-            refused,
+            slate_refused,
             ..
-        } => Some((differences, refused)),
+        } => Some((differences, slate_refused)),
         _ => None,
     });
     let (d, refused) = mismatch.expect("a mismatch event");
@@ -401,7 +401,9 @@ fn different_headers_are_sent_at_the_switch_and_strict_mode_refuses_the_source()
         .filter(|e| e.kind != MediaKind::Metadata && e.payload.get(1) == Some(&0))
         .count();
     assert_eq!(headers, 4, "slate's two, then the source's two");
+    assert!(sim.sw.slate().is_some(), "a warning only");
 
+    // Strict: the slate that differs from a live source is dropped, the source plays.
     let mut strict = Sim::new(
         2,
         Some(slate(
@@ -411,19 +413,31 @@ fn different_headers_are_sent_at_the_switch_and_strict_mode_refuses_the_source()
         )),
         true,
     );
+    strict.run(100);
     let mut other = Gen::new(2, 0);
     other.video = video_config(HVCC_640X360, true);
     strict.publish(1, other);
-    strict.run(3_000);
-    assert_eq!(strict.sw.on_air(), OnAir::Slate);
-    assert!(strict.sw.source_state(1, strict.now()).2, "refused");
-    // A slate that differs from what strict mode locked is refused as well.
-    let other_slate = slate(&video_config(HVCC_640X360, true), &AAC_44K_STEREO, 8);
+    strict.run(1_200);
+    assert_eq!(strict.sw.on_air(), OnAir::Source(1));
+    assert!(strict.sw.slate().is_none(), "slate refused");
+    assert!(strict.sw.take_events().iter().any(|e| matches!(
+        e,
+        Event::Mismatch {
+            slate_refused: true,
+            ..
+        }
+    )));
+    // The source stalls: nothing to fall back to, so nothing goes out.
+    strict.stall(1);
+    strict.run(2_000);
+    assert_eq!(strict.sw.on_air(), OnAir::Nothing);
+    // A reloaded slate is checked against the live source: refused while it differs.
+    let avc = slate(&video_config(AVCC_640X360, false), &AAC_44K_STEREO, 8);
+    let hevc = slate(&video_config(HVCC_640X360, true), &AAC_44K_STEREO, 8);
     let now = strict.now();
-    assert!(strict
-        .sw
-        .set_slate(other_slate, now, &mut strict.out)
-        .is_err());
+    let mut out = Vec::new();
+    assert!(strict.sw.set_slate(avc, now, &mut out).is_err());
+    assert!(strict.sw.set_slate(hevc, now, &mut out).is_ok());
 }
 
 #[test]
