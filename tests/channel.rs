@@ -81,6 +81,12 @@ fn assert_continuous(frames: &Frames, what: &str) {
     }
 }
 
+/// Segments by number: (init URI, discontinuity before it, bytes); and the inits by URI.
+type Fetched = (
+    BTreeMap<u64, (String, bool, Vec<u8>)>,
+    BTreeMap<String, Vec<u8>>,
+);
+
 /// The channel's media playlist followed every 400 ms: every segment fetched once, its
 /// init segment with it, and every playlist checked against the previous one.
 struct HlsFollower {
