@@ -91,12 +91,7 @@ type Fetched = (
 /// init segment with it, and every playlist checked against the previous one.
 struct HlsFollower {
     stop: Arc<AtomicBool>,
-    thread: Option<
-        JoinHandle<(
-            BTreeMap<u64, (String, bool, Vec<u8>)>,
-            BTreeMap<String, Vec<u8>>,
-        )>,
-    >,
+    thread: Option<JoinHandle<Fetched>>,
 }
 
 impl HlsFollower {
