@@ -270,6 +270,11 @@ const CONTRACT: &[&str] = &[
     "rtmp_storage_bytes_total",
     "rtmp_storage_queue_depth",
     "rtmp_storage_oldest_pending_seconds",
+    "rtmp_channel_on_slate",
+    "rtmp_channel_sources_delivering",
+    "rtmp_channel_switches_total",
+    "rtmp_channel_slate_seconds_total",
+    "rtmp_channel_input_drops_total",
 ];
 const HISTOGRAMS: &[&str] = &[
     "rtmp_cross_shard_latency_seconds",
@@ -278,6 +283,7 @@ const HISTOGRAMS: &[&str] = &[
     "rtmp_time_to_first_frame_seconds",
     "rtmp_hls_packaging_latency_seconds",
     "rtmp_storage_upload_latency_seconds",
+    "rtmp_channel_switch_seconds",
 ];
 
 #[test]
@@ -466,10 +472,17 @@ fn every_dashboard_metric_is_exported_under_load() {
     let b = Server::start(&["--shards", "1"]);
     let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
     let config = tmp.join(format!("dashboard-{}.toml", std::process::id()));
+    // A channel fed by the flood stream: when the flood ends, the slate takes over (a
+    // switch, its switch time, time on slate).
+    let slate = slate_media("slate360", "640x360", 4);
     std::fs::write(
         &config,
-        "[auth.publish]\ntokens = [{ match = \"live/secret*\", token = \"t0k\" }]\n\
-         [auth.play]\ntokens = [{ match = \"live/secret*\", token = \"t0k\" }]\n",
+        format!(
+            "[auth.publish]\ntokens = [{{ match = \"live/secret*\", token = \"t0k\" }}]\n\
+             [auth.play]\ntokens = [{{ match = \"live/secret*\", token = \"t0k\" }}]\n\
+             [[channel]]\nname = \"live/dashch\"\nsources = [\"live/flood\"]\nslate = \"{}\"\n",
+            slate.display()
+        ),
     )
     .unwrap();
     // A regular file where the recording directory's parent should be: every recording
