@@ -80,7 +80,7 @@ fn check_config_summarizes_the_file() {
     assert!(line.starts_with("config ok ("), "{line}");
     assert!(
         line.ends_with(
-            "listen 127.0.0.1:19350, http 127.0.0.1:18080, shards 2, push destinations 1 (+1 disabled), auth publish on play off, api token set, media 0.0.0.0:8888 (hls on-demand)"
+            "listen 127.0.0.1:19350, http 127.0.0.1:18080, shards 2, push destinations 1 (+1 disabled), auth publish on play off, api token set, media 0.0.0.0:8888 (hls on-demand), channels 0"
         ),
         "{line}"
     );

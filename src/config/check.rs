@@ -6,7 +6,8 @@ use super::file::FileConfig;
 use super::load::ConfigError;
 
 /// `--check-config`: validates what `main` would otherwise find wrong only while starting
-/// (log filter, control address, push URLs, recording settings, auth rules) and returns a
+/// (log filter, control address, push URLs, recording settings, auth rules, channel slates)
+/// and returns a
 /// one-line summary of the effective configuration.
 pub fn check(cfg: &Config, file: &FileConfig) -> Result<String, ConfigError> {
     tracing_subscriber::EnvFilter::try_new(&cfg.log_level)
@@ -27,13 +28,15 @@ pub fn check(cfg: &Config, file: &FileConfig) -> Result<String, ConfigError> {
     let push = cfg.push.len() + file.push.iter().filter(|d| d.enabled).count();
     let disabled = file.push.iter().filter(|d| !d.enabled).count();
     let auth = crate::auth::Auth::from_config(&file.auth)?;
+    // Reads every slate, as a start would.
+    crate::channel::Channels::new(&settings.channels)?;
     let on = |a: crate::auth::Action| if auth.is_open(a) { "off" } else { "on" };
     let source = match &cfg.config {
         Some(p) => format!(" ({})", p.display()),
         None => String::new(),
     };
     Ok(format!(
-        "config ok{source}: listen {}, http {}, shards {}{}, push destinations {push}{}, auth publish {} play {}, api token {}, media {} (hls {})",
+        "config ok{source}: listen {}, http {}, shards {}{}, push destinations {push}{}, auth publish {} play {}, api token {}, media {} (hls {}), channels {}",
         cfg.listen,
         http.map_or("off".to_string(), |a| a.to_string()),
         cfg.shard_count(),
@@ -48,5 +51,6 @@ pub fn check(cfg: &Config, file: &FileConfig) -> Result<String, ConfigError> {
             crate::hls::HlsMode::None => "none",
             crate::hls::HlsMode::OnDemand => "on-demand",
         },
+        settings.channels.channels.len(),
     ))
 }

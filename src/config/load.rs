@@ -44,6 +44,8 @@ pub enum ConfigError {
     Record(#[from] crate::record::RecordError),
     #[error(transparent)]
     Auth(#[from] crate::auth::AuthError),
+    #[error(transparent)]
+    Channel(#[from] crate::channel::ChannelError),
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
     #[error("{0}")]

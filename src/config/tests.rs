@@ -379,7 +379,7 @@ fn check_summarizes() {
     let s = check(&c, &file).unwrap();
     assert!(s.starts_with("config ok ("), "{s}");
     assert!(
-        s.ends_with(": listen 127.0.0.1:1940, http 127.0.0.1:8081, shards 2, push destinations 2 (+1 disabled), auth publish off play on, api token unset, media 0.0.0.0:8888 (hls on-demand)"),
+        s.ends_with(": listen 127.0.0.1:1940, http 127.0.0.1:8081, shards 2, push destinations 2 (+1 disabled), auth publish off play on, api token unset, media 0.0.0.0:8888 (hls on-demand), channels 0"),
         "{s}"
     );
     let (c, file) = load_args(&["--http", "off", "--api-token", "t"]).unwrap();
@@ -518,4 +518,36 @@ fn tls_settings_are_checked() {
         "/nonexistent.key",
     ];
     assert!(err(&bad).contains("/nonexistent.key"));
+}
+
+#[test]
+fn channels_are_checked_with_their_slates() {
+    let f = TempFile::new(
+        "channel",
+        r#"
+        [[channel]]
+        name = "live/main"
+        sources = ["live/cam", "live/cam-backup"]
+        slate = "/nonexistent/offline.flv"
+        "#,
+    );
+    let (c, file) = load_args(&["--config", &f.arg(), "--source-timeout-ms", "800"]).unwrap();
+    let s = super::Settings::assemble(&c, &file).unwrap();
+    assert_eq!(
+        s.channels.channels[0].sources,
+        ["live/cam", "live/cam-backup"]
+    );
+    assert_eq!(
+        s.channels.source_timeout,
+        std::time::Duration::from_millis(800)
+    );
+    let e = check(&c, &file).unwrap_err().to_string();
+    assert!(
+        e.contains("live/main") && e.contains("/nonexistent/offline.flv"),
+        "{e}"
+    );
+    let e = FileConfig::parse("[[channel]]\nname = \"main\"\nsources = [\"live/a\"]\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("[[channel]] #0:"), "{e}");
 }
