@@ -8,8 +8,10 @@
 //! sources through it.
 
 pub mod config;
+pub mod event;
 pub mod format;
 pub mod input;
+mod output;
 pub mod slate;
 pub mod switcher;
 mod task;

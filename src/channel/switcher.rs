@@ -1,103 +1,26 @@
 //! The channel's switcher, sans-IO: source events and clock ticks in, the channel's frames
 //! out. It decides which source is on air (priority order, failover on an end or a stall,
 //! switch back once a higher one has been stable, an operator's pin), plays the slate when
-//! none is, and keeps one continuous output timeline: every switch lands on a keyframe and
-//! is rebased (audio and video together) to the last output timestamp plus one frame,
-//! sequence headers go out only when they change, and the audio gap before a switch is
-//! filled with silence.
+//! none is, and keeps one continuous output timeline (`output`): every switch lands on a
+//! keyframe and is rebased (audio and video together) to the last output timestamp plus one
+//! frame, sequence headers go out only when they change, and the audio gap before a switch
+//! is filled with silence.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+pub use super::event::{Event, OnAir, Pin, Reason};
 use super::format::Format;
+pub use super::output::Emit;
+use super::output::Output;
 use super::slate::Slate;
 use crate::media::cache::StreamCache;
-use crate::media::codec::{self, AudioPacket};
 use crate::media::frame::{MediaKind, SharedFrame};
-use crate::protocol::amf::Amf0Value;
 
-/// Video frame spacing assumed until the output has shown its own.
-const DEFAULT_VIDEO_STEP_MS: u32 = 33;
-/// Silence inserted at one switch, at most (about a second of AAC).
-const MAX_FILL_FRAMES: u32 = 48;
 /// A slate frame this late is not sent in a burst with the ones before it.
 const MAX_SLATE_LAG: Duration = Duration::from_millis(500);
-
-/// One message the channel publishes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Emit {
-    pub kind: MediaKind,
-    pub timestamp: u32,
-    pub payload: Bytes,
-}
-
-/// Why the channel moved.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
-    /// The source on air unpublished.
-    Ended,
-    /// The source on air sent nothing for the source timeout.
-    Stalled,
-    /// A higher-priority source is back (or any source, while the slate plays).
-    Returned,
-    /// An operator chose it.
-    Forced,
-}
-
-impl Reason {
-    pub const ALL: [Reason; 4] = [
-        Reason::Ended,
-        Reason::Stalled,
-        Reason::Returned,
-        Reason::Forced,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Reason::Ended => "ended",
-            Reason::Stalled => "stalled",
-            Reason::Returned => "returned",
-            Reason::Forced => "forced",
-        }
-    }
-}
-
-/// What is on air.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OnAir {
-    Nothing,
-    Slate,
-    Source(usize),
-}
-
-/// What an operator pins the channel to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Pin {
-    Slate,
-    Source(usize),
-}
-
-/// Something the task logs and counts.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    Switched {
-        from: OnAir,
-        to: OnAir,
-        reason: Reason,
-        /// After a loss: from the lost source's last frame (or its unpublish) to the first
-        /// frame of what replaced it.
-        switch_time: Option<Duration>,
-    },
-    /// A source's format differs from the slate's; in strict mode the slate was refused
-    /// (`slate_refused`): the channel never sends a format change.
-    Mismatch {
-        source: usize,
-        differences: Vec<String>,
-        slate_refused: bool,
-    },
-}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Settings {
@@ -138,33 +61,6 @@ struct SlatePlay {
 struct Loss {
     at: Instant,
     from: OnAir,
-}
-
-/// The last header sent per track, and where each track's output time stands.
-#[derive(Default)]
-struct Output {
-    video_config: Option<Bytes>,
-    audio_config: Option<Bytes>,
-    last_video: Option<u32>,
-    last_audio: Option<u32>,
-    video_step: Option<u32>,
-    /// AAC frames are 1024 samples: their spacing in ms, from the sample rate.
-    audio_step: Option<f64>,
-    channels: u16,
-    metadata_sent: bool,
-}
-
-impl Output {
-    /// The last output timestamp plus one frame: where the next source or loop starts.
-    fn next_start(&self) -> u32 {
-        let v = self
-            .last_video
-            .map(|t| t + self.video_step.unwrap_or(DEFAULT_VIDEO_STEP_MS));
-        let a = self
-            .last_audio
-            .map(|t| t + self.audio_step.map_or(23, |s| s.round() as u32));
-        v.max(a).unwrap_or(0)
-    }
 }
 
 pub struct Switcher {
@@ -287,13 +183,11 @@ impl Switcher {
         self.poll(now, out);
     }
 
-    pub fn on_publish(&mut self, i: usize, now: Instant) {
-        let f = &mut self.feeds[i];
-        *f = Feed {
+    pub fn on_publish(&mut self, i: usize) {
+        self.feeds[i] = Feed {
             live: true,
             ..Feed::default()
         };
-        let _ = now;
     }
 
     pub fn on_unpublish(&mut self, i: usize, now: Instant, out: &mut Vec<Emit>) {
@@ -546,7 +440,7 @@ impl Switcher {
         self.playing = None;
         self.pending = None;
         let start = self.out.next_start();
-        self.fill_audio(start, out);
+        self.out.fill_audio(start, out);
         self.offset = start.wrapping_sub(first.timestamp);
         let headers: Vec<(MediaKind, Bytes)> = self.feeds[i]
             .cache
@@ -555,7 +449,8 @@ impl Switcher {
             .filter(|c| c.info.sequence_header)
             .map(|c| (c.kind, c.payload.clone()))
             .collect();
-        self.send_headers(&headers, self.feeds[i].format, start, out);
+        self.out
+            .send_headers(&headers, self.feeds[i].format, start, out);
         self.switched(OnAir::Source(i), reason, now);
         for f in frames {
             self.forward(f, out);
@@ -568,8 +463,9 @@ impl Switcher {
             return;
         };
         let start = self.out.next_start();
-        self.fill_audio(start, out);
-        self.send_headers(&slate.config, slate.format, start, out);
+        self.out.fill_audio(start, out);
+        self.out
+            .send_headers(&slate.config, slate.format, start, out);
         self.playing = Some(SlatePlay {
             started: now,
             base: start,
@@ -615,7 +511,7 @@ impl Switcher {
             due.push((f.kind, p.base.wrapping_add(f.at), f.payload.clone()));
         }
         for (kind, ts, payload) in due {
-            self.emit(kind, ts, payload, out);
+            self.out.emit(kind, ts, payload, out);
         }
     }
 
@@ -629,137 +525,12 @@ impl Switcher {
                     return;
                 };
                 let format = self.feeds[i].format;
-                self.send_headers(&[(f.kind, f.payload.clone())], format, ts, out);
+                self.out
+                    .send_headers(&[(f.kind, f.payload.clone())], format, ts, out);
             }
-            _ => self.emit(f.kind, ts, f.payload.clone(), out),
+            _ => self.out.emit(f.kind, ts, f.payload.clone(), out),
         }
     }
-
-    fn send_headers(
-        &mut self,
-        headers: &[(MediaKind, Bytes)],
-        format: Format,
-        ts: u32,
-        out: &mut Vec<Emit>,
-    ) {
-        if !self.out.metadata_sent {
-            self.out.metadata_sent = true;
-            out.push(Emit {
-                kind: MediaKind::Metadata,
-                timestamp: ts,
-                payload: metadata(format),
-            });
-        }
-        for (kind, payload) in headers {
-            let slot = match kind {
-                MediaKind::Video => &mut self.out.video_config,
-                MediaKind::Audio => &mut self.out.audio_config,
-                _ => continue,
-            };
-            if slot.as_ref() == Some(payload) {
-                continue;
-            }
-            *slot = Some(payload.clone());
-            if *kind == MediaKind::Audio {
-                if let AudioPacket::Config(c) = codec::audio(payload) {
-                    self.out.audio_step = Some(1_024_000.0 / f64::from(c.sample_rate));
-                    self.out.channels = c.channels;
-                }
-            }
-            out.push(Emit {
-                kind: *kind,
-                timestamp: ts,
-                payload: payload.clone(),
-            });
-        }
-    }
-
-    /// One output frame, kept in order per track: an audio frame at or before the last one
-    /// (the old source's tail overlapping the new one's head) is dropped.
-    fn emit(&mut self, kind: MediaKind, ts: u32, payload: Bytes, out: &mut Vec<Emit>) {
-        match kind {
-            MediaKind::Audio => {
-                if self.out.last_audio.is_some_and(|l| ts <= l) {
-                    return;
-                }
-                self.out.last_audio = Some(ts);
-            }
-            MediaKind::Video => {
-                if let Some(l) = self.out.last_video {
-                    if ts > l && ts - l <= 200 && self.loss.is_none() {
-                        self.out.video_step = Some(ts - l);
-                    }
-                }
-                self.out.last_video = Some(ts);
-            }
-            _ => {}
-        }
-        out.push(Emit {
-            kind,
-            timestamp: ts,
-            payload,
-        });
-    }
-
-    /// Silent AAC frames from the last audio frame up to `until`, so the audio track has
-    /// no hole where the video switched.
-    fn fill_audio(&mut self, until: u32, out: &mut Vec<Emit>) {
-        let (Some(last), Some(step), Some(frame)) = (
-            self.out.last_audio,
-            self.out.audio_step,
-            silent_aac(self.out.channels),
-        ) else {
-            return;
-        };
-        for k in 1..=MAX_FILL_FRAMES {
-            let ts = last + (f64::from(k) * step).round() as u32;
-            if ts + (step / 2.0) as u32 >= until {
-                break;
-            }
-            let mut p = Vec::with_capacity(2 + frame.len());
-            p.extend_from_slice(&[0xAF, 0x01]);
-            p.extend_from_slice(frame);
-            self.emit(MediaKind::Audio, ts, Bytes::from(p), out);
-        }
-    }
-}
-
-/// A raw AAC-LC frame of silence (no spectral data) for 1 or 2 channels: the same bytes at
-/// every sample rate.
-fn silent_aac(channels: u16) -> Option<&'static [u8]> {
-    match channels {
-        1 => Some(&[0x00, 0xc8, 0x00, 0x80, 0x23, 0x80]),
-        2 => Some(&[0x21, 0x00, 0x49, 0x90, 0x02, 0x19, 0x00, 0x23, 0x80]),
-        _ => None,
-    }
-}
-
-/// The channel's own onMetaData, from what first goes on air: a source's or the slate's
-/// would describe that input (a file's duration), not the channel.
-fn metadata(format: Format) -> Bytes {
-    let mut props: Vec<(&'static str, Amf0Value)> = Vec::new();
-    if let Some(v) = format.video {
-        props.push(("width", Amf0Value::Number(f64::from(v.width))));
-        props.push(("height", Amf0Value::Number(f64::from(v.height))));
-        let id = match v.codec {
-            codec::VideoCodec::Avc => 7.0,
-            codec::VideoCodec::Hevc => 12.0,
-        };
-        props.push(("videocodecid", Amf0Value::Number(id)));
-    }
-    if let Some(a) = format.audio {
-        props.push(("audiocodecid", Amf0Value::Number(10.0)));
-        props.push((
-            "audiosamplerate",
-            Amf0Value::Number(f64::from(a.sample_rate)),
-        ));
-        props.push(("stereo", Amf0Value::Boolean(a.channels >= 2)));
-    }
-    props.push(("encoder", Amf0Value::String("rtmp-edge channel".into())));
-    let mut buf = Vec::new();
-    Amf0Value::String("onMetaData".into()).encode(&mut buf);
-    Amf0Value::object(props).encode(&mut buf);
-    Bytes::from(buf)
 }
 
 #[cfg(test)]

@@ -111,7 +111,7 @@ fn handle(entry: &Entry, sw: &mut Switcher, msg: Msg, out: &mut Vec<super::switc
     match msg {
         Msg::Published(i) => {
             entry.clear_warning(i);
-            sw.on_publish(i, now);
+            sw.on_publish(i);
         }
         Msg::Frame(i, f) => sw.on_frame(i, &f, now, out),
         Msg::Unpublished(i) => sw.on_unpublish(i, now, out),

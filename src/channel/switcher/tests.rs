@@ -1,6 +1,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::channel::output::silent_aac;
 use crate::channel::slate::Slate;
 use crate::media::codec::tests::{AVCC_640X360, HVCC_640X360};
 use crate::media::flv::{FlvTag, TAG_AUDIO, TAG_VIDEO};
@@ -135,7 +136,7 @@ impl Sim {
 
     fn publish(&mut self, i: usize, gen: Gen) {
         let now = self.now();
-        self.sw.on_publish(i, now);
+        self.sw.on_publish(i);
         for f in gen.config().into_iter().chain(gen.at(0)) {
             self.sw.on_frame(i, &f, now, &mut self.out);
         }
