@@ -391,10 +391,19 @@ strict = true
         )
     };
     let config = write_config("strict", &text(&small));
-    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let server = Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--http-media",
+        "127.0.0.1:0",
+        "--hls",
+        "all",
+    ]);
     let s = wait_status(&server, "live/strict", "on slate", |s| {
         s["on_air"] == "slate"
     });
+    wait_status(&server, "live/warn", "on slate", |s| s["on_air"] == "slate");
+    let mut player = Player::start(server.addr, "live", "warn");
     assert_eq!(
         s["slate"]["format"], "H.264 320x240, AAC 44100 Hz 1 ch",
         "{s:#}"
@@ -417,7 +426,7 @@ strict = true
     assert!(server.logged(&["source live/w differs from the slate"]));
 
     let strict = wait_status(&server, "live/strict", "slate refused", |s| {
-        s["slate"].is_null()
+        s["slate"]["refused"] == true
     });
     assert_eq!(strict["on_air"], "live/s", "{strict:#}");
     assert!(
@@ -430,7 +439,7 @@ strict = true
     std::fs::write(&config, text(&same)).unwrap();
     server.signal("HUP");
     let strict = wait_status(&server, "live/strict", "slate reloaded", |s| {
-        !s["slate"].is_null()
+        s["slate"]["refused"] == false
     });
     assert_eq!(
         strict["slate"]["format"],
@@ -474,6 +483,20 @@ strict = true
     assert_eq!(code, 400, "{body}");
     assert_eq!(post("live/none", r#"{"source":"slate"}"#).0, 404);
     assert_eq!(post("live/warn", "not json").0, 400);
+    // Each format change (slate, source, slate, source) re-sent the headers once, and HLS
+    // marked at most one discontinuity for each.
+    player.stop();
+    let media = player.media();
+    let changes = media.iter().filter(|m| m.is_avc_config()).count() - 1;
+    assert_eq!(changes, 3, "video headers: {media:?}");
+    let pl =
+        MediaPlaylist::parse(&get(server.media_addr(), "/live/warn/media.m3u8").text()).unwrap();
+    let discontinuities =
+        pl.discontinuity_sequence as usize + pl.segments.iter().filter(|s| s.discontinuity).count();
+    assert!(
+        (1..=changes).contains(&discontinuities),
+        "{discontinuities} discontinuities for {changes} changes"
+    );
     let (code, list) = server.http_get("/api/v1/channels");
     assert_eq!(code, 200);
     let list: serde_json::Value = serde_json::from_str(&list).unwrap();

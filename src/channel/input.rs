@@ -1,6 +1,7 @@
 //! How a source's frames reach its channel: a sink on the source's owner shard that sends
 //! them (refcounts, no copies) to the channel's task on the channel's owner shard. Frames
-//! are bounded per channel; publish and unpublish always get through, in order.
+//! waiting are bounded per channel by their bytes; publish and unpublish always get through,
+//! in order (one per source connection's publish or end: bounded by the connections).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,9 +13,10 @@ use super::switcher::Pin;
 use crate::media::frame::{MediaKind, SharedFrame};
 use crate::shard::hooks::StreamSink;
 
-/// Frames that may wait for one channel's task; past it the source's frames are dropped
-/// until its next keyframe.
-pub const MAX_WAITING_FRAMES: usize = 4096;
+/// Payload bytes that may wait for one channel's task; past it the source's frames are
+/// dropped until its next keyframe. The task drains its inbox at every wake; this only
+/// fills when its shard is overloaded.
+pub const MAX_WAITING_BYTES: usize = 64 << 20;
 
 pub enum Msg {
     Published(usize),
@@ -28,6 +30,7 @@ pub enum Msg {
 #[derive(Clone)]
 pub struct Inbox {
     tx: mpsc::UnboundedSender<Msg>,
+    /// Payload bytes sent and not yet received.
     frames: Arc<AtomicUsize>,
 }
 
@@ -55,10 +58,11 @@ impl Inbox {
         self.tx.send(msg).is_ok()
     }
 
-    /// False when too many frames wait already (the frame is not sent).
+    /// False when too many bytes wait already (the frame is not sent).
     fn send_frame(&self, source: usize, f: &SharedFrame) -> bool {
-        if self.frames.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING_FRAMES {
-            self.frames.fetch_sub(1, Ordering::Relaxed);
+        let n = f.payload.len();
+        if self.frames.fetch_add(n, Ordering::Relaxed) >= MAX_WAITING_BYTES {
+            self.frames.fetch_sub(n, Ordering::Relaxed);
             return false;
         }
         let _ = self.tx.send(Msg::Frame(source, f.clone()));
@@ -80,8 +84,8 @@ impl Outlet {
     }
 
     fn note(&self, m: &Option<Msg>) {
-        if let Some(Msg::Frame(..)) = m {
-            self.frames.fetch_sub(1, Ordering::Relaxed);
+        if let Some(Msg::Frame(_, f)) = m {
+            self.frames.fetch_sub(f.payload.len(), Ordering::Relaxed);
         }
     }
 }
@@ -123,10 +127,14 @@ impl StreamSink for SourceSink {
     }
 
     fn on_frame(&mut self, f: &SharedFrame) {
-        if self.resync && !f.is_video_keyframe() && !f.is_config() {
-            return;
+        // Headers always go (the source's format must stay known); coded video waits for
+        // a keyframe after a drop.
+        if self.resync && f.kind == MediaKind::Video && !f.is_config() {
+            if !f.is_video_keyframe() {
+                return;
+            }
+            self.resync = false;
         }
-        self.resync = false;
         if !self.inbox.send_frame(self.index, f) {
             // A lost audio frame is a click; a lost video frame breaks the GOP.
             self.resync = f.kind == MediaKind::Video;

@@ -16,8 +16,8 @@ pub mod slate;
 pub mod switcher;
 mod task;
 
-use std::collections::BTreeMap;
 use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -65,6 +65,8 @@ pub struct SlateStatus {
     pub path: String,
     pub loop_seconds: f64,
     pub format: String,
+    /// Strict mode holds it back: it differs from a live source.
+    pub refused: bool,
 }
 
 /// One configured channel: what its sources' sinks send to, what its task reads.
@@ -75,8 +77,10 @@ pub struct Entry {
     outlet: Mutex<Option<Outlet>>,
     slate: Mutex<Option<Arc<Slate>>>,
     status: Mutex<ChannelStatus>,
-    warnings: Mutex<BTreeMap<usize, String>>,
+    /// A reloaded slate strict mode refused (cleared by the next good load).
     slate_warning: Mutex<Option<String>>,
+    /// The task holds the channel's stream (pins are answered).
+    running: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -94,14 +98,6 @@ impl Entry {
             OnAir::Slate => "slate".into(),
             OnAir::Source(i) => self.config.sources[i].clone(),
         }
-    }
-
-    fn set_warning(&self, source: usize, msg: String) {
-        lock(&self.warnings).insert(source, msg);
-    }
-
-    fn clear_warning(&self, source: usize) {
-        lock(&self.warnings).remove(&source);
     }
 
     fn set_slate_warning(&self, msg: Option<String>) {
@@ -129,9 +125,23 @@ impl Entry {
             path: s.path.display().to_string(),
             loop_seconds: f64::from(s.loop_ms) / 1000.0,
             format: s.format.to_string(),
+            refused: sw.slate_refused(),
         });
         let mut warnings: Vec<String> = lock(&self.slate_warning).iter().cloned().collect();
-        warnings.extend(lock(&self.warnings).values().cloned());
+        for (i, name) in self.config.sources.iter().enumerate() {
+            let d = sw.differences(i);
+            if !d.is_empty() {
+                let held = if sw.slate_refused() {
+                    "; slate refused (strict)"
+                } else {
+                    ""
+                };
+                warnings.push(format!(
+                    "source {name} differs from the slate: {}{held}",
+                    d.join("; ")
+                ));
+            }
+        }
         let on_air = match sw.on_air() {
             OnAir::Nothing => None,
             a => Some(self.on_air_name(a)),
@@ -215,8 +225,8 @@ impl Channels {
                     strict: c.strict,
                     ..ChannelStatus::default()
                 }),
-                warnings: Mutex::default(),
                 slate_warning: Mutex::default(),
+                running: AtomicBool::new(false),
             }));
         }
         Ok(Arc::new(Self { entries }))
@@ -256,7 +266,7 @@ impl Channels {
                 None => return Err(ForceError::NoSource(s.into())),
             },
         };
-        if e.inbox.send(Msg::Force(pin)) {
+        if e.running.load(Ordering::Relaxed) && e.inbox.send(Msg::Force(pin)) {
             Ok(())
         } else {
             Err(ForceError::NotRunning)

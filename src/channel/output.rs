@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::format::Format;
-use crate::media::codec::{self, AudioPacket};
+use crate::media::codec::{self, AudioPacket, VideoPacket};
 use crate::media::frame::MediaKind;
 use crate::protocol::amf::Amf0Value;
 
@@ -34,18 +34,68 @@ pub struct Output {
     audio_step: Option<f64>,
     channels: u16,
     metadata_sent: bool,
+    /// The latest presentation time of a picture sent (decode time + composition offset).
+    max_pts: Option<u32>,
+}
+
+/// How far `a` is after `b` on the output clock, which wraps (u32 milliseconds, about
+/// 49.7 days: a channel may run longer).
+pub fn after(a: u32, b: u32) -> i32 {
+    a.wrapping_sub(b) as i32
+}
+
+/// The composition time offset of a coded video frame (B-frames), 0 for anything else.
+pub fn cts(kind: MediaKind, payload: &Bytes) -> i32 {
+    match (kind, codec::video(payload)) {
+        (MediaKind::Video, VideoPacket::Frame(c)) => c.cts_ms,
+        _ => 0,
+    }
 }
 
 impl Output {
-    /// The last output timestamp plus one frame: where the next source or loop starts.
-    pub fn next_start(&self) -> u32 {
-        let v = self
-            .last_video
-            .map(|t| t + self.video_step.unwrap_or(DEFAULT_VIDEO_STEP_MS));
-        let a = self
-            .last_audio
-            .map(|t| t + self.audio_step.map_or(23, |s| s.round() as u32));
-        v.max(a).unwrap_or(0)
+    /// An output that already ran up to `ts` (tests of the clock's wrap).
+    #[cfg(test)]
+    pub fn starting_at(ts: u32) -> Output {
+        Output {
+            last_video: Some(ts),
+            last_audio: Some(ts),
+            ..Output::default()
+        }
+    }
+
+    fn video_step(&self) -> u32 {
+        self.video_step.unwrap_or(DEFAULT_VIDEO_STEP_MS)
+    }
+
+    /// Where the next source or slate loop starts: one frame after the last frame of each
+    /// track, and late enough that its first picture (shown `first_cts` after it is decoded)
+    /// comes after every picture already shown.
+    pub fn next_start(&self, first_cts: i32) -> u32 {
+        let candidates = [
+            self.last_video.map(|t| t.wrapping_add(self.video_step())),
+            self.last_audio
+                .map(|t| t.wrapping_add(self.audio_step.map_or(23, |s| s.round() as u32))),
+            self.max_pts.map(|p| {
+                p.wrapping_add(self.video_step())
+                    .wrapping_sub(first_cts as u32)
+            }),
+        ];
+        candidates
+            .into_iter()
+            .flatten()
+            .reduce(|a, b| if after(b, a) > 0 { b } else { a })
+            .unwrap_or(0)
+    }
+
+    /// Whether a frame at `ts` breaks its track's timeline (a source whose clock jumped back,
+    /// or far ahead): the switcher rebases it like a switch instead.
+    pub fn breaks(&self, kind: MediaKind, ts: u32) -> bool {
+        let last = match kind {
+            MediaKind::Video => self.last_video,
+            MediaKind::Audio => self.last_audio,
+            _ => None,
+        };
+        last.is_some_and(|l| !(-1000..=60_000).contains(&after(ts, l)))
     }
 
     pub fn send_headers(
@@ -75,7 +125,8 @@ impl Output {
             *slot = Some(payload.clone());
             if *kind == MediaKind::Audio {
                 if let AudioPacket::Config(c) = codec::audio(payload) {
-                    self.audio_step = Some(1_024_000.0 / f64::from(c.sample_rate));
+                    let rate = c.sample_rate.clamp(8_000, 96_000);
+                    self.audio_step = Some(1_024_000.0 / f64::from(rate));
                     self.channels = c.channels;
                 }
             }
@@ -92,18 +143,23 @@ impl Output {
     pub fn emit(&mut self, kind: MediaKind, ts: u32, payload: Bytes, out: &mut Vec<Emit>) {
         match kind {
             MediaKind::Audio => {
-                if self.last_audio.is_some_and(|l| ts <= l) {
+                if self.last_audio.is_some_and(|l| after(ts, l) <= 0) {
                     return;
                 }
                 self.last_audio = Some(ts);
             }
             MediaKind::Video => {
                 if let Some(l) = self.last_video {
-                    if ts > l && ts - l <= 200 {
-                        self.video_step = Some(ts - l);
+                    let d = after(ts, l);
+                    if (1..=200).contains(&d) {
+                        self.video_step = Some(d as u32);
                     }
                 }
                 self.last_video = Some(ts);
+                let pts = ts.wrapping_add(cts(kind, &payload) as u32);
+                if self.max_pts.is_none_or(|m| after(pts, m) > 0) {
+                    self.max_pts = Some(pts);
+                }
             }
             _ => {}
         }
@@ -114,19 +170,23 @@ impl Output {
         });
     }
 
-    /// Silent AAC frames from the last audio frame up to `until`, so the audio track has
-    /// no hole where the video switched.
+    /// Silent AAC frames on the last audio frame's grid up to `until`, at most
+    /// `MAX_FILL_FRAMES` right before it, so the audio track has no hole where the video
+    /// switched.
     pub fn fill_audio(&mut self, until: u32, out: &mut Vec<Emit>) {
         let (Some(last), Some(step), Some(frame)) =
             (self.last_audio, self.audio_step, silent_aac(self.channels))
         else {
             return;
         };
-        for k in 1..=MAX_FILL_FRAMES {
-            let ts = last + (f64::from(k) * step).round() as u32;
-            if ts + (step / 2.0) as u32 >= until {
-                break;
-            }
+        let gap = f64::from(after(until, last));
+        if gap <= step * 1.5 {
+            return;
+        }
+        let k_max = ((gap - step / 2.0) / step).floor() as u32;
+        let k_min = k_max.saturating_sub(MAX_FILL_FRAMES - 1).max(1);
+        for k in k_min..=k_max {
+            let ts = last.wrapping_add((f64::from(k) * step).round() as u32);
             let mut p = Vec::with_capacity(2 + frame.len());
             p.extend_from_slice(&[0xAF, 0x01]);
             p.extend_from_slice(frame);

@@ -14,7 +14,7 @@ use bytes::Bytes;
 pub use super::event::{Event, OnAir, Pin, Reason};
 use super::format::Format;
 pub use super::output::Emit;
-use super::output::Output;
+use super::output::{cts, Output};
 use super::slate::Slate;
 use crate::media::cache::StreamCache;
 use crate::media::frame::{MediaKind, SharedFrame};
@@ -34,19 +34,24 @@ struct Feed {
     live: bool,
     /// Delivering without a gap since (how stable it is).
     since: Option<Instant>,
+    /// The last coded audio or video frame (headers and metadata do not count).
     last_media: Option<Instant>,
+    /// The last coded video frame, once it sent any: a source whose pictures stopped is
+    /// lost even if its audio goes on.
+    last_video: Option<Instant>,
     cache: StreamCache,
     format: Format,
-    /// Its format was compared since it published.
+    /// Its format was compared since it published, and what the last comparison found.
     checked: bool,
+    reported: Vec<String>,
 }
 
 impl Feed {
     fn fresh(&self, now: Instant, timeout: Duration) -> bool {
+        let recent = |t: Option<Instant>| t.is_some_and(|t| now.duration_since(t) < timeout);
         self.live
-            && self
-                .last_media
-                .is_some_and(|t| now.duration_since(t) < timeout)
+            && recent(self.last_media)
+            && (self.last_video.is_none() || recent(self.last_video))
     }
 }
 
@@ -132,6 +137,16 @@ impl Switcher {
         (f.live, f.fresh(now, self.settings.source_timeout), f.format)
     }
 
+    /// How source `i`'s format differs from the slate's, while it is live.
+    pub fn differences(&self, i: usize) -> &[String] {
+        let f = &self.feeds[i];
+        if f.live {
+            &f.reported
+        } else {
+            &[]
+        }
+    }
+
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
     }
@@ -209,22 +224,35 @@ impl Switcher {
         if !f.live {
             return;
         }
-        if !f.fresh(now, timeout) {
-            f.since = Some(now);
+        let coded = matches!(frame.kind, MediaKind::Audio | MediaKind::Video) && !frame.is_config();
+        if coded {
+            if !f.fresh(now, timeout) {
+                f.since = Some(now);
+            }
+            f.last_media = Some(now);
+            if frame.kind == MediaKind::Video {
+                f.last_video = Some(now);
+            }
         }
-        f.last_media = Some(now);
         f.cache.apply(frame);
+        let mut check = false;
         if frame.is_config() {
             f.format =
                 Format::from_configs(f.cache.config_frames().iter().map(|c| (c.kind, &c.payload)));
+            check = f.checked; // a header changed mid-stream
+        } else if coded && !f.checked {
+            // Compared once its headers are in: at its first keyframe (audio only: at once).
+            check = frame.is_video_keyframe() || f.format.video.is_none() && f.last_video.is_none();
+            f.checked = check;
+        }
+        if check {
+            self.check_format(i, now);
+        }
+        if !coded {
             if self.on_air == OnAir::Source(i) {
                 self.forward(frame, out);
             }
             return;
-        }
-        if matches!(frame.kind, MediaKind::Audio | MediaKind::Video) && !f.checked {
-            f.checked = true;
-            self.check_format(i, now);
         }
         if self.on_air == OnAir::Source(i) {
             self.forward(frame, out);
@@ -291,14 +319,54 @@ impl Switcher {
         order
     }
 
+    /// The slate, unless strict mode holds it back: it differs from a live source.
+    fn usable_slate(&self) -> Option<Arc<Slate>> {
+        let slate = self.slate.as_ref()?;
+        let differs =
+            |f: &Feed| f.live && f.checked && !slate.format.differences(&f.format).is_empty();
+        (!(self.settings.strict && self.feeds.iter().any(differs))).then(|| slate.clone())
+    }
+
+    /// Strict mode's refusal of the slate is in force.
+    pub fn slate_refused(&self) -> bool {
+        self.slate.is_some() && self.usable_slate().is_none()
+    }
+
+    /// A source that can go on air now, from its cached keyframe (`order` filtered).
+    fn startable(&self, candidates: &[usize]) -> Option<usize> {
+        candidates
+            .iter()
+            .copied()
+            .find(|&j| self.feeds[j].cache.has_gop())
+    }
+
     /// Planned switches: to a pinned slate at once; to a better source at its next keyframe.
     fn choose(&mut self, now: Instant, out: &mut Vec<Emit>) {
-        if self.pin == Some(Pin::Slate) {
-            if self.on_air != OnAir::Slate && self.slate.is_some() {
+        if self.pin == Some(Pin::Slate) && self.usable_slate().is_some() {
+            if self.on_air != OnAir::Slate {
                 self.loss = None;
                 self.start_slate(Some(Reason::Forced), now, out);
             }
             return;
+        }
+        if self.on_air == OnAir::Nothing {
+            // Nothing on air: the best source that can start now, from its cached keyframe.
+            let live: Vec<usize> = self
+                .order()
+                .into_iter()
+                .filter(|&j| self.eligible(j, now))
+                .collect();
+            if let Some(j) = self.startable(&live) {
+                let forced = self.pin == Some(Pin::Source(j));
+                let reason = if forced {
+                    Reason::Forced
+                } else {
+                    Reason::Returned
+                };
+                let gop = self.feeds[j].cache.gop().to_vec();
+                self.go_to_source(j, &gop, reason, now, out);
+                return;
+            }
         }
         for j in self.order() {
             if self.on_air == OnAir::Source(j) {
@@ -313,22 +381,15 @@ impl Switcher {
             } else {
                 Reason::Returned
             };
-            match self.on_air {
-                OnAir::Source(_) if !forced && !self.stable(j, now) => continue,
-                OnAir::Nothing if self.feeds[j].cache.has_gop() => {
-                    // Nothing on air: start from the cached keyframe rather than wait.
-                    let gop = self.feeds[j].cache.gop().to_vec();
-                    self.go_to_source(j, &gop, reason, now, out);
-                }
-                _ => {
-                    if self.pending.map(|(p, _)| p) != Some(j) {
-                        self.pending = Some((j, reason));
-                    }
-                }
+            if matches!(self.on_air, OnAir::Source(_)) && !forced && !self.stable(j, now) {
+                continue;
             }
-            return;
+            if self.pending.map(|(p, _)| p) != Some(j) {
+                self.pending = Some((j, reason));
+            }
+            break;
         }
-        if self.on_air == OnAir::Nothing && self.slate.is_some() {
+        if self.on_air == OnAir::Nothing && self.usable_slate().is_some() {
             self.start_slate(None, now, out);
         }
     }
@@ -346,29 +407,31 @@ impl Switcher {
         });
         self.on_air = OnAir::Nothing;
         self.pending = None;
-        let next = self
+        let live: Vec<usize> = self
             .order()
             .into_iter()
-            .find(|&j| j != i && self.eligible(j, now));
-        if let Some(j) = next {
-            if self.feeds[j].cache.has_gop() {
-                let gop = self.feeds[j].cache.gop().to_vec();
-                self.go_to_source(j, &gop, reason, now, out);
-                return;
-            }
-            // With a slate on air meanwhile, that source's arrival is a return.
-            let then = if self.slate.is_some() {
-                Reason::Returned
-            } else {
-                reason
-            };
-            self.pending = Some((j, then));
+            .filter(|&j| j != i && self.eligible(j, now))
+            .collect();
+        if let Some(j) = self.startable(&live) {
+            let gop = self.feeds[j].cache.gop().to_vec();
+            self.go_to_source(j, &gop, reason, now, out);
+            return;
         }
-        if self.slate.is_some() {
+        let slate = self.usable_slate().is_some();
+        if let Some(&j) = live.first() {
+            // With a slate on air meanwhile, that source's arrival is a return.
+            self.pending = Some((j, if slate { Reason::Returned } else { reason }));
+        }
+        if slate {
             self.start_slate(Some(reason), now, out);
-        } else if let Some(loss) = self.loss.as_ref() {
+        } else {
+            // Off air until a source comes (logged, not counted as a switch). Without a
+            // replacement waiting, the outage is not a switch time either.
+            if self.pending.is_none() {
+                self.loss = None;
+            }
             self.events.push(Event::Switched {
-                from: loss.from,
+                from: OnAir::Source(i),
                 to: OnAir::Nothing,
                 reason,
                 switch_time: None,
@@ -376,25 +439,27 @@ impl Switcher {
         }
     }
 
-    /// A source's format against the slate's, once per publish. Strict mode drops a slate
-    /// that differs: falling back to it would change the format on every outage.
+    /// A source's format against the slate's (when its headers are in, and when they
+    /// change), reported when the finding changes. In strict mode a differing slate is held
+    /// back while that source is live: falling back to it would change the format.
     fn check_format(&mut self, i: usize, now: Instant) {
         let Some(slate) = &self.slate else {
             return;
         };
         let differences = slate.format.differences(&self.feeds[i].format);
+        if differences == self.feeds[i].reported {
+            return;
+        }
+        self.feeds[i].reported = differences.clone();
         if differences.is_empty() {
             return;
         }
         let slate_refused = self.settings.strict;
-        if slate_refused {
-            self.slate = None;
-            if self.on_air == OnAir::Slate {
-                self.playing = None;
-                self.on_air = OnAir::Nothing;
-                if let Some(s) = self.slate_since.take() {
-                    self.slate_total += now.duration_since(s);
-                }
+        if slate_refused && self.on_air == OnAir::Slate {
+            self.playing = None;
+            self.on_air = OnAir::Nothing;
+            if let Some(s) = self.slate_since.take() {
+                self.slate_total += now.duration_since(s);
             }
         }
         self.events.push(Event::Mismatch {
@@ -439,7 +504,7 @@ impl Switcher {
         };
         self.playing = None;
         self.pending = None;
-        let start = self.out.next_start();
+        let start = self.out.next_start(cts(first.kind, &first.payload));
         self.out.fill_audio(start, out);
         self.offset = start.wrapping_sub(first.timestamp);
         let headers: Vec<(MediaKind, Bytes)> = self.feeds[i]
@@ -459,10 +524,11 @@ impl Switcher {
 
     /// Plays the slate from its first frame, right after the output's last one.
     fn start_slate(&mut self, reason: Option<Reason>, now: Instant, out: &mut Vec<Emit>) {
-        let Some(slate) = self.slate.clone() else {
+        let Some(slate) = self.usable_slate() else {
             return;
         };
-        let start = self.out.next_start();
+        let first_cts = slate.frames.first().map_or(0, |f| cts(f.kind, &f.payload));
+        let start = self.out.next_start(first_cts);
         self.out.fill_audio(start, out);
         self.out
             .send_headers(&slate.config, slate.format, start, out);
@@ -515,9 +581,15 @@ impl Switcher {
         }
     }
 
-    /// A source's frame on air: headers only when they change, media rebased.
+    /// A source's frame on air: headers only when they change, media rebased (again, as at
+    /// a switch, if the source's own clock jumped).
     fn forward(&mut self, f: &SharedFrame, out: &mut Vec<Emit>) {
-        let ts = f.timestamp.wrapping_add(self.offset);
+        let mut ts = f.timestamp.wrapping_add(self.offset);
+        if !f.is_config() && self.out.breaks(f.kind, ts) {
+            let start = self.out.next_start(cts(f.kind, &f.payload));
+            self.offset = start.wrapping_sub(f.timestamp);
+            ts = start;
+        }
         match f.kind {
             MediaKind::Metadata => {} // the channel announces its own
             MediaKind::Video | MediaKind::Audio if f.info.sequence_header => {

@@ -23,23 +23,6 @@ const REPORT_EVERY: Duration = Duration::from_millis(250);
 pub(super) async fn run(state: Rc<ShardState>, entry: Arc<Entry>, mut inbox: Outlet) {
     let key: StreamKey = Arc::from(entry.config.name.as_str());
     let id = state.shared.next_conn_id.fetch_add(1, Ordering::Relaxed);
-    let mut warned = false;
-    loop {
-        match state.start_publish(&key, id) {
-            Ok(()) => break,
-            Err(PublishError::ShuttingDown) => return,
-            Err(PublishError::BadName) => {
-                if !std::mem::replace(&mut warned, true) {
-                    error!(channel = &*key, "a client publishes the channel's own name; the channel waits for it to leave");
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                    _ = state.tasks.stopped() => return,
-                }
-            }
-        }
-    }
-    info!(channel = &*key, sources = ?entry.config.sources, slate = ?entry.config.slate, "channel on air");
     let settings = Settings {
         source_timeout: entry.source_timeout,
         switch_back_after: entry.config.switch_back_after(),
@@ -47,6 +30,35 @@ pub(super) async fn run(state: Rc<ShardState>, entry: Arc<Entry>, mut inbox: Out
     };
     let mut sw = Switcher::new(entry.config.sources.len(), entry.slate(), settings);
     let mut out = Vec::new();
+    let mut warned = false;
+    loop {
+        match state.start_publish(&key, id) {
+            Ok(()) => break,
+            Err(PublishError::ShuttingDown) => return,
+            Err(PublishError::BadName) => {
+                if !std::mem::replace(&mut warned, true) {
+                    error!(channel = &*key, "something else publishes the channel's own name; the channel waits for it to leave");
+                }
+                // The sources' state stays current meanwhile; nothing is published.
+                let until = tokio::time::sleep(Duration::from_secs(1));
+                tokio::pin!(until);
+                loop {
+                    tokio::select! {
+                        _ = &mut until => break,
+                        _ = state.tasks.stopped() => return,
+                        msg = inbox.recv() => match msg {
+                            Some(m) => handle(&entry, &mut sw, m, &mut out),
+                            None => return,
+                        },
+                    }
+                    out.clear();
+                    sw.take_events();
+                }
+            }
+        }
+    }
+    entry.running.store(true, Ordering::Relaxed);
+    info!(channel = &*key, sources = ?entry.config.sources, slate = ?entry.config.slate, "channel on air");
     let mut hist = latency_histogram();
     let mut reported = Instant::now();
     let mut slate_counted = Duration::ZERO;
@@ -102,6 +114,7 @@ pub(super) async fn run(state: Rc<ShardState>, entry: Arc<Entry>, mut inbox: Out
             }
         }
     }
+    entry.running.store(false, Ordering::Relaxed);
     state.end_publish(&key, id);
     info!(channel = &*key, "channel off air");
 }
@@ -109,10 +122,7 @@ pub(super) async fn run(state: Rc<ShardState>, entry: Arc<Entry>, mut inbox: Out
 fn handle(entry: &Entry, sw: &mut Switcher, msg: Msg, out: &mut Vec<super::switcher::Emit>) {
     let now = Instant::now();
     match msg {
-        Msg::Published(i) => {
-            entry.clear_warning(i);
-            sw.on_publish(i);
-        }
+        Msg::Published(i) => sw.on_publish(i),
         Msg::Frame(i, f) => sw.on_frame(i, &f, now, out),
         Msg::Unpublished(i) => sw.on_unpublish(i, now, out),
         Msg::Force(pin) => {
@@ -162,10 +172,13 @@ fn report(entry: &Entry, ev: &Event, hist: &mut hdrhistogram::Histogram<u64>) {
                 switch_ms = ms,
                 "channel switched"
             );
-            metrics::counter!("rtmp_channel_switches_total", "channel" => name.clone(), "reason" => reason.label())
-                .increment(1);
-            if let (Some(t), true) = (switch_time, *to != OnAir::Nothing) {
-                record(hist, *t);
+            // Going off air (no source, no slate) is not a switch; what comes next is.
+            if *to != OnAir::Nothing {
+                metrics::counter!("rtmp_channel_switches_total", "channel" => name.clone(), "reason" => reason.label())
+                    .increment(1);
+                if let Some(t) = switch_time {
+                    record(hist, *t);
+                }
             }
         }
         Event::Mismatch {
@@ -179,13 +192,9 @@ fn report(entry: &Entry, ev: &Event, hist: &mut hdrhistogram::Histogram<u64>) {
                 differences.join("; ")
             );
             if *slate_refused {
-                msg.push_str("; slate refused (strict)");
-                entry.set_slate_warning(Some(format!(
-                    "slate refused (strict): it differs from source {src}"
-                )));
+                msg.push_str("; slate refused (strict) while it is live");
             }
             warn!(channel = %name, "{msg}");
-            entry.set_warning(*source, msg);
         }
     }
 }

@@ -197,8 +197,10 @@ async fn force_channel(
     let Some(name) = rest.strip_suffix("/source") else {
         return error(StatusCode::NOT_FOUND, "no such API endpoint");
     };
+    // No body at all means the priority order, like `{"source": null}`.
     let req: ForceSource = match serde_json::from_slice(&body) {
         Ok(r) => r,
+        Err(_) if body.iter().all(u8::is_ascii_whitespace) => ForceSource { source: None },
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad request body: {e}")),
     };
     let source = req.source.unwrap_or_else(|| "auto".into());

@@ -26,6 +26,8 @@ struct Gen {
     audio: [u8; 4],
     /// Its audio stopped (video goes on).
     mute: bool,
+    /// Composition offset of its pictures (B-frames), ms.
+    cts: u8,
 }
 
 impl Gen {
@@ -36,6 +38,7 @@ impl Gen {
             video: video_config(AVCC_640X360, false),
             audio: AAC_44K_STEREO,
             mute: false,
+            cts: 0,
         }
     }
 
@@ -54,14 +57,18 @@ impl Gen {
             let b0 = if key { 0x17 } else { 0x27 };
             v.push(frame(
                 MediaKind::Video,
-                self.t0 + ms,
-                &[b0, 1, 0, 0, 0, self.id],
+                self.t0.wrapping_add(ms),
+                &[b0, 1, 0, 0, self.cts, self.id],
             ));
         }
         let k = (f64::from(ms) / (1_024_000.0 / 44100.0)).floor();
         let prev = (f64::from(ms.saturating_sub(1)) / (1_024_000.0 / 44100.0)).floor();
         if !self.mute && (ms == 0 || k != prev) {
-            v.push(frame(MediaKind::Audio, self.t0 + ms, &[0xAF, 1, self.id]));
+            v.push(frame(
+                MediaKind::Audio,
+                self.t0.wrapping_add(ms),
+                &[0xAF, 1, self.id],
+            ));
         }
         v
     }
@@ -198,9 +205,23 @@ impl Sim {
                 .collect();
             for w in ts.windows(2) {
                 let step = if kind == MediaKind::Video { 40 } else { 24 };
-                assert!(w[1] > w[0], "{kind:?} went back or repeated: {w:?}");
-                assert!(w[1] - w[0] <= step + 100, "{kind:?} jumped: {w:?}");
+                let d = w[1].wrapping_sub(w[0]) as i32;
+                assert!(d > 0, "{kind:?} went back or repeated: {w:?}");
+                assert!(d <= step + 100, "{kind:?} jumped: {w:?}");
             }
+        }
+        // Pictures are shown in order too (each test source has one composition offset).
+        let pts: Vec<u32> = self
+            .out
+            .iter()
+            .filter(|e| e.kind == MediaKind::Video && e.payload.len() == 6)
+            .map(|e| e.timestamp.wrapping_add(u32::from(e.payload[4])))
+            .collect();
+        for w in pts.windows(2) {
+            assert!(
+                w[1].wrapping_sub(w[0]) as i32 > 0,
+                "presentation went back: {w:?}"
+            );
         }
     }
 
@@ -404,7 +425,7 @@ fn different_headers_are_sent_at_the_switch_and_strict_mode_refuses_the_source()
     assert_eq!(headers, 4, "slate's two, then the source's two");
     assert!(sim.sw.slate().is_some(), "a warning only");
 
-    // Strict: the slate that differs from a live source is dropped, the source plays.
+    // Strict: the slate that differs from a live source is held back, the source plays.
     let mut strict = Sim::new(
         2,
         Some(slate(
@@ -420,7 +441,7 @@ fn different_headers_are_sent_at_the_switch_and_strict_mode_refuses_the_source()
     strict.publish(1, other);
     strict.run(1_200);
     assert_eq!(strict.sw.on_air(), OnAir::Source(1));
-    assert!(strict.sw.slate().is_none(), "slate refused");
+    assert!(strict.sw.slate_refused());
     assert!(strict.sw.take_events().iter().any(|e| matches!(
         e,
         Event::Mismatch {
@@ -428,17 +449,85 @@ fn different_headers_are_sent_at_the_switch_and_strict_mode_refuses_the_source()
             ..
         }
     )));
-    // The source stalls: nothing to fall back to, so nothing goes out.
-    strict.stall(1);
-    strict.run(2_000);
-    assert_eq!(strict.sw.on_air(), OnAir::Nothing);
     // A reloaded slate is checked against the live source: refused while it differs.
     let avc = slate(&video_config(AVCC_640X360, false), &AAC_44K_STEREO, 8);
-    let hevc = slate(&video_config(HVCC_640X360, true), &AAC_44K_STEREO, 8);
     let now = strict.now();
     let mut out = Vec::new();
     assert!(strict.sw.set_slate(avc, now, &mut out).is_err());
-    assert!(strict.sw.set_slate(hevc, now, &mut out).is_ok());
+    // The source stalls: it is still published, so the slate stays held back: nothing.
+    strict.stall(1);
+    strict.run(2_000);
+    assert_eq!(strict.sw.on_air(), OnAir::Nothing);
+    let off = strict.switches();
+    assert_eq!(off.len(), 1);
+    assert_eq!((off[0].1, off[0].3), (OnAir::Nothing, None));
+    // It leaves: the slate is the channel's again.
+    strict.unpublish(1);
+    strict.run(100);
+    assert_eq!(strict.sw.on_air(), OnAir::Slate);
+    assert!(!strict.sw.slate_refused());
+    let hevc = slate(&video_config(HVCC_640X360, true), &AAC_44K_STEREO, 8);
+    let now = strict.now();
+    assert!(
+        strict.sw.set_slate(hevc, now, &mut out).is_ok(),
+        "nothing live to differ from"
+    );
+}
+
+#[test]
+fn failover_takes_the_backup_that_can_start_now() {
+    let mut sim = Sim::new(3, None, false);
+    sim.publish(1, Gen::new(2, 0));
+    sim.publish(2, Gen::new(3, 0));
+    sim.run(1_500);
+    assert_eq!(sim.sw.on_air(), OnAir::Source(1));
+    // The preferred source is back but has sent no keyframe yet (headers and audio only).
+    let now = sim.now();
+    sim.sw.on_publish(0);
+    for f in Gen::new(1, 0).config() {
+        sim.sw.on_frame(0, &f, now, &mut sim.out);
+    }
+    sim.sw.on_frame(
+        0,
+        &frame(MediaKind::Audio, 0, &[0xAF, 1, 1]),
+        now,
+        &mut sim.out,
+    );
+    sim.switches();
+    sim.unpublish(1);
+    assert_eq!(
+        sim.sw.on_air(),
+        OnAir::Source(2),
+        "the backup with a keyframe, at once"
+    );
+    let s = sim.switches();
+    assert_eq!((s[0].2, s[0].3), (Reason::Ended, Some(Duration::ZERO)));
+    sim.run(500);
+    sim.check_timeline();
+}
+
+#[test]
+fn timestamps_stay_continuous_across_the_clock_wrap_and_a_source_jump() {
+    let mut sim = Sim::new(2, None, false);
+    // The channel has run for 49.7 days: its clock wraps in 2 s.
+    sim.sw.out = Output::starting_at(u32::MAX - 2_000);
+    sim.publish(0, Gen::new(1, u32::MAX - 2_000));
+    sim.run(4_000);
+    // The encoder's clock jumps back 30 s without a republish.
+    if let Some((_, g)) = sim.running[0].as_mut() {
+        g.t0 = g.t0.wrapping_sub(30_000);
+    }
+    sim.run(2_000);
+    let mut backup = Gen::new(2, 0);
+    backup.cts = 80; // B-frames
+    sim.publish(1, backup);
+    sim.run(1_500);
+    sim.unpublish(0);
+    sim.run(1_000);
+    sim.publish(0, Gen::new(1, 0));
+    sim.run(6_500);
+    assert_eq!(sim.video_runs(), [1, 2, 1]);
+    sim.check_timeline();
 }
 
 #[test]
