@@ -274,6 +274,13 @@ streams = ["{CHANNEL}"]
     let discontinuities = hls.finish(&dir);
     // Before the publishers go: their end would be one more switch.
     let (_, scrape) = server.http_get("/metrics");
+    let (_, stream) = server.http_get(&format!("/api/v1/streams/{CHANNEL}"));
+    let stream: serde_json::Value = serde_json::from_str(&stream).unwrap();
+    assert_eq!(stream["origin"], "channel", "{stream:#}");
+    assert_eq!(
+        stream["video"]["width"], 640,
+        "the channel's own onMetaData: {stream:#}"
+    );
     primary.kill();
     backup.kill();
 
@@ -281,6 +288,12 @@ streams = ["{CHANNEL}"]
     assert_continuous(&direct_frames, "from rtmp-edge");
     let media = player.media();
     assert_forward(&media, "our player");
+    // It joined mid-stream: headers first, then a keyframe, as for any stream.
+    let start: Vec<_> = media.iter().filter(|m| m.video).take(2).collect();
+    assert!(
+        start[0].is_avc_config() && start[1].is_keyframe(),
+        "late joiner's start: {start:?}"
+    );
     for video in [true, false] {
         let step = if video { 34 } else { 24 };
         let ts: Vec<u32> = media

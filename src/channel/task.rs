@@ -58,6 +58,11 @@ pub(super) async fn run(state: Rc<ShardState>, entry: Arc<Entry>, mut inbox: Out
         }
     }
     entry.running.store(true, Ordering::Relaxed);
+    // Where the stream comes from, for the streams API (and no origin pull opens for it).
+    state
+        .upstreams
+        .borrow_mut()
+        .insert(key.clone(), "channel".into());
     info!(channel = &*key, sources = ?entry.config.sources, slate = ?entry.config.slate, "channel on air");
     let mut hist = latency_histogram();
     let mut reported = Instant::now();
@@ -115,6 +120,7 @@ pub(super) async fn run(state: Rc<ShardState>, entry: Arc<Entry>, mut inbox: Out
         }
     }
     entry.running.store(false, Ordering::Relaxed);
+    state.upstreams.borrow_mut().remove(&key);
     state.end_publish(&key, id);
     info!(channel = &*key, "channel off air");
 }
