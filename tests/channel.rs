@@ -28,6 +28,18 @@ fn write_config(name: &str, text: &str) -> PathBuf {
     path
 }
 
+/// A server with `config`, packaging every stream as HLS on a media listener of its own.
+fn channel_server(config: &Path) -> Server {
+    Server::start(&[
+        "--config",
+        config.to_str().unwrap(),
+        "--http-media",
+        "127.0.0.1:0",
+        "--hls",
+        "all",
+    ])
+}
+
 /// The server's "channel switched" line to `to`, within `timeout`.
 fn wait_switch(server: &Server, to: &str, since: usize, timeout: Duration) -> String {
     let end = Instant::now() + timeout;
@@ -195,14 +207,7 @@ streams = ["{CHANNEL}"]
             nginx.addr
         ),
     );
-    let server = Server::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--http-media",
-        "127.0.0.1:0",
-        "--hls",
-        "all",
-    ]);
+    let server = channel_server(&config);
     let media_addr = server.media_addr();
     server
         .wait_log(
@@ -404,14 +409,7 @@ strict = true
         )
     };
     let config = write_config("strict", &text(&small));
-    let server = Server::start(&[
-        "--config",
-        config.to_str().unwrap(),
-        "--http-media",
-        "127.0.0.1:0",
-        "--hls",
-        "all",
-    ]);
+    let server = channel_server(&config);
     let s = wait_status(&server, "live/strict", "on slate", |s| {
         s["on_air"] == "slate"
     });
