@@ -5,6 +5,7 @@
 mod dial;
 mod hls;
 mod publisher;
+mod report;
 mod source;
 mod stats;
 mod viewer;
@@ -90,6 +91,10 @@ struct Args {
     /// Write the JSON report here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Write an HTML report here: the summary and plots of viewers and throughput over
+    /// time, delivery and time to first frame per viewer, and the latency histogram.
+    #[arg(long)]
+    report_html: Option<PathBuf>,
     /// No live progress line.
     #[arg(long)]
     quiet: bool,
@@ -216,20 +221,25 @@ fn main() -> anyhow::Result<()> {
     let progress_every = Duration::from_secs(1);
     let mut last_bytes = 0;
     let mut last = Instant::now();
+    // (seconds, viewers connected, Mbit/s received) once a second, for the HTML plots.
+    let mut timeline: Vec<(f64, f64, f64)> = Vec::new();
     while handles.iter().any(|h| !h.is_finished()) {
         std::thread::sleep(Duration::from_millis(100));
-        if !args.quiet && last.elapsed() >= progress_every {
+        if last.elapsed() >= progress_every {
             let bytes = live.bytes.load(Relaxed);
             let secs = last.elapsed().as_secs_f64();
-            eprintln!(
-                "t={:>5.1}s viewers {}/{} connected, {} failed, {} closed; rx {:.1} Mbit/s",
-                epoch.elapsed().as_secs_f64(),
-                live.connected.load(Relaxed),
-                args.viewers,
-                live.failed.load(Relaxed),
-                live.closed_early.load(Relaxed),
-                (bytes - last_bytes) as f64 * 8.0 / secs / 1e6,
-            );
+            let t = epoch.elapsed().as_secs_f64();
+            let connected = live.connected.load(Relaxed);
+            let mbps = (bytes - last_bytes) as f64 * 8.0 / secs / 1e6;
+            timeline.push((t, connected as f64, mbps));
+            if !args.quiet {
+                eprintln!(
+                    "t={t:>5.1}s viewers {connected}/{} connected, {} failed, {} closed; rx {mbps:.1} Mbit/s",
+                    args.viewers,
+                    live.failed.load(Relaxed),
+                    live.closed_early.load(Relaxed),
+                );
+            }
             last_bytes = bytes;
             last = Instant::now();
         }
@@ -249,7 +259,8 @@ fn main() -> anyhow::Result<()> {
             .map_err(|_| anyhow::anyhow!("HLS viewers panicked"))?,
         None => Vec::new(),
     };
-    let mut report = build_report(&args, &viewers, &pubs, &latency, epoch.elapsed());
+    let (mut report, delivery, first_media) =
+        build_report(&args, &viewers, &pubs, &latency, epoch.elapsed());
     let (flv_results, hls_results): (Vec<_>, Vec<_>) =
         hls_results.into_iter().partition(|(flv, _)| *flv);
     let strip = |v: Vec<(bool, hls::HlsResult)>| v.into_iter().map(|(_, r)| r).collect::<Vec<_>>();
@@ -262,6 +273,21 @@ fn main() -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(&report)?;
     if let Some(path) = &args.report {
         std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(path) = &args.report_html {
+        let page = report::html(
+            &report,
+            &report::Plots {
+                timeline: &timeline,
+                delivery: &delivery,
+                first_media_ms: &first_media,
+                latency: &latency,
+            },
+        );
+        std::fs::write(path, page).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if !args.quiet {
+        eprint!("{}", report::summary_table(&report));
     }
     println!("{text}");
     Ok(())
@@ -474,7 +500,7 @@ fn build_report(
     pubs: &[PublisherResult],
     latency: &Histogram<u64>,
     wall: Duration,
-) -> serde_json::Value {
+) -> (serde_json::Value, Vec<f64>, Vec<f64>) {
     // One stream's rate (the publishers' mean): each viewer watches one of them.
     let expected_bps = {
         let (bytes, secs) = pubs.iter().fold((0u64, 0f64), |(b, s), p| {
@@ -513,7 +539,9 @@ fn build_report(
         .take(5)
         .collect();
     let cpu = cpu_seconds();
-    serde_json::json!({
+    let (all_ratios, all_first) = (ratios.clone(), first_media.clone());
+    let worst = ratios.iter().copied().reduce(f64::min);
+    let report = serde_json::json!({
         "url": args.url,
         "duration_s": args.duration.as_secs_f64(),
         "wall_s": wall.as_secs_f64(),
@@ -533,6 +561,7 @@ fn build_report(
         "expected_kbps": expected_bps * 8.0 / 1000.0,
         "received_kbps": stats::summary(&mut kbps),
         "delivery_ratio": stats::summary(&mut ratios),
+        "delivery_min": worst,
         "latency": stats::latency_json(latency),
         "publishers": pubs.iter().map(|p| serde_json::json!({
             "key": p.key, "error": p.error, "payload_bytes": p.payload_bytes, "seconds": p.seconds,
@@ -542,7 +571,8 @@ fn build_report(
             "cores": cpu / wall.as_secs_f64().max(0.001),
             "threads": args.threads,
         },
-    })
+    });
+    (report, all_ratios, all_first)
 }
 
 #[cfg(test)]

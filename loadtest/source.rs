@@ -1,5 +1,8 @@
 //! What the load publisher sends: an FLV file looped with rebased timestamps, or a
-//! synthetic stream of a given bitrate and GOP (opaque bytes shaped like H.264 + AAC).
+//! synthetic stream of a given bitrate and GOP that any server and player accepts: a real
+//! H.264 decoder configuration (64x64 Constrained Baseline) and AAC-LC one (48 kHz stereo),
+//! every picture a tiny IDR slice padded to size with a filler-data NAL unit (decoders skip
+//! it), and silent AAC frames.
 
 use bytes::Bytes;
 use rtmp_edge::media::flv::{self, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
@@ -26,8 +29,10 @@ pub enum Source {
         fps: u32,
         gop_frames: u32,
         frame: u64,
-        audio_next_ms: u64,
-        headers_sent: bool,
+        /// Audio frames sent (frame n is at n * 1024 / 48000 s).
+        audio_frames: u64,
+        /// Sequence headers sent (video, then audio).
+        headers: u8,
     },
 }
 
@@ -70,19 +75,20 @@ impl Source {
     }
 
     pub fn synthetic(kbps: u32, gop_secs: f64, fps: u32) -> Source {
-        let video_bps = (kbps as usize * 1000).saturating_sub(64_000).max(8_000) / 8;
+        let audio_bps = (AUDIO_FRAME.len() + 2) * 48_000 / 1024;
+        let video_bps = (kbps as usize * 125).saturating_sub(audio_bps).max(1_000);
         let gop_frames = ((gop_secs * fps as f64).round() as u32).max(1);
         // A keyframe ~5x an inter frame, averaging to the requested bitrate.
         let per_gop = video_bps as f64 * gop_secs;
-        let frame_bytes = (per_gop / (gop_frames as f64 + 4.0)).max(16.0) as usize;
+        let frame_bytes = (per_gop / (gop_frames as f64 + 4.0)).max(MIN_PICTURE as f64) as usize;
         Source::Synthetic {
             frame_bytes,
             key_bytes: frame_bytes * 5,
             fps,
             gop_frames,
             frame: 0,
-            audio_next_ms: 0,
-            headers_sent: false,
+            audio_frames: 0,
+            headers: 0,
         }
     }
 
@@ -119,43 +125,102 @@ impl Source {
                 fps,
                 gop_frames,
                 frame,
-                audio_next_ms,
-                headers_sent,
+                audio_frames,
+                headers,
             } => {
-                if !*headers_sent {
-                    *headers_sent = true;
+                if *headers < 2 {
+                    *headers += 1;
                     return Item {
-                        type_id: msg::VIDEO,
+                        type_id: if *headers == 1 {
+                            msg::VIDEO
+                        } else {
+                            msg::AUDIO
+                        },
                         timestamp: 0,
-                        payload: Bytes::from_static(&[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1F, 0xFF]),
+                        payload: if *headers == 1 {
+                            video_config()
+                        } else {
+                            Bytes::from_static(&AUDIO_CONFIG)
+                        },
                     };
                 }
                 let video_ms = *frame * 1000 / u64::from(*fps);
-                if *audio_next_ms <= video_ms {
-                    let ts = *audio_next_ms;
-                    *audio_next_ms += 21; // ~1024 samples at 48 kHz
-                    let mut p = vec![0u8; 170]; // ~64 kbps
-                    p[0] = 0xAF;
-                    p[1] = if ts == 0 { 0 } else { 1 };
+                let audio_ms = *audio_frames * 1024 / 48;
+                if audio_ms <= video_ms {
+                    *audio_frames += 1;
+                    let mut p = vec![0xAF, 1];
+                    p.extend_from_slice(&AUDIO_FRAME);
                     return Item {
                         type_id: msg::AUDIO,
-                        timestamp: ts as u32,
+                        timestamp: audio_ms as u32,
                         payload: Bytes::from(p),
                     };
                 }
                 let key = *frame % u64::from(*gop_frames) == 0;
+                let variant = (*frame % 2) as usize;
                 *frame += 1;
-                let mut p = vec![0u8; if key { *key_bytes } else { *frame_bytes }];
-                p[0] = if key { 0x17 } else { 0x27 };
-                p[1] = 1;
                 Item {
                     type_id: msg::VIDEO,
                     timestamp: video_ms as u32,
-                    payload: Bytes::from(p),
+                    payload: picture(key, variant, if key { *key_bytes } else { *frame_bytes }),
                 }
             }
         }
     }
+}
+
+/// x264's SPS and PPS for 64x64 Constrained Baseline, level 1.
+const SPS: [u8; 21] = [
+    0x67, 0x42, 0xc0, 0x0a, 0xdc, 0x42, 0x6c, 0x04, 0x40, 0x00, 0x00, 0x03, 0x00, 0x40, 0x00, 0x00,
+    0x0f, 0x03, 0xc4, 0x89, 0xe0,
+];
+const PPS: [u8; 4] = [0x68, 0xce, 0x0f, 0xc8];
+/// Two IDR slices of a grey 64x64 picture with different `idr_pic_id`s: consecutive IDR
+/// pictures must differ in it, so frames alternate between them.
+const IDR: [[u8; 21]; 2] = [
+    [
+        0x65, 0x88, 0x82, 0x03, 0x28, 0x98, 0xa0, 0x00, 0x6e, 0x4e, 0x4e, 0x4e, 0xba, 0xeb, 0xae,
+        0xba, 0xeb, 0xae, 0xba, 0xeb, 0xaf,
+    ],
+    [
+        0x65, 0x88, 0x84, 0x0c, 0xa2, 0x62, 0x80, 0x01, 0xb9, 0x39, 0x39, 0x3a, 0xeb, 0xae, 0xba,
+        0xeb, 0xae, 0xba, 0xeb, 0xae, 0xbc,
+    ],
+];
+/// FLV video tag header (frame type, AVC, packet type, composition time) + 2 length-prefixed
+/// NAL units' lengths.
+const MIN_PICTURE: usize = 5 + 4 + IDR[0].len() + 4 + 2;
+/// AAC-LC, 48 kHz, stereo.
+const AUDIO_CONFIG: [u8; 4] = [0xAF, 0x00, 0x11, 0x90];
+/// A raw AAC-LC stereo frame of silence.
+const AUDIO_FRAME: [u8; 9] = [0x21, 0x00, 0x49, 0x90, 0x02, 0x19, 0x00, 0x23, 0x80];
+
+/// The AVC sequence header: an AVCDecoderConfigurationRecord with the SPS and PPS.
+fn video_config() -> Bytes {
+    let mut p = vec![0x17, 0, 0, 0, 0, 1, SPS[1], SPS[2], SPS[3], 0xFF, 0xE1];
+    p.extend_from_slice(&(SPS.len() as u16).to_be_bytes());
+    p.extend_from_slice(&SPS);
+    p.push(1);
+    p.extend_from_slice(&(PPS.len() as u16).to_be_bytes());
+    p.extend_from_slice(&PPS);
+    Bytes::from(p)
+}
+
+/// One picture of `size` bytes: an IDR slice, then a filler-data NAL unit (type 12) making
+/// up the size.
+fn picture(key: bool, variant: usize, size: usize) -> Bytes {
+    let size = size.max(MIN_PICTURE);
+    let mut p = Vec::with_capacity(size);
+    p.extend_from_slice(&[if key { 0x17 } else { 0x27 }, 1, 0, 0, 0]);
+    let idr = &IDR[variant % 2];
+    p.extend_from_slice(&(idr.len() as u32).to_be_bytes());
+    p.extend_from_slice(idr);
+    let filler = size - p.len() - 4;
+    p.extend_from_slice(&(filler as u32).to_be_bytes());
+    p.push(0x0C);
+    p.resize(size - 1, 0xFF);
+    p.push(0x80);
+    Bytes::from(p)
 }
 
 #[cfg(test)]
