@@ -73,7 +73,7 @@ pub struct Admission {
 
 /// How a frame counts against a queue's byte budget.
 pub fn queue_len(f: &Frame) -> usize {
-    f.wire.len()
+    f.wire_len()
 }
 
 impl Admission {
@@ -214,6 +214,6 @@ mod tests {
             Verdict::Admit,
             "resumes at a keyframe"
         );
-        assert_eq!(queue_len(&key), key.wire.len());
+        assert_eq!(queue_len(&key), key.wire().len());
     }
 }

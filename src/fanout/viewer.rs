@@ -98,7 +98,7 @@ impl Viewer {
             Verdict::Skip | Verdict::Drop(_) => return verdict,
         }
         let wire = if self.stream_id == SHARED_STREAM_ID {
-            f.wire.clone()
+            f.wire().clone()
         } else {
             f.encode_as(f.timestamp, self.stream_id, self.chunk_size)
         };

@@ -64,7 +64,7 @@ impl StreamCache {
                 } else if self.gop.is_empty() || self.gop_overflow {
                     return;
                 }
-                self.gop_bytes += f.wire.len();
+                self.gop_bytes += f.wire_len();
                 self.gop.push(f.clone());
                 if self.gop_bytes > self.limits.max_gop_bytes
                     || self.gop.len() > self.limits.max_gop_frames
@@ -130,7 +130,7 @@ impl StreamCache {
         out.push(head.freeze());
         out.extend(self.gop.iter().map(|f| {
             if stream_id == super::frame::SHARED_STREAM_ID {
-                f.wire.clone()
+                f.wire().clone()
             } else {
                 f.encode_as(f.timestamp, stream_id, chunk_size)
             }

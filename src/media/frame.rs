@@ -1,7 +1,8 @@
 //! One media message of a stream, chunk-encoded once into refcounted bytes that every
-//! viewer's queue shares.
+//! viewer's queue shares: the first time a player needs it, so a stream nobody plays (an
+//! origin's ingest, a recording) never pays for a second copy of its payload.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -47,8 +48,10 @@ pub struct Frame {
     pub timestamp: u32,
     pub info: TagInfo,
     pub payload: Bytes,
-    /// The whole message as chunks (fmt0 + fmt3) at the outgoing chunk size, on stream 1.
-    pub wire: Bytes,
+    /// The outgoing chunk size `wire` is built for.
+    chunk_size: u32,
+    /// The whole message as chunks (fmt0 + fmt3) at `chunk_size`, on stream 1.
+    wire: OnceLock<Bytes>,
     /// When the owner shard received it, for latency histograms.
     pub ingest: Instant,
 }
@@ -62,15 +65,38 @@ impl Frame {
             MediaKind::Video => tag::inspect_video(&payload),
             _ => TagInfo::default(),
         };
-        let wire = encode(kind, timestamp, &payload, chunk_size, SHARED_STREAM_ID);
         Self {
             kind,
             timestamp,
             info,
             payload,
-            wire,
+            chunk_size,
+            wire: OnceLock::new(),
             ingest: Instant::now(),
         }
+    }
+
+    /// The message as chunks on the shared stream id, built on first use and then shared.
+    pub fn wire(&self) -> &Bytes {
+        self.wire.get_or_init(|| {
+            encode(
+                self.kind,
+                self.timestamp,
+                &self.payload,
+                self.chunk_size,
+                SHARED_STREAM_ID,
+            )
+        })
+    }
+
+    /// `wire().len()`, without building it.
+    pub fn wire_len(&self) -> usize {
+        crate::protocol::chunk::encoded_len(
+            self.kind.csid(),
+            self.timestamp,
+            self.payload.len(),
+            self.chunk_size,
+        )
     }
 
     /// The frame encoded for a different timestamp or stream id (late-join preamble,
@@ -107,4 +133,26 @@ fn encode(
         payload,
     );
     out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wire_form_is_built_on_first_use_and_its_length_known_before() {
+        for (len, ts, chunk) in [
+            (0, 0, 128),
+            (100, 40, 128),
+            (5000, 0x00FF_FFFF, 4096),
+            (9000, 0x0100_0000, 128),
+        ] {
+            let f = Frame::new(MediaKind::Video, ts, Bytes::from(vec![0x17; len]), chunk);
+            assert!(f.wire.get().is_none(), "built before anyone asked");
+            let n = f.wire_len();
+            assert_eq!(f.wire().len(), n, "len {len} ts {ts} chunk {chunk}");
+            let first = f.wire().as_ptr();
+            assert_eq!(f.wire().as_ptr(), first, "built once");
+        }
+    }
 }
