@@ -113,6 +113,9 @@ pub struct ChunkDecoder {
     consumed: u64,
     /// Keep at most this many bytes of each payload (the load generator only needs headers).
     payload_limit: usize,
+    /// Assemble each message in one allocation of its announced length (an accepted
+    /// publisher: its budget allows it), instead of growing from a chunk's worth.
+    whole: bool,
     /// Bytes allocated for partially assembled messages (their capacity).
     held: usize,
     /// Most `held` may reach; past it decoding fails (the peer sent more than it may).
@@ -142,6 +145,7 @@ impl ChunkDecoder {
             in_chunk: None,
             consumed: 0,
             payload_limit: usize::MAX,
+            whole: false,
             held: 0,
             budget: usize::MAX,
         }
@@ -180,6 +184,14 @@ impl ChunkDecoder {
     /// Messages still complete at their announced length.
     pub fn set_payload_limit(&mut self, limit: usize) {
         self.payload_limit = limit;
+    }
+
+    /// From now on a message's assembly buffer is allocated at its announced length at its
+    /// first chunk (still counted against the budget): no regrowth and its copies. Only for
+    /// a connection whose budget was raised for it (an accepted publisher); before that a
+    /// peer's announced lengths must not reserve memory it has not sent.
+    pub fn assemble_whole(&mut self) {
+        self.whole = true;
     }
 
     pub fn max_message_size(&self) -> u32 {
@@ -369,6 +381,9 @@ impl ChunkDecoder {
 
     /// What a new partial message of `length` bytes starts with (see `commit`).
     fn assembly_capacity(&self, length: u32) -> usize {
+        if self.whole {
+            return (length as usize).min(self.payload_limit);
+        }
         (length.min(self.chunk_size) as usize).min(INITIAL_ASSEMBLY_CAP)
     }
 
@@ -889,6 +904,33 @@ mod tests {
             drive(&mut dec, &mut buf).unwrap(),
             vec![msg(4, 20, 8, 1, &want)]
         );
+    }
+
+    #[test]
+    fn a_whole_assembler_allocates_each_message_once_within_the_budget() {
+        let a = pattern(20_000, 1);
+        let mut ea = BytesMut::new();
+        encode_message(4, 0, 9, 1, &a, 128, &mut ea);
+        let mut dec = ChunkDecoder::new(MAX);
+        dec.set_budget(30_000);
+        dec.assemble_whole();
+        let mut buf = BytesMut::from(&ea[..140]);
+        assert_eq!(drive(&mut dec, &mut buf).unwrap(), vec![]);
+        assert_eq!(
+            dec.held(),
+            20_000,
+            "the announced length, at the first chunk"
+        );
+        buf.extend_from_slice(&ea[140..]);
+        assert_eq!(
+            drive(&mut dec, &mut buf).unwrap(),
+            vec![msg(4, 0, 9, 1, &a)]
+        );
+        assert_eq!(dec.held(), 0);
+        // Past the budget at its header: refused before anything is allocated.
+        dec.set_budget(10_000);
+        let err = drive(&mut dec, &mut BytesMut::from(&ea[..])).unwrap_err();
+        assert!(matches!(err, ChunkError::BufferBudget { .. }), "{err}");
     }
 
     #[test]
