@@ -307,3 +307,38 @@ fn second_publisher_gets_bad_name_and_viewers_continue() {
     assert_kept_receiving(viewer, Duration::from_secs(1));
     assert_eq!(server.count_log(&["publish ended"]), 0);
 }
+
+/// A publisher that goes silent is closed after `--publisher-timeout-secs`; one that keeps
+/// sending outlives the timeout many times over (the timer is armed once and re-armed only
+/// when it fires early, not per read).
+#[test]
+fn a_silent_publisher_times_out_and_a_busy_one_does_not() {
+    let server = Server::start(&["--publisher-timeout-secs", "2"]);
+    let mut busy = Publisher::live(&server, "live/busy");
+    let mut silent = RtmpClient::connect(server.addr, "live").unwrap();
+    silent.create_stream().unwrap();
+    silent.publish("quiet").unwrap();
+    let start = Instant::now();
+    assert!(
+        silent.wait_closed(start + Duration::from_secs(6)),
+        "the silent publisher is still connected"
+    );
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_millis(1_900) && took < Duration::from_secs(5),
+        "closed after {took:?} (timeout 2 s)"
+    );
+    assert!(server.logged(&["publisher idle timeout, closing"]));
+    thread::sleep(Duration::from_secs(4));
+    busy.assert_running();
+    let (_, scrape) = server.http_get("/metrics");
+    assert!(
+        scrape.contains("rtmp_timeouts_total{kind=\"publisher idle\"} 1"),
+        "{}",
+        scrape
+            .lines()
+            .filter(|l| l.contains("timeouts"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}

@@ -26,6 +26,14 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
         }
     }
     let mut buf = vec![0u8; READ_BUF_SMALL];
+    // One timer for the connection's life, re-armed only when it fires early: a publisher's
+    // reads (dozens a second) touch no timer at all. It stays parked far ahead while none
+    // applies (a player).
+    let far = Instant::now() + Duration::from_secs(86_400 * 365);
+    let timer = tokio::time::sleep_until(far.into());
+    tokio::pin!(timer);
+    let mut armed = far;
+    let mut last_read = Instant::now();
     loop {
         // A publish or play waits for its authorization; events behind it wait too.
         while let Some(ev) = ctx.pending.take().map(|b| *b) {
@@ -62,27 +70,44 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
             (Role::None, false) => {}
             _ => had_role = true,
         }
-        let limit = match ctx.role {
-            Role::None => Some(handshake_deadline.saturating_duration_since(Instant::now())),
-            Role::Publisher { .. } => Some(publisher_timeout),
+        let deadline = |role: &Role, last_read: Instant| match role {
+            Role::None => Some(handshake_deadline),
+            Role::Publisher { .. } => Some(last_read + publisher_timeout),
             Role::Player { .. } => None,
         };
-        let read = ctx.conn.read(buf);
-        let (res, b) = match limit {
-            Some(limit) => match tokio::time::timeout(limit, read).await {
-                Ok(r) => r,
-                Err(_) => {
-                    // Log the configured timeout: `limit` is only what was left of the
-                    // handshake deadline for this read (e.g. 1 s of a 2 s timeout).
-                    let (what, secs) =
-                        timeout_kind(&ctx.role, handshake_timeout, publisher_timeout);
-                    clog!(warn, ctx.tag, timeout_s = secs, "{what} timeout, closing");
-                    metrics::counter!("rtmp_timeouts_total", "kind" => what).increment(1);
-                    return Exit::Closed;
+        if let Some(d) = deadline(&ctx.role, last_read) {
+            if armed > d {
+                timer.as_mut().reset(d.into());
+                armed = d;
+            }
+        }
+        let (res, b) = {
+            let read = ctx.conn.read(buf);
+            tokio::pin!(read);
+            loop {
+                tokio::select! {
+                    r = &mut read => break r,
+                    _ = &mut timer => {
+                        // Fired at the deadline it was armed for; the real one may have moved
+                        // on since (reads came in): re-arm, the read in flight stays.
+                        match deadline(&ctx.role, last_read) {
+                            Some(d) if d <= Instant::now() => {
+                                let (what, secs) =
+                                    timeout_kind(&ctx.role, handshake_timeout, publisher_timeout);
+                                clog!(warn, ctx.tag, timeout_s = secs, "{what} timeout, closing");
+                                metrics::counter!("rtmp_timeouts_total", "kind" => what).increment(1);
+                                return Exit::Closed;
+                            }
+                            d => {
+                                armed = d.unwrap_or(far);
+                                timer.as_mut().reset(armed.into());
+                            }
+                        }
+                    }
                 }
-            },
-            None => read.await,
+            }
         };
+        last_read = Instant::now();
         buf = b;
         let n = match res {
             Ok(0) => return Exit::Closed,
