@@ -24,22 +24,12 @@ while getopts "v:d:b:c:r:ntB:" o; do
   esac
 done
 
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 if [ "$NGINX" = 1 ] && { ! command -v nginx >/dev/null || [ ! -e /usr/lib/nginx/modules/ngx_rtmp_module.so ]; }; then
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx libnginx-mod-rtmp >/dev/null
 fi
-cargo build --release -q --bin rtmp-edge --bin rtmp-load
-BIN=target/release
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-TCK=$(getconf CLK_TCK)
-
-# CPU ticks (utime+stime, all threads) of the given pids.
-cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
-# Peak RSS (VmHWM, KiB) summed over pids, and current RSS.
-hwm_kib() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmHWM/{print $2}' "/proc/$p/status"))); done; echo $t; }
-rss_kib() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' "/proc/$p/status"))); done; echo $t; }
+# shellcheck source=loadtest/lib.sh
+. loadtest/lib.sh
 
 if [ "$TLS" = 1 ]; then
   # A throwaway CA and a certificate for 127.0.0.1, for the RTMPS rows.
@@ -51,8 +41,6 @@ if [ "$TLS" = 1 ]; then
   openssl x509 -req -in "$WORK/tls.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key" -CAcreateserial \
     -days 2 -extfile "$WORK/ext.cnf" -out "$WORK/tls.pem" 2>/dev/null
 fi
-
-wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 
 # run_load NAME PORT PIDS...: prints one table row (NAME "... rtmps ...": viewers on TLS)
 run_load() {
@@ -117,28 +105,8 @@ done
 
 if [ "$NGINX" = 1 ]; then
   PORT=$((PORT + 1))
-  mkdir -p "$WORK/nginx"
-  cat >"$WORK/nginx.conf" <<CONF
-load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile 65536;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 65536; }
-rtmp {
-  server {
-    listen 127.0.0.1:$PORT;
-    chunk_size 4096;
-    application live { live on; }
-  }
-}
-CONF
-  nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" &
-  npid=$!
-  wait_port $PORT
-  worker=$(pgrep -P $npid | head -1)
-  run_load "nginx-rtmp (1 worker)" $PORT $npid $worker
-  kill $npid; wait $npid 2>/dev/null || true
+  start_nginx $PORT
+  # shellcheck disable=SC2086
+  run_load "nginx-rtmp (1 worker)" $PORT $NGINX_PIDS
+  stop_nginx
 fi

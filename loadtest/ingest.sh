@@ -20,17 +20,8 @@ while getopts "p:d:b:g:nB:" o; do
   esac
 done
 
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-cargo build --release -q --bin rtmp-edge --bin rtmp-load
-BIN=target/release
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$WORK"' EXIT
-TCK=$(getconf CLK_TCK)
-
-cpu_ticks() { local t=0; for p in "$@"; do t=$((t + $(awk '{print $14+$15}' "/proc/$p/stat"))); done; echo $t; }
-hwm_kib() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmHWM/{print $2}' "/proc/$p/status"))); done; echo $t; }
-rss_kib() { local t=0; for p in "$@"; do t=$((t + $(awk '/VmRSS/{print $2}' "/proc/$p/status"))); done; echo $t; }
-wait_port() { for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+# shellcheck source=loadtest/lib.sh
+. loadtest/lib.sh
 
 # run_load NAME PORT PIDS...: one row; the row's CPU-s/GB also goes to $WORK/NAME.cpu
 run_load() {
@@ -81,26 +72,10 @@ run_edge rtmp-edge "$BIN/rtmp-edge"
 
 if [ "$NGINX" = 1 ] && command -v nginx >/dev/null && [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ]; then
   PORT=$((PORT + 1))
-  mkdir -p "$WORK/nginx"
-  cat >"$WORK/nginx.conf" <<CONF
-load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
-daemon off;
-master_process on;
-worker_processes 1;
-worker_rlimit_nofile 65536;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx/error.log warn;
-events { worker_connections 65536; }
-rtmp { server { listen 127.0.0.1:$PORT; chunk_size 4096; application live { live on; } } }
-CONF
-  nginx -c "$WORK/nginx.conf" -p "$WORK/nginx" &
-  npid=$!
-  wait_port $PORT
-  # The master and its worker.
-  pids="$npid $(pgrep -P "$npid" | tr '\n' ' ')"
+  start_nginx $PORT
   # shellcheck disable=SC2086
-  run_load nginx-rtmp $PORT $pids
-  kill $npid; wait $npid 2>/dev/null || true
+  run_load nginx-rtmp $PORT $NGINX_PIDS
+  stop_nginx
   python3 - "$WORK" <<'PY'
 import os, sys
 w = sys.argv[1]
