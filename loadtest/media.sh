@@ -15,14 +15,9 @@ while getopts "v:s:d:" o; do
     *) sed -n 2,8p "$0"; exit 2 ;;
   esac
 done
-ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-cargo build --release -q --bin rtmp-edge --bin rtmp-load
-BIN=target/release
-WORK=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT
-TCK=$(getconf CLK_TCK)
+# shellcheck source=loadtest/lib.sh
+. loadtest/lib.sh
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 rss_mib() { awk '/VmRSS/{printf "%.1f", $2/1024}' "/proc/$1/status"; }
 
 # A real H.264/AAC stream (HLS needs a parsable SPS), ~1 Mbit/s, 2 s GOP.
