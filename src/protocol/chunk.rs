@@ -25,9 +25,6 @@ pub const MAX_CHUNK_STREAMS: usize = 1024;
 
 const TS_EXTENDED: u32 = 0x00FF_FFFF;
 const INITIAL_ASSEMBLY_CAP: usize = 64 * 1024;
-/// An accepted publisher's message may reserve this many bytes per byte of its first chunk
-/// (a 4 KiB chunk: 128 KiB) before the rest arrives.
-const WHOLE_PER_CHUNK_BYTE: usize = 32;
 
 /// One whole RTMP message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,9 +113,6 @@ pub struct ChunkDecoder {
     consumed: u64,
     /// Keep at most this many bytes of each payload (the load generator only needs headers).
     payload_limit: usize,
-    /// Assemble each message in one allocation of its announced length (an accepted
-    /// publisher: its budget allows it), instead of growing from a chunk's worth.
-    whole: bool,
     /// Bytes allocated for partially assembled messages (their capacity).
     held: usize,
     /// Most `held` may reach; past it decoding fails (the peer sent more than it may).
@@ -148,7 +142,6 @@ impl ChunkDecoder {
             in_chunk: None,
             consumed: 0,
             payload_limit: usize::MAX,
-            whole: false,
             held: 0,
             budget: usize::MAX,
         }
@@ -187,15 +180,6 @@ impl ChunkDecoder {
     /// Messages still complete at their announced length.
     pub fn set_payload_limit(&mut self, limit: usize) {
         self.payload_limit = limit;
-    }
-
-    /// From now on a message's assembly buffer is allocated at its announced length at its
-    /// first chunk, up to `WHOLE_PER_CHUNK_BYTE` times that chunk (still counted against the
-    /// budget): most frames without regrowth and its copies. Only for a connection whose
-    /// budget was raised for it (an accepted publisher); before that a peer's announced
-    /// lengths reserve no more than a chunk it sent.
-    pub fn assemble_whole(&mut self) {
-        self.whole = true;
     }
 
     pub fn max_message_size(&self) -> u32 {
@@ -385,15 +369,7 @@ impl ChunkDecoder {
 
     /// What a new partial message of `length` bytes starts with (see `commit`).
     fn assembly_capacity(&self, length: u32) -> usize {
-        let first = length.min(self.chunk_size) as usize;
-        if self.whole {
-            // Still proportional to what the peer sent (its first chunk), but enough for a
-            // typical frame at once: no regrowth, and no slack left in the cached payload.
-            return (length as usize)
-                .min(self.payload_limit)
-                .min(first.saturating_mul(WHOLE_PER_CHUNK_BYTE));
-        }
-        first.min(INITIAL_ASSEMBLY_CAP)
+        (length.min(self.chunk_size) as usize).min(INITIAL_ASSEMBLY_CAP)
     }
 
     /// Apply a parsed header; returns a message if it completes one (zero length).
@@ -913,41 +889,6 @@ mod tests {
             drive(&mut dec, &mut buf).unwrap(),
             vec![msg(4, 20, 8, 1, &want)]
         );
-    }
-
-    #[test]
-    fn a_whole_assembler_reserves_in_proportion_to_the_first_chunk_within_the_budget() {
-        let a = pattern(20_000, 1);
-        let mut ea = BytesMut::new();
-        encode_message(4, 0, 9, 1, &a, 128, &mut ea);
-        let mut dec = ChunkDecoder::new(MAX);
-        dec.set_budget(30_000);
-        dec.assemble_whole();
-        let mut buf = BytesMut::from(&ea[..140]);
-        assert_eq!(drive(&mut dec, &mut buf).unwrap(), vec![]);
-        assert_eq!(dec.held(), 32 * 128, "32 bytes per byte of the first chunk");
-        // A message within that is reserved whole at its first chunk.
-        let small = pattern(3_000, 2);
-        let mut es = BytesMut::new();
-        encode_message(5, 0, 8, 1, &small, 128, &mut es);
-        let mut sbuf = BytesMut::from(&es[..140]);
-        assert_eq!(drive(&mut dec, &mut sbuf).unwrap(), vec![]);
-        assert_eq!(dec.held(), 32 * 128 + 3_000);
-        sbuf.extend_from_slice(&es[140..]);
-        assert_eq!(
-            drive(&mut dec, &mut sbuf).unwrap(),
-            vec![msg(5, 0, 8, 1, &small)]
-        );
-        buf.extend_from_slice(&ea[140..]);
-        assert_eq!(
-            drive(&mut dec, &mut buf).unwrap(),
-            vec![msg(4, 0, 9, 1, &a)]
-        );
-        assert_eq!(dec.held(), 0);
-        // Past the budget at its header: refused before anything is allocated.
-        dec.set_budget(10_000);
-        let err = drive(&mut dec, &mut BytesMut::from(&ea[..])).unwrap_err();
-        assert!(matches!(err, ChunkError::BufferBudget { .. }), "{err}");
     }
 
     #[test]

@@ -300,7 +300,6 @@ impl ServerSession {
         let budget = self.cfg.max_message_size as usize + PUBLISHER_BUFFER_HEADROOM;
         self.link
             .set_buffer_budget(budget.max(self.link.buffer_budget()));
-        self.link.assemble_whole_messages();
         self.link.user_control(UserControl::StreamBegin(stream_id));
         self.status(
             stream_id,

@@ -108,11 +108,6 @@ impl Transport {
         self.decoder.set_budget(bytes);
     }
 
-    /// An accepted publisher: messages are assembled in one allocation each.
-    pub(super) fn assemble_whole_messages(&mut self) {
-        self.decoder.assemble_whole();
-    }
-
     pub(super) fn buffer_budget(&self) -> usize {
         self.decoder.budget()
     }
