@@ -67,6 +67,12 @@ pub struct Config {
     #[arg(long, default_value_t = 0)]
     pub write_coalesce_ms: u64,
 
+    /// Publishers' reads: 0 reads each as soon as it arrives; N reads each publisher at
+    /// most every N ms (merged reads: fewer, larger reads, less CPU per byte ingested, at
+    /// up to N ms more latency).
+    #[arg(long, default_value_t = 0)]
+    pub read_coalesce_ms: u64,
+
     /// TCP_NODELAY on player sockets (true/false). Default: off at --write-coalesce-ms 0,
     /// where the kernel merging small writes (as with nginx-rtmp) is what keeps the cost
     /// per byte down; on when coalescing, where we batch ourselves and Nagle would only

@@ -157,6 +157,7 @@ fn shard_config(cfg: &Config) -> ShardConfig {
             flush_bytes: cfg.write_coalesce_bytes,
         },
         write_coalesce: coalesce,
+        read_coalesce: Duration::from_millis(cfg.read_coalesce_ms.min(1000)),
         player_nodelay: cfg.player_nodelay(),
         handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs),
         publisher_timeout: Duration::from_secs(cfg.publisher_timeout_secs),

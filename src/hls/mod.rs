@@ -12,6 +12,7 @@ pub mod packager;
 pub mod playlist;
 pub mod store;
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -318,12 +319,8 @@ impl SinkFactory for Hls {
             packager: Some(packager),
             out: Vec::new(),
             active: false,
-            latency: Latency {
-                telemetry: ctx.telemetry(),
-                label: ctx.shard_id().unwrap_or(0).to_string(),
-                hist: crate::util::histogram::latency_histogram(),
-                exported: Instant::now(),
-            },
+            telemetry: ctx.telemetry(),
+            shard: ctx.shard_id().unwrap_or(0),
         })]
     }
 }
@@ -335,7 +332,14 @@ struct HlsSink {
     out: Vec<Out>,
     /// Packaging now (on demand: someone asked recently).
     active: bool,
-    latency: Latency,
+    telemetry: Option<Arc<dyn Telemetry>>,
+    shard: usize,
+}
+
+thread_local! {
+    /// The shard's packaging latency, shared by all its sinks: a histogram is ~140 KiB, too
+    /// much to keep per stream on an origin with thousands of them, most never packaged.
+    static SHARD_LATENCY: RefCell<Option<Latency>> = const { RefCell::new(None) };
 }
 
 /// Packaging latency, recorded per part and handed to the control plane once a second.
@@ -347,6 +351,21 @@ struct Latency {
 }
 
 impl Latency {
+    /// Records into the calling shard's histogram, made by the first part packaged there.
+    fn record_on_shard(sink: &HlsSink, ingests: &[Instant], now: Instant) {
+        SHARD_LATENCY.with_borrow_mut(|l| {
+            let l = l.get_or_insert_with(|| Latency {
+                telemetry: sink.telemetry.clone(),
+                label: sink.shard.to_string(),
+                hist: crate::util::histogram::latency_histogram(),
+                exported: now,
+            });
+            for &i in ingests {
+                l.record(i, now);
+            }
+        });
+    }
+
     fn record(&mut self, ingest: Instant, now: Instant) {
         crate::util::histogram::record(&mut self.hist, now.saturating_duration_since(ingest));
         if now.saturating_duration_since(self.exported) >= EXPORT_EVERY {
@@ -390,9 +409,8 @@ impl HlsSink {
         self.out.clear();
         self.stream.notify();
         metrics::counter!("rtmp_hls_parts_total").increment(parts);
-        let at = Instant::now();
-        for i in ingests {
-            self.latency.record(i, at);
+        if !ingests.is_empty() {
+            Latency::record_on_shard(self, &ingests, Instant::now());
         }
     }
 }

@@ -99,6 +99,8 @@ struct Header {
     length: u32,
     type_id: u8,
     stream_id: u32,
+    /// Input bytes present after the header.
+    avail: usize,
 }
 
 /// Incremental chunk stream decoder (receive direction).
@@ -209,6 +211,18 @@ impl ChunkDecoder {
     /// Errors are fatal for the connection (they are detected before anything of the offending
     /// chunk header is consumed, so the decoder and `buf` are left unchanged).
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<RawMessage>, ChunkError> {
+        let mut input: &[u8] = buf;
+        let before = input.len();
+        let r = self.decode_slice(&mut input);
+        let used = before - input.len();
+        buf.advance(used);
+        r
+    }
+
+    /// [`decode`](Self::decode) reading from a borrowed slice, which is advanced past what
+    /// was consumed: the input is decoded where it was read, and only an incomplete chunk
+    /// header (under 20 bytes) is left for the caller to keep.
+    pub fn decode_slice(&mut self, buf: &mut &[u8]) -> Result<Option<RawMessage>, ChunkError> {
         loop {
             if let Some((csid, remaining)) = self.in_chunk {
                 let n = (remaining as usize).min(buf.len());
@@ -245,7 +259,7 @@ impl ChunkDecoder {
                         }
                     }
                 }
-                buf.advance(n);
+                *buf = &buf[n..];
                 self.consumed += n as u64;
                 let left = remaining - n as u32;
                 self.in_chunk = (left > 0).then_some((csid, left));
@@ -258,7 +272,7 @@ impl ChunkDecoder {
             let Some(h) = self.parse_header(buf)? else {
                 return Ok(None);
             };
-            buf.advance(h.len);
+            *buf = &buf[h.len..];
             self.consumed += h.len as u64;
             if let Some(msg) = self.commit(&h) {
                 return Ok(Some(msg));
@@ -321,13 +335,6 @@ impl ChunkDecoder {
             if prev.is_none() && self.streams.len() >= MAX_CHUNK_STREAMS {
                 return Err(ChunkError::TooManyChunkStreams(self.streams.len() + 1));
             }
-            let held = self.held + self.assembly_capacity(length);
-            if length > 0 && held > self.budget {
-                return Err(ChunkError::BufferBudget {
-                    held,
-                    budget: self.budget,
-                });
-            }
         }
         let mut h = Header {
             fmt,
@@ -338,6 +345,7 @@ impl ChunkDecoder {
             length,
             type_id,
             stream_id,
+            avail: 0,
         };
         if fmt < 3 {
             if field == TS_EXTENDED {
@@ -364,17 +372,35 @@ impl ChunkDecoder {
                 h.len += 4;
             }
         }
+        h.avail = b.len() - h.len;
+        if !partial && length > 0 {
+            let held = self.held + self.assembly_capacity(length, type_id, h.avail);
+            if held > self.budget {
+                return Err(ChunkError::BufferBudget {
+                    held,
+                    budget: self.budget,
+                });
+            }
+        }
         Ok(Some(h))
     }
 
-    /// What a new partial message of `length` bytes starts with (see `commit`).
-    fn assembly_capacity(&self, length: u32) -> usize {
-        (length.min(self.chunk_size) as usize).min(INITIAL_ASSEMBLY_CAP)
+    /// What a new partial message of `length` bytes starts with (see `commit`): its first
+    /// chunk (up to a cap), or more when more input is already here, so a message that
+    /// arrived whole is allocated once at its size. Never more than the peer has sent.
+    fn assembly_capacity(&self, length: u32, type_id: u8, avail: usize) -> usize {
+        let kept = if matches!(type_id, 8 | 9) {
+            self.payload_limit.min(length as usize)
+        } else {
+            length as usize
+        };
+        let first = (length.min(self.chunk_size) as usize).min(INITIAL_ASSEMBLY_CAP);
+        first.max(avail).min(kept)
     }
 
     /// Apply a parsed header; returns a message if it completes one (zero length).
     fn commit(&mut self, h: &Header) -> Option<RawMessage> {
-        let cap = self.assembly_capacity(h.length);
+        let cap = self.assembly_capacity(h.length, h.type_id, h.avail);
         let st = self.streams.entry(h.csid).or_default();
         if h.fmt < 3 {
             st.extended = h.extended;
@@ -950,6 +976,40 @@ mod tests {
             }
         );
         assert_eq!(dec.held(), 0);
+    }
+
+    #[test]
+    fn a_message_that_arrived_whole_is_allocated_once_and_never_beyond_the_input() {
+        // 10,000 bytes in 128-byte chunks, all of it in the input: one allocation of the
+        // message's size, seen while the last chunk is still missing.
+        let p = pattern(10_000, 4);
+        let mut m = BytesMut::new();
+        encode_message(4, 0, 9, 1, &p, 128, &mut m);
+        let mut dec = ChunkDecoder::new(MAX);
+        let mut input: &[u8] = &m[..m.len() - 10];
+        assert_eq!(dec.decode_slice(&mut input).unwrap(), None);
+        assert_eq!((dec.held(), input.len()), (10_000, 0));
+        let mut input: &[u8] = &m[m.len() - 10..];
+        let got = dec.decode_slice(&mut input).unwrap().unwrap();
+        assert_eq!((got.payload.len(), dec.held()), (10_000, 0));
+
+        // A huge chunk size and a 1 MB message of which 1,000 bytes came: what is reserved
+        // is the fixed first-chunk cap, not what was only announced.
+        let mut b = BytesMut::new();
+        encode_message(2, 0, 1, 0, &MAX_CHUNK_SIZE.to_be_bytes(), 128, &mut b);
+        encode_message(4, 0, 9, 1, &pattern(1 << 20, 5), MAX_CHUNK_SIZE, &mut b);
+        let mut dec = ChunkDecoder::new(MAX);
+        let mut input: &[u8] = &b[..1000];
+        let set = dec.decode_slice(&mut input).unwrap().unwrap();
+        assert_eq!(set.type_id, 1);
+        dec.set_chunk_size(MAX_CHUNK_SIZE).unwrap();
+        assert_eq!(dec.decode_slice(&mut input).unwrap(), None);
+        assert_eq!(dec.held(), INITIAL_ASSEMBLY_CAP);
+        // A header split across reads is left in the input for the caller to keep.
+        let mut input: &[u8] = &m[..5];
+        let mut dec = ChunkDecoder::new(MAX);
+        assert_eq!(dec.decode_slice(&mut input).unwrap(), None);
+        assert_eq!((input.len(), dec.bytes_consumed()), (5, 0));
     }
 
     #[test]

@@ -33,12 +33,11 @@ enum Chunking {
     Standalone(u32),
 }
 
-/// What a `feed` call's input amounted to.
+/// What a `feed` call's input amounted to, once past the handshake.
 enum Input {
-    Handshaking,
-    /// This input finished the handshake; what followed it is buffered.
+    /// This input finished the handshake; messages may follow it.
     HandshakeDone,
-    Buffered,
+    Connected,
 }
 
 pub(super) struct Transport {
@@ -172,27 +171,37 @@ impl Transport {
         self.send(msg::CSID_CONTROL, msg::USER_CONTROL, 0, 0, &uc.encode());
     }
 
-    fn take_input(&mut self, data: &[u8]) -> Result<Input, SessionError> {
+    /// Where `data`'s messages start (after the handshake), or None while handshaking.
+    fn take_input(&mut self, data: &[u8]) -> Result<Option<(usize, Input)>, SessionError> {
         self.acks.on_received(data.len());
         let Some(hs) = &mut self.handshake else {
-            self.inbuf.extend_from_slice(data);
-            return Ok(Input::Buffered);
+            return Ok(Some((0, Input::Connected)));
         };
         let mut reply = Vec::new();
         let (used, done) = hs.feed(data, &mut reply)?;
         self.out.extend_from_slice(&reply);
         if !done {
-            return Ok(Input::Handshaking);
+            return Ok(None);
         }
         self.handshake = None;
-        self.inbuf.extend_from_slice(&data[used..]);
-        Ok(Input::HandshakeDone)
+        Ok(Some((used, Input::HandshakeDone)))
     }
 
-    /// The next whole message for the session. Chunk-stream control is applied here and
-    /// not handed on.
-    fn next_message(&mut self) -> Result<Option<RawMessage>, SessionError> {
-        while let Some(m) = self.decoder.decode(&mut self.inbuf)? {
+    /// The next whole message for the session, decoded from `input` in place (bytes kept
+    /// from an earlier read go first). Chunk-stream control is applied here and not handed on.
+    fn next_message(&mut self, input: &mut &[u8]) -> Result<Option<RawMessage>, SessionError> {
+        loop {
+            let m = if self.inbuf.is_empty() {
+                self.decoder.decode_slice(input)?
+            } else {
+                // A chunk header split across reads: finish it (and go on) from the copy.
+                self.inbuf.extend_from_slice(input);
+                *input = &[];
+                self.decoder.decode(&mut self.inbuf)?
+            };
+            let Some(m) = m else {
+                return Ok(None);
+            };
             match m.type_id {
                 msg::SET_CHUNK_SIZE => {
                     let size = msg::parse_u32(m.type_id, &m.payload)?;
@@ -207,10 +216,11 @@ impl Transport {
                 _ => return Ok(Some(m)),
             }
         }
-        Ok(None)
     }
 
-    fn finish_input(&mut self) {
+    /// Keeps what the decoder could not use yet (an incomplete chunk header).
+    fn finish_input(&mut self, rest: &[u8]) {
+        self.inbuf.extend_from_slice(rest);
         if self.release_idle_input && self.inbuf.is_empty() && self.inbuf.capacity() > 1024 {
             self.inbuf = BytesMut::new();
         }
@@ -233,14 +243,16 @@ pub(super) trait Endpoint {
 /// Processes bytes from the peer: the handshake until it is done, then every whole message
 /// in order, then an Ack if one is due.
 pub(super) fn feed<E: Endpoint>(end: &mut E, data: &[u8]) -> Result<(), SessionError> {
-    match end.transport().take_input(data)? {
-        Input::Handshaking => return Ok(()),
-        Input::HandshakeDone => end.on_handshake_done(),
-        Input::Buffered => {}
+    let Some((start, input)) = end.transport().take_input(data)? else {
+        return Ok(());
+    };
+    if let Input::HandshakeDone = input {
+        end.on_handshake_done();
     }
-    while let Some(m) = end.transport().next_message()? {
+    let mut rest = &data[start..];
+    while let Some(m) = end.transport().next_message(&mut rest)? {
         end.on_message(m)?;
     }
-    end.transport().finish_input();
+    end.transport().finish_input(rest);
     Ok(())
 }

@@ -95,10 +95,12 @@ impl Tag {
 }
 
 /// Handshake and connect get a small buffer; players only send acks and pings, while
-/// publishers get a bigger one once they publish.
+/// publishers get a bigger one once they publish, doubled (up to the max) each time a read
+/// fills it: a 1 Mbit/s camera reads ~2 KB at a time, and an origin holds thousands.
 const READ_BUF_SMALL: usize = 2 * 1024;
 const READ_BUF_PLAYER: usize = 512;
-const READ_BUF_PUBLISHER: usize = 64 * 1024;
+const READ_BUF_PUBLISHER: usize = 16 * 1024;
+const READ_BUF_PUBLISHER_MAX: usize = 256 * 1024;
 
 enum Role {
     None,

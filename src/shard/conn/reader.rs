@@ -4,7 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use super::{ConnCtx, Exit, Role, READ_BUF_PLAYER, READ_BUF_PUBLISHER, READ_BUF_SMALL};
+use super::{
+    ConnCtx, Exit, Role, READ_BUF_PLAYER, READ_BUF_PUBLISHER, READ_BUF_PUBLISHER_MAX,
+    READ_BUF_SMALL,
+};
 use crate::protocol::session::Event;
 use crate::shard::stats;
 
@@ -17,6 +20,7 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
     let mut handshake_deadline = ctx.tag.since + handshake_timeout;
     let mut had_role = false;
     let publisher_timeout = cfg.publisher_timeout;
+    let read_coalesce = cfg.read_coalesce;
     if let Some(ev) = first {
         if let Some(exit) = ctx.on_authorized(ev) {
             return exit;
@@ -125,6 +129,7 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
             }
         };
         stats::bump(&ctx.state.stats.ingress_bytes, n as u64);
+        let grow = n == buf.len() && matches!(ctx.role, Role::Publisher { .. });
         let fed = ctx.session.feed(&buf[..n]);
         let over = ctx.share.update(ctx.session.buffered());
         // Accepted publishers count in the total but are held to their own cap: the
@@ -151,6 +156,14 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
         }
         if let Some(exit) = ctx.drain_events() {
             return exit;
+        }
+        if grow && buf.len() < READ_BUF_PUBLISHER_MAX {
+            buf.resize(buf.len() * 2, 0);
+        }
+        // Merged reads: let a publisher's bytes gather in the socket, so the next read
+        // finds them there (no poll to arm, one wakeup) and takes several messages at once.
+        if !read_coalesce.is_zero() && matches!(ctx.role, Role::Publisher { .. }) && !grow {
+            tokio::time::sleep(read_coalesce).await;
         }
         if ctx.conn.has_pending_output() {
             // TLS answered something while reading (a key update): let the writer send it.
