@@ -4,9 +4,11 @@
 # samples the server's CPU time (utime+stime of all its threads) and peak RSS, and prints
 # CPU-seconds per GB delivered, peak RSS, delivery and latency.
 #
-#   loadtest/compare.sh [-v VIEWERS] [-d SECONDS] [-b KBPS] [-c "0 20 50 100 350"] [-n] [-t] [-B DIR]
+#   loadtest/compare.sh [-v VIEWERS] [-d SECONDS] [-b KBPS] [-c "0 20 50 100 350"] [-n] [-t] [-f] [-B DIR]
 #     -c  rtmp-edge --write-coalesce-ms values to run (one row each)
 #     -n  skip nginx
+#     -f  also run rtmp-floor (a plain sender, same batch policy) at each coalesce value,
+#         and print rtmp-edge's CPU-s/GB as a ratio of that floor
 #     -t  also run every rtmp-edge row with the viewers on RTMPS (a test CA made here)
 #     -B  also run the rtmp-edge binary in DIR (an earlier build: before/after in one run),
 #         alternating with this build at each coalesce value
@@ -14,13 +16,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VIEWERS=1000 DURATION=20 KBPS=1000 COALESCE="0 100" NGINX=1 RAMP=1000 BASELINE="" TLS=0
-while getopts "v:d:b:c:r:ntB:" o; do
+VIEWERS=1000 DURATION=20 KBPS=1000 COALESCE="0 100" NGINX=1 RAMP=1000 BASELINE="" TLS=0 FLOOR=0
+while getopts "v:d:b:c:r:ntfB:" o; do
   case $o in
     v) VIEWERS=$OPTARG ;; d) DURATION=$OPTARG ;; b) KBPS=$OPTARG ;;
     c) COALESCE=$OPTARG ;; r) RAMP=$OPTARG ;; n) NGINX=0 ;; B) BASELINE=$OPTARG ;;
-    t) TLS=1 ;;
-    *) sed -n 2,10p "$0"; exit 2 ;;
+    t) TLS=1 ;; f) FLOOR=1 ;;
+    *) sed -n 2,14p "$0"; exit 2 ;;
   esac
 done
 
@@ -63,6 +65,7 @@ gb = r["viewers"]["bytes_total"] / 1e9
 lat = r.get("latency") or {}
 v = r["viewers"]
 ok = v["connected"] - v["below_95pct_expected"]
+open(f"{sys.argv[1]}.cpu", "w").write(f"{cpu / gb if gb else float('nan')}")
 print(f"{name:<22} {cpu:8.2f} {gb:8.2f} {cpu / gb if gb else float('nan'):10.3f} {hwm/1024:9.1f} "
       f"{(hwm - idle) / max(n, 1):9.1f} {100.0 * ok / max(n, 1):7.1f}% "
       f"{lat.get('p50_ms', float('nan')):8.1f} {lat.get('p99_ms', float('nan')):8.1f} "
@@ -100,6 +103,16 @@ for c in $COALESCE; do
   run_edge rtmp-edge "$BIN/rtmp-edge" "$c"
   if [ "$TLS" = 1 ]; then
     run_edge rtmp-edge "$BIN/rtmp-edge" "$c" tls
+  fi
+  if [ "$FLOOR" = 1 ]; then
+    PORT=$((PORT + 1))
+    "$BIN/rtmp-floor" --listen "127.0.0.1:$PORT" --write-coalesce-ms "$c" 2>"$WORK/floor-$c.log" &
+    fpid=$!
+    wait_port $PORT
+    run_load "floor coalesce=$c" $PORT $fpid
+    kill $fpid; wait $fpid 2>/dev/null || true
+    python3 -c 'import sys; e, f = (float(open(p).read()) for p in sys.argv[1:3]); print(f"    rtmp-edge / floor at coalesce={sys.argv[3]}: {e / f:.2f}x")' \
+      "$WORK/rtmp-edge coalesce=$c.json.cpu" "$WORK/floor coalesce=$c.json.cpu" "$c"
   fi
 done
 

@@ -4,19 +4,20 @@
 # each server's CPU-seconds per GB ingested, peak and settled RSS, and the GOP bytes the
 # streams hold (what a GOP cache must keep), with the ratios against nginx-rtmp.
 #
-#   loadtest/ingest.sh [-p PUBLISHERS] [-d SECONDS] [-b KBPS] [-g GOP_SECS] [-n] [-B DIR]
+#   loadtest/ingest.sh [-p PUBLISHERS] [-d SECONDS] [-b KBPS] [-g GOP_SECS] [-n] [-B DIR] [-m MS]
 #     -n  skip nginx
 #     -B  also run the rtmp-edge binary in DIR (an earlier build: before/after in one run)
+#     -m  also run rtmp-edge with --read-coalesce-ms MS (merged reads)
 #   EDGE_ARGS="..." adds flags to every rtmp-edge run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PUBS=500 DURATION=20 KBPS=1000 GOP=2 NGINX=1 BASELINE=""
-while getopts "p:d:b:g:nB:" o; do
+PUBS=500 DURATION=20 KBPS=1000 GOP=2 NGINX=1 BASELINE="" MERGED=""
+while getopts "p:d:b:g:nB:m:" o; do
   case $o in
     p) PUBS=$OPTARG ;; d) DURATION=$OPTARG ;; b) KBPS=$OPTARG ;; g) GOP=$OPTARG ;;
-    n) NGINX=0 ;; B) BASELINE=$OPTARG ;;
-    *) sed -n 2,10p "$0"; exit 2 ;;
+    n) NGINX=0 ;; B) BASELINE=$OPTARG ;; m) MERGED=$OPTARG ;;
+    *) sed -n 2,11p "$0"; exit 2 ;;
   esac
 done
 
@@ -57,9 +58,11 @@ printf "%-12s %8s %7s %9s %9s %10s %8s %10s %6s\n" server cpu_s GB cpu_s/GB peak
 
 PORT=19450
 run_edge() {
-  local label=$1 bin=$2
+  local label=$1 bin=$2; shift 2
   PORT=$((PORT + 1))
-  "$bin" --listen "127.0.0.1:$PORT" --log-level warn --http off ${EDGE_ARGS:-} 2>"$WORK/edge-$label.log" &
+  # shellcheck disable=SC2086
+  "$bin" --listen "127.0.0.1:$PORT" --log-level warn --http off --http-media "127.0.0.1:$((PORT + 1000))" ${EDGE_ARGS:-} "$@" \
+    2>"$WORK/edge-$label.log" &
   local pid=$!
   wait_port $PORT
   run_load "$label" $PORT $pid
@@ -69,6 +72,9 @@ if [ -n "$BASELINE" ]; then
   run_edge baseline "$BASELINE/rtmp-edge"
 fi
 run_edge rtmp-edge "$BIN/rtmp-edge"
+if [ -n "$MERGED" ]; then
+  run_edge "merged-$MERGED" "$BIN/rtmp-edge" --read-coalesce-ms "$MERGED"
+fi
 
 if [ "$NGINX" = 1 ] && command -v nginx >/dev/null && [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ]; then
   PORT=$((PORT + 1))
@@ -80,7 +86,7 @@ if [ "$NGINX" = 1 ] && command -v nginx >/dev/null && [ -e /usr/lib/nginx/module
 import os, sys
 w = sys.argv[1]
 n = [float(x) for x in open(f"{w}/nginx-rtmp.cpu").read().split()]
-for name in ("baseline", "rtmp-edge"):
+for name in ["baseline", "rtmp-edge"] + sorted(f[:-4] for f in os.listdir(w) if f.startswith("merged-") and f.endswith(".cpu")):
     p = f"{w}/{name}.cpu"
     if os.path.exists(p):
         e = [float(x) for x in open(p).read().split()]

@@ -3,7 +3,7 @@
 # processes, and nginx-rtmp started the one way every comparison uses.
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-cargo build --release -q --bin rtmp-edge --bin rtmp-load
+cargo build --release -q --bin rtmp-edge --bin rtmp-load --bin rtmp-floor
 BIN=target/release
 WORK=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"' EXIT

@@ -197,6 +197,18 @@ async fn run_shard(
             }
         });
     }
+    let read_every = state.shared.cfg.read_coalesce;
+    if !read_every.is_zero() {
+        let tick_state = state.clone();
+        tasks.spawn_service(async move {
+            let mut tick = tokio::time::interval(read_every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                tick_state.read_tick.notify_waiters();
+            }
+        });
+    }
     let log_every = state.shared.cfg.stats_interval_secs;
     let stats_state = state.clone();
     tasks.spawn_service(async move {

@@ -54,6 +54,9 @@ pub struct ShardState {
     pub viewer_policy: ViewerPolicy,
     pub tasks: Rc<TaskRegistry>,
     mirror_epochs: std::cell::Cell<u64>,
+    /// With merged reads (`read_coalesce`): publishers wait for this shard-wide tick
+    /// between reads, so their reads go out together and find data waiting.
+    pub read_tick: tokio::sync::Notify,
 }
 
 impl ShardState {
@@ -71,6 +74,7 @@ impl ShardState {
             viewer_policy: shared.cfg.viewer,
             tasks: TaskRegistry::new(),
             mirror_epochs: Default::default(),
+            read_tick: tokio::sync::Notify::new(),
             shared,
         }
     }

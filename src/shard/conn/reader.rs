@@ -20,7 +20,7 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
     let mut handshake_deadline = ctx.tag.since + handshake_timeout;
     let mut had_role = false;
     let publisher_timeout = cfg.publisher_timeout;
-    let read_coalesce = cfg.read_coalesce;
+    let merged_reads = !cfg.read_coalesce.is_zero();
     if let Some(ev) = first {
         if let Some(exit) = ctx.on_authorized(ev) {
             return exit;
@@ -160,10 +160,11 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
         if grow && buf.len() < READ_BUF_PUBLISHER_MAX {
             buf.resize(buf.len() * 2, 0);
         }
-        // Merged reads: let a publisher's bytes gather in the socket, so the next read
-        // finds them there (no poll to arm, one wakeup) and takes several messages at once.
-        if !read_coalesce.is_zero() && matches!(ctx.role, Role::Publisher { .. }) && !grow {
-            tokio::time::sleep(read_coalesce).await;
+        // Merged reads: let a publisher's bytes gather in the socket until the shard's next
+        // read tick, so the read finds them there (no poll to arm) and takes several
+        // messages at once, and all publishers' reads leave in one submission.
+        if merged_reads && matches!(ctx.role, Role::Publisher { .. }) && !grow {
+            ctx.state.read_tick.notified().await;
         }
         if ctx.conn.has_pending_output() {
             // TLS answered something while reading (a key update): let the writer send it.

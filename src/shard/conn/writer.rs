@@ -41,7 +41,9 @@ pub(super) async fn write_loop(
         let write = tokio::time::timeout(stall, conn.writev_all(std::mem::take(&mut batch)));
         tokio::select! {
             res = write => match res {
-                Ok((Ok(()), emptied)) => {
+                Ok((Ok(()), mut emptied)) => {
+                    // A join burst (a whole GOP) grows it; an idle viewer keeps a small one.
+                    emptied.shrink_to(32);
                     batch = emptied;
                     stats::bump(&state.stats.egress_bytes, bytes as u64);
                     if let Some(t) = play_start {
