@@ -204,13 +204,12 @@ async fn serve(
             pending.borrow_mut().extend_from_slice(frame.wire());
             media = true;
         }
-        let mut p = pending.borrow_mut();
-        if media
-            && (shared.args.write_coalesce_ms == 0 || p.len() >= shared.args.write_coalesce_bytes)
-        {
-            flush(&shared, &mut p);
+        if media {
+            let mut p = pending.borrow_mut();
+            if shared.args.write_coalesce_ms == 0 || p.len() >= shared.args.write_coalesce_bytes {
+                flush(&shared, &mut p);
+            }
         }
-        drop(p);
         if let Some(out) = session.take_output() {
             match &player {
                 Some(p) => {

@@ -342,3 +342,62 @@ fn a_silent_publisher_times_out_and_a_busy_one_does_not() {
             .join("\n")
     );
 }
+
+#[test]
+fn merged_reads_relay_whole_streams_late_by_at_most_a_tick_and_still_time_out_the_silent() {
+    const TICK_MS: u64 = 100;
+    let tick = TICK_MS.to_string();
+    let server = Server::start(&["--read-coalesce-ms", &tick, "--publisher-timeout-secs", "2"]);
+    let mut ffmpeg = Publisher::live(&server, "live/merged");
+    common::players::assert_decodes(&server.url("live/merged"), 4, 40);
+
+    // Our player keeps each video frame's arrival: against the publisher's real-time pace
+    // (ffmpeg -re), a frame is never later than the tick plus scheduling slack.
+    let mut player = RtmpClient::connect(server.addr, "live").unwrap();
+    player.create_stream().unwrap();
+    player.play("merged").unwrap();
+    let end = Instant::now() + Duration::from_secs(5);
+    let mut lags = Vec::new();
+    while Instant::now() < end {
+        let Ok(m) = player.recv(end) else { break };
+        if m.type_id == msg::VIDEO && !is_config(&m) {
+            lags.push((Instant::now(), m.timestamp));
+        }
+    }
+    let (t0, ts0) = lags[lags.len() / 2];
+    let spread: Vec<i64> = lags
+        .iter()
+        .skip(lags.len() / 2)
+        .map(|&(at, ts)| {
+            let due = i64::from(ts.wrapping_sub(ts0));
+            at.duration_since(t0).as_millis() as i64 - due
+        })
+        .collect();
+    let (lo, hi) = (
+        spread.iter().copied().min().unwrap(),
+        spread.iter().copied().max().unwrap(),
+    );
+    eprintln!(
+        "{} live frames, arrival against pace: {lo}..{hi} ms",
+        spread.len()
+    );
+    assert!(spread.len() >= 50, "{} frames", spread.len());
+    assert!(
+        hi - lo <= TICK_MS as i64 + 200,
+        "arrival spread {lo}..{hi} ms"
+    );
+
+    // A publisher that goes silent is still closed on time while reads wait for ticks.
+    let mut silent = RtmpClient::connect(server.addr, "live").unwrap();
+    silent.create_stream().unwrap();
+    silent.publish("quiet").unwrap();
+    let start = Instant::now();
+    assert!(silent.wait_closed(start + Duration::from_secs(6)));
+    assert!(
+        start.elapsed() >= Duration::from_millis(1_900),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(server.logged(&["publisher idle timeout, closing"]));
+    ffmpeg.assert_running();
+}
