@@ -242,7 +242,18 @@ fn shard_of(server: &Server, port: u16) -> usize {
 
 #[test]
 fn late_joiners_on_both_shards() {
-    let server = Server::start(&["--shards", "2"]);
+    late_joiners_on_both_shards_with(&[]);
+}
+
+/// With a latency budget, live frames reach viewers as runs (one merged buffer per flush):
+/// a joiner still starts from the cache at once, with nothing twice and nothing missing.
+#[test]
+fn late_joiners_on_both_shards_with_a_write_budget() {
+    late_joiners_on_both_shards_with(&["--write-coalesce-ms", "100"]);
+}
+
+fn late_joiners_on_both_shards_with(extra: &[&str]) {
+    let server = Server::start(&[&["--shards", "2"], extra].concat());
     // One stream owned by each shard: wherever the kernel puts a joiner, joining both
     // streams covers the owner shard and a mirror shard.
     let names: Vec<String> = (0..2)
@@ -295,7 +306,16 @@ fn late_joiners_on_both_shards() {
 
 #[test]
 fn player_survives_unpublish_and_resumes_forward_on_republish() {
-    let server = Server::start(&["--shards", "2"]);
+    survives_unpublish_with(&[]);
+}
+
+#[test]
+fn player_survives_unpublish_and_resumes_forward_on_republish_with_a_write_budget() {
+    survives_unpublish_with(&["--write-coalesce-ms", "350"]);
+}
+
+fn survives_unpublish_with(extra: &[&str]) {
+    let server = Server::start(&[&["--shards", "2"], extra].concat());
     let mut publisher = Publisher::live(&server, "live/again");
     std::thread::sleep(Duration::from_millis(1500));
 

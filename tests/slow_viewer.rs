@@ -12,18 +12,35 @@ use common::*;
 
 #[test]
 fn stuck_viewers_are_bounded_and_disconnected_others_unharmed() {
-    let server = Server::start(&[
-        "--shards",
-        "1",
-        "--viewer-queue-bytes",
-        "262144",
-        "--viewer-queue-ms",
-        "1500",
-        "--viewer-behind-secs",
-        "3",
-        "--stats-interval-secs",
-        "1",
-    ]);
+    stuck_viewers_with(&[]);
+}
+
+/// With a latency budget frames reach viewers as runs (one buffer per flush): a stuck
+/// viewer's run is cut frame by frame by the same admission, and the others get theirs.
+#[test]
+fn stuck_viewers_are_bounded_and_disconnected_others_unharmed_with_a_write_budget() {
+    stuck_viewers_with(&["--write-coalesce-ms", "100"]);
+}
+
+fn stuck_viewers_with(extra: &[&str]) {
+    let server = Server::start(
+        &[
+            extra,
+            &[
+                "--shards",
+                "1",
+                "--viewer-queue-bytes",
+                "262144",
+                "--viewer-queue-ms",
+                "1500",
+                "--viewer-behind-secs",
+                "3",
+                "--stats-interval-secs",
+                "1",
+            ],
+        ]
+        .concat(),
+    );
     // ~12 Mbit/s of synthetic H.264-shaped frames: enough to fill a stuck player's
     // kernel buffers within a couple of seconds, so the server-side policy must act.
     let addr = server.addr;

@@ -4,10 +4,13 @@
 //! disconnected if it stays behind. Never grows past its budget, never blocks anyone.
 
 use std::rc::Rc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
 
 use super::admission::{queue_len, Admission, AdmissionPolicy, Verdict};
 use super::queue::OutQueue;
+use super::run::Run;
 use crate::media::cache::StreamCache;
 use crate::media::frame::{MediaKind, SharedFrame, SHARED_STREAM_ID};
 use crate::protocol::session;
@@ -81,33 +84,82 @@ impl Viewer {
         if self.queue.is_closed() {
             return Verdict::Skip;
         }
+        let queued = self.queue.queued_bytes();
+        let verdict = self.admit(f, queued, self.queue.age(now), now);
+        if verdict != Verdict::Admit {
+            return verdict;
+        }
+        let wake = !self.policy.coalesce || queued + queue_len(f) >= self.policy.flush_bytes;
+        self.queue.push_media(self.wire_for(f), f.ingest, now, wake);
+        if f.is_media() {
+            self.queue.mark_media();
+        }
+        Verdict::Admit
+    }
+
+    /// Offers a coalescing flush's frames at once, each through admission as if it had
+    /// come alone (against the bytes queued before it). Admitted whole, on the shared
+    /// stream id, the run goes in as its one merged buffer. Calls `verdict` per frame.
+    pub fn deliver_run(&mut self, run: &Run, now: Instant, mut verdict: impl FnMut(Verdict)) {
+        if self.queue.is_closed() || run.is_empty() {
+            return;
+        }
+        let age = self.queue.age(now);
+        let mut queued = self.queue.queued_bytes();
+        // Bit i: frame i admitted (runs past 128 frames take the per-frame path).
+        let mut admitted = 0u128;
+        let mut media = false;
+        for (i, f) in run.frames().iter().enumerate() {
+            let v = self.admit(f, queued, age, now);
+            verdict(v);
+            match v {
+                Verdict::Admit => {
+                    queued += queue_len(f);
+                    admitted |= 1u128.checked_shl(i as u32).unwrap_or(0);
+                    media |= f.is_media();
+                }
+                Verdict::Kick => return,
+                Verdict::Skip | Verdict::Drop(_) => {}
+            }
+        }
+        let n = run.frames().len();
+        let whole = n <= 128 && admitted == u128::MAX >> (128 - n);
+        if whole && self.stream_id == SHARED_STREAM_ID {
+            self.queue
+                .push_media(run.merged().clone(), run.frames()[0].ingest, now, true);
+        } else {
+            for (i, f) in run.frames().iter().enumerate() {
+                if admitted & 1u128.checked_shl(i as u32).unwrap_or(0) != 0 {
+                    self.queue.push_media(self.wire_for(f), f.ingest, now, true);
+                }
+            }
+        }
+        if media {
+            self.queue.mark_media();
+        }
+    }
+
+    /// Admission, after the tracks the player turned off; a kick closes the queue.
+    fn admit(&mut self, f: &SharedFrame, queued: usize, age: Duration, now: Instant) -> Verdict {
         let config = f.is_config() || f.kind == MediaKind::Metadata;
         match f.kind {
             MediaKind::Video if !self.receive_video && !config => return Verdict::Skip,
             MediaKind::Audio if !self.receive_audio && !config => return Verdict::Skip,
             _ => {}
         }
-        let queued = self.queue.queued_bytes();
-        let verdict = self.admission.admit(f, queued, self.queue.age(now), now);
-        match verdict {
-            Verdict::Admit => {}
-            Verdict::Kick => {
-                self.queue.kill();
-                return verdict;
-            }
-            Verdict::Skip | Verdict::Drop(_) => return verdict,
+        let verdict = self.admission.admit(f, queued, age, now);
+        if verdict == Verdict::Kick {
+            self.queue.kill();
         }
-        let wire = if self.stream_id == SHARED_STREAM_ID {
+        verdict
+    }
+
+    fn wire_for(&self, f: &SharedFrame) -> Bytes {
+        if self.stream_id == SHARED_STREAM_ID {
             f.wire().clone()
         } else {
             f.encode_as(f.timestamp, self.stream_id, self.chunk_size)
-        };
-        let wake = !self.policy.coalesce || queued + queue_len(f) >= self.policy.flush_bytes;
-        self.queue.push_media(wire, f.ingest, now, wake);
-        if matches!(f.kind, MediaKind::Audio | MediaKind::Video) {
-            self.queue.mark_media();
         }
-        Verdict::Admit
     }
 
     /// The publisher left: tell the player, and restart from a keyframe when one returns.
@@ -216,6 +268,78 @@ mod tests {
         assert_eq!(v.deliver(&key, t0), Verdict::Admit);
         let t1 = t0 + Duration::from_secs(1);
         assert_eq!(v.deliver(&inter, t1), Verdict::Drop(DropReason::QueueAge));
+    }
+
+    #[test]
+    fn a_run_admitted_whole_is_one_buffer_and_a_partial_one_goes_frame_by_frame() {
+        let t0 = Instant::now();
+        let key = frame(MediaKind::Video, 0, &[0x17, 1], 500);
+        let inter = frame(MediaKind::Video, 33, &[0x27, 1], 500);
+        let audio = frame(MediaKind::Audio, 40, &[0xAF, 1], 100);
+        let mut run = Run::default();
+        for f in [&key, &inter, &audio] {
+            run.push(f, t0);
+        }
+        let whole: Vec<u8> = [&key, &inter, &audio]
+            .iter()
+            .flat_map(|f| f.wire().to_vec())
+            .collect();
+        assert_eq!(run.bytes(), whole.len());
+
+        // In sync: the run's one merged buffer, the same one for every such viewer.
+        let (mut a, mut b) = (
+            viewer(ViewerPolicy::default()),
+            viewer(ViewerPolicy::default()),
+        );
+        a.admission.set_waiting_for_keyframe(false);
+        b.admission.set_waiting_for_keyframe(false);
+        let mut verdicts = Vec::new();
+        a.deliver_run(&run, t0, |v| verdicts.push(v));
+        b.deliver_run(&run, t0, |_| {});
+        assert_eq!(verdicts, vec![Verdict::Admit; 3]);
+        let (ba, bb) = (a.queue.take_batch().bufs, b.queue.take_batch().bufs);
+        assert_eq!((ba.len(), &ba[0][..]), (1, &whole[..]));
+        assert_eq!(ba[0].as_ptr(), bb[0].as_ptr());
+
+        // Audio turned off: the rest, one by one, in order.
+        let mut c = viewer(ViewerPolicy::default());
+        c.admission.set_waiting_for_keyframe(false);
+        c.receive_audio = false;
+        c.deliver_run(&run, t0, |_| {});
+        let bufs = c.queue.take_batch().bufs;
+        assert_eq!(bufs.len(), 2);
+        assert_eq!(&bufs[1][..], &inter.wire()[..]);
+
+        // Another stream id: encoded for it, never the shared buffer.
+        let mut d = Viewer::new(
+            Rc::new(OutQueue::new()),
+            3,
+            "t".into(),
+            4096,
+            Default::default(),
+        );
+        d.admission.set_waiting_for_keyframe(false);
+        d.deliver_run(&run, t0, |_| {});
+        let bufs = d.queue.take_batch().bufs;
+        assert_eq!(bufs.len(), 3);
+        assert_eq!(bufs[0], key.encode_as(0, 3, 4096));
+
+        // Over budget part way: admission sees each frame against what went before it.
+        let mut e = viewer(ViewerPolicy {
+            admission: AdmissionPolicy {
+                max_queue_bytes: key.wire_len() + 100,
+                ..AdmissionPolicy::default()
+            },
+            ..ViewerPolicy::default()
+        });
+        e.admission.set_waiting_for_keyframe(false);
+        let mut verdicts = Vec::new();
+        e.deliver_run(&run, t0, |v| verdicts.push(v));
+        assert_eq!(
+            verdicts[..2],
+            [Verdict::Admit, Verdict::Drop(DropReason::QueueBytes)]
+        );
+        assert_eq!(e.queue.take_batch().bufs[0], key.wire().clone());
     }
 
     #[test]

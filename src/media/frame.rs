@@ -105,6 +105,11 @@ impl Frame {
         encode(self.kind, timestamp, &self.payload, chunk_size, stream_id)
     }
 
+    /// Audio or video (not metadata or other data).
+    pub fn is_media(&self) -> bool {
+        matches!(self.kind, MediaKind::Audio | MediaKind::Video)
+    }
+
     pub fn is_video_keyframe(&self) -> bool {
         self.kind == MediaKind::Video && self.info.keyframe
     }

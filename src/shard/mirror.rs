@@ -1,6 +1,7 @@
 //! The viewer side of a stream: a shard's replica of the owner's cache and its local
-//! viewers. Each frame from the owner is offered to every local viewer's queue; the
-//! coalescing tick wakes viewers whose oldest frame used up its budget.
+//! viewers. Each frame from the owner is offered to every local viewer's queue at once;
+//! with a latency budget, frames gather in the stream's run instead, and the coalescing
+//! tick offers the run to every viewer together once its first frame used up the budget.
 
 use std::time::{Duration, Instant};
 
@@ -10,6 +11,7 @@ use tracing::{debug, warn};
 use super::state::{ShardState, StreamKey};
 use super::stats;
 use crate::fanout::admission::{DropReason, Verdict};
+use crate::fanout::run::Run;
 use crate::fanout::viewer::Viewer;
 use crate::media::cache::StreamCache;
 use crate::media::frame::SharedFrame;
@@ -22,6 +24,29 @@ pub(super) struct Mirror {
     /// Which subscription this mirror is: snapshots of another are stale.
     epoch: u64,
     pub viewers: Slab<Viewer>,
+    /// Live frames not yet offered (coalescing only).
+    run: Run,
+}
+
+/// What one offer did across viewers, for the shard's counters.
+#[derive(Default)]
+struct Tally {
+    queued: u64,
+    bytes: u64,
+    age: u64,
+    kicked: u64,
+}
+
+impl Tally {
+    fn add(&mut self, v: Verdict) {
+        match v {
+            Verdict::Drop(DropReason::QueueBytes) => self.bytes += 1,
+            Verdict::Drop(DropReason::QueueAge) => self.age += 1,
+            Verdict::Kick => self.kicked += 1,
+            Verdict::Admit => self.queued += 1,
+            Verdict::Skip => {}
+        }
+    }
 }
 
 impl ShardState {
@@ -35,9 +60,12 @@ impl ShardState {
             live: false,
             epoch: self.next_mirror_epoch(),
             viewers: Slab::new(),
+            run: Run::default(),
         });
         let epoch = m.epoch;
         if m.synced {
+            // The cache holds the run's frames already: the others get them first.
+            self.flush_run(key, m, Instant::now());
             viewer.start(&m.cache);
             if !m.live {
                 viewer.queue.clear_play();
@@ -86,6 +114,7 @@ impl ShardState {
         if epoch != m.epoch {
             return;
         }
+        self.flush_run(key, m, Instant::now());
         m.cache = cache;
         m.synced = true;
         m.live = live;
@@ -109,32 +138,57 @@ impl ShardState {
         }
         m.cache.apply(frame);
         let now = Instant::now();
-        let (mut bytes, mut age, mut kicked, mut queued) = (0, 0, 0, 0);
-        for (_, v) in m.viewers.iter_mut() {
-            match v.deliver(frame, now) {
-                Verdict::Drop(DropReason::QueueBytes) => bytes += 1,
-                Verdict::Drop(DropReason::QueueAge) => age += 1,
-                Verdict::Kick => kicked += 1,
-                Verdict::Admit => queued += 1,
-                Verdict::Skip => {}
+        if self.viewer_policy.coalesce {
+            m.run.push(frame, now);
+            if m.run.bytes() >= self.viewer_policy.flush_bytes {
+                self.flush_run(key, m, now);
             }
+            return;
         }
-        stats::bump(&self.stats.relayed, queued);
-        if bytes + age + kicked > 0 {
-            stats::bump(&self.stats.drops_queue_bytes, bytes);
-            stats::bump(&self.stats.drops_queue_age, age);
-            stats::bump(&self.stats.kicked_behind, kicked);
-            if kicked > 0 {
-                warn!(stream = %key, viewers = kicked, "viewers stayed behind too long, disconnecting");
+        let mut tally = Tally::default();
+        for (_, v) in m.viewers.iter_mut() {
+            tally.add(v.deliver(frame, now));
+        }
+        self.count(key, &tally);
+    }
+
+    /// Offers the stream's run to every viewer together, and starts a new one.
+    fn flush_run(&self, key: &str, m: &mut Mirror, now: Instant) {
+        if m.run.is_empty() {
+            return;
+        }
+        let mut tally = Tally::default();
+        for (_, v) in m.viewers.iter_mut() {
+            v.deliver_run(&m.run, now, |verdict| tally.add(verdict));
+        }
+        m.run.clear();
+        self.count(key, &tally);
+    }
+
+    fn count(&self, key: &str, t: &Tally) {
+        stats::bump(&self.stats.relayed, t.queued);
+        if t.bytes + t.age + t.kicked > 0 {
+            stats::bump(&self.stats.drops_queue_bytes, t.bytes);
+            stats::bump(&self.stats.drops_queue_age, t.age);
+            stats::bump(&self.stats.kicked_behind, t.kicked);
+            if t.kicked > 0 {
+                warn!(stream = %key, viewers = t.kicked, "viewers stayed behind too long, disconnecting");
             }
         }
     }
 
-    /// The coalescing tick: wake every viewer whose oldest waiting frame has used up
-    /// `due` of its budget (the tick runs a fraction of the budget apart, so no frame
-    /// waits past the budget and viewers fed by one stream still flush together).
+    /// The coalescing tick: offer each stream's run once its first frame has used up
+    /// `due` of the budget (the tick runs a fraction of the budget apart, so no frame
+    /// waits past the budget and a stream's viewers flush together), and wake any viewer
+    /// whose oldest waiting bytes have.
     pub fn flush_viewers(&self, now: Instant, due: Duration) {
-        for m in self.mirrors.borrow().values() {
+        for (key, m) in self.mirrors.borrow_mut().iter_mut() {
+            if m.run
+                .started()
+                .is_some_and(|t| now.saturating_duration_since(t) >= due)
+            {
+                self.flush_run(key, m, now);
+            }
             for (_, v) in m.viewers.iter() {
                 if v.queue.age(now) >= due {
                     v.queue.flush();
@@ -145,6 +199,7 @@ impl ShardState {
 
     pub(super) fn mirror_published(&self, key: &str) {
         if let Some(m) = self.mirrors.borrow_mut().get_mut(key) {
+            self.flush_run(key, m, Instant::now());
             m.cache.clear();
             if m.synced && !m.live {
                 for (_, v) in m.viewers.iter_mut() {
@@ -159,6 +214,7 @@ impl ShardState {
         if let Some(m) = self.mirrors.borrow_mut().get_mut(key) {
             // Already told (the shutdown notifies viewers before the owner's message).
             if m.live || !m.synced {
+                self.flush_run(key, m, Instant::now());
                 unpublish(key, m);
             }
         }
@@ -168,6 +224,7 @@ impl ShardState {
     pub(super) fn unpublish_all_mirrors(&self) {
         for (key, m) in self.mirrors.borrow_mut().iter_mut() {
             if m.live {
+                self.flush_run(key, m, Instant::now());
                 unpublish(key, m);
             }
         }
