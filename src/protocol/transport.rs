@@ -117,7 +117,9 @@ impl Transport {
     }
 
     pub(super) fn take_output(&mut self) -> Option<Bytes> {
-        (!self.out.is_empty()).then(|| self.out.split().freeze())
+        // Taken whole, not split: a split leaves the rest of the allocation behind, and the
+        // handshake's 3 KB reply would then stay allocated for a player's whole life.
+        (!self.out.is_empty()).then(|| std::mem::take(&mut self.out).freeze())
     }
 
     /// The chunk size of what we send.
