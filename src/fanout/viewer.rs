@@ -44,6 +44,9 @@ pub struct Viewer {
     admission: Admission,
     pub receive_audio: bool,
     pub receive_video: bool,
+    /// Frames at the head of the stream's pending run that its start already sent (the
+    /// cache had them): the next run offered skips them.
+    run_skip: usize,
 }
 
 impl Viewer {
@@ -63,7 +66,15 @@ impl Viewer {
             policy,
             receive_audio: true,
             receive_video: true,
+            run_skip: 0,
         }
+    }
+
+    /// Sends the late-join preamble; live frames follow through `deliver`, or through
+    /// `deliver_run` after the first `pending` frames of the run (the cache holds them).
+    pub fn start_within_run(&mut self, cache: &StreamCache, pending: usize) {
+        self.start(cache);
+        self.run_skip = pending;
     }
 
     /// Sends the late-join preamble; live frames follow through `deliver`.
@@ -101,7 +112,9 @@ impl Viewer {
     /// come alone (against the bytes queued before it). Admitted whole, on the shared
     /// stream id, the run goes in as its one merged buffer. Calls `verdict` per frame.
     pub fn deliver_run(&mut self, run: &Run, now: Instant, mut verdict: impl FnMut(Verdict)) {
-        if self.queue.is_closed() || run.is_empty() {
+        let skip = std::mem::take(&mut self.run_skip).min(run.frames().len());
+        let frames = &run.frames()[skip..];
+        if self.queue.is_closed() || frames.is_empty() {
             return;
         }
         let age = self.queue.age(now);
@@ -109,7 +122,7 @@ impl Viewer {
         // Bit i: frame i admitted (runs past 128 frames take the per-frame path).
         let mut admitted = 0u128;
         let mut media = false;
-        for (i, f) in run.frames().iter().enumerate() {
+        for (i, f) in frames.iter().enumerate() {
             let v = self.admit(f, queued, age, now);
             verdict(v);
             match v {
@@ -122,13 +135,13 @@ impl Viewer {
                 Verdict::Skip | Verdict::Drop(_) => {}
             }
         }
-        let n = run.frames().len();
-        let whole = n <= 128 && admitted == u128::MAX >> (128 - n);
+        let n = frames.len();
+        let whole = skip == 0 && n <= 128 && admitted == u128::MAX >> (128 - n);
         if whole && self.stream_id == SHARED_STREAM_ID {
             self.queue
-                .push_media(run.merged().clone(), run.frames()[0].ingest, now, true);
+                .push_media(run.merged().clone(), frames[0].ingest, now, true);
         } else {
-            for (i, f) in run.frames().iter().enumerate() {
+            for (i, f) in frames.iter().enumerate() {
                 if admitted & 1u128.checked_shl(i as u32).unwrap_or(0) != 0 {
                     self.queue.push_media(self.wire_for(f), f.ingest, now, true);
                 }
@@ -309,6 +322,23 @@ mod tests {
         let bufs = c.queue.take_batch().bufs;
         assert_eq!(bufs.len(), 2);
         assert_eq!(&bufs[1][..], &inter.wire()[..]);
+
+        // Joined while the run was pending: what its start sent from the cache is skipped.
+        let mut j = viewer(ViewerPolicy::default());
+        let mut cache = StreamCache::default();
+        for f in [&key, &inter] {
+            cache.apply(f);
+        }
+        j.start_within_run(&cache, 2);
+        let preamble = j.queue.take_batch().bufs.len();
+        j.deliver_run(&run, t0, |_| {});
+        let bufs = j.queue.take_batch().bufs;
+        assert!(preamble >= 2, "{preamble}");
+        assert_eq!((bufs.len(), &bufs[0][..]), (1, &audio.wire()[..]));
+        // The skip is spent: the next run comes whole.
+        j.deliver_run(&run, t0, |_| {});
+        assert_eq!(j.queue.take_batch().bufs.len(), 1);
+        assert_eq!(j.queue.queued_bytes(), 0);
 
         // Another stream id: encoded for it, never the shared buffer.
         let mut d = Viewer::new(

@@ -64,9 +64,8 @@ impl ShardState {
         });
         let epoch = m.epoch;
         if m.synced {
-            // The cache holds the run's frames already: the others get them first.
-            self.flush_run(key, m, Instant::now());
-            viewer.start(&m.cache);
+            // The cache holds the pending run's frames already: not twice.
+            viewer.start_within_run(&m.cache, m.run.frames().len());
             if !m.live {
                 viewer.queue.clear_play();
             }
