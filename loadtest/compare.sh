@@ -4,9 +4,10 @@
 # samples the server's CPU time (utime+stime of all its threads) and peak RSS, and prints
 # CPU-seconds per GB delivered, peak RSS, delivery and latency.
 #
-#   loadtest/compare.sh [-v VIEWERS] [-d SECONDS] [-b KBPS] [-c "0 20 50 100 350"] [-n] [-t] [-f] [-B DIR]
+#   loadtest/compare.sh [-v VIEWERS] [-d SECONDS] [-b KBPS] [-c "0 20 50 100 350"] [-n] [-t] [-f] [-T N] [-B DIR]
 #     -c  rtmp-edge --write-coalesce-ms values to run (one row each)
 #     -n  skip nginx
+#     -T  rtmp-load worker threads (default 1; 10,000 viewers need 2 on a 2-core machine)
 #     -f  also run rtmp-floor (a plain sender, same batch policy) at each coalesce value,
 #         and print rtmp-edge's CPU-s/GB as a ratio of that floor
 #     -t  also run every rtmp-edge row with the viewers on RTMPS (a test CA made here)
@@ -17,12 +18,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 VIEWERS=1000 DURATION=20 KBPS=1000 COALESCE="0 100" NGINX=1 RAMP=1000 BASELINE="" TLS=0 FLOOR=0
-while getopts "v:d:b:c:r:ntfB:" o; do
+LOAD_THREADS=1
+while getopts "v:d:b:c:r:ntfB:T:" o; do
   case $o in
     v) VIEWERS=$OPTARG ;; d) DURATION=$OPTARG ;; b) KBPS=$OPTARG ;;
     c) COALESCE=$OPTARG ;; r) RAMP=$OPTARG ;; n) NGINX=0 ;; B) BASELINE=$OPTARG ;;
-    t) TLS=1 ;; f) FLOOR=1 ;;
-    *) sed -n 2,14p "$0"; exit 2 ;;
+    t) TLS=1 ;; f) FLOOR=1 ;; T) LOAD_THREADS=$OPTARG ;;
+    *) sed -n 2,15p "$0"; exit 2 ;;
   esac
 done
 
@@ -52,7 +54,7 @@ run_load() {
   local url="rtmp://127.0.0.1:$port/live/cmp" tls=()
   case $name in *rtmps*) url="rtmps://127.0.0.1:$port/live/cmp" tls=(--tls-ca-file "$WORK/ca.pem") ;; esac
   "$BIN/rtmp-load" --url "$url" "${tls[@]}" --viewers "$VIEWERS" \
-    --duration "${DURATION}s" --bitrate-kbps "$KBPS" --ramp "$RAMP" --quiet \
+    --duration "${DURATION}s" --bitrate-kbps "$KBPS" --ramp "$RAMP" --threads "$LOAD_THREADS" --quiet \
     --report "$WORK/$name.json" >/dev/null
   local c1; c1=$(cpu_ticks "$@")
   local hwm; hwm=$(hwm_kib "$@")

@@ -19,9 +19,14 @@ pub(super) async fn write_loop(
 ) {
     let stall = state.shared.cfg.write_timeout;
     let mut batch = Vec::new();
+    // A write takes at most a batch's worth; what is left (a join burst) goes next, at once.
+    let mut more = false;
     loop {
-        queue.wait().await;
+        if !more {
+            queue.wait().await;
+        }
         let oldest_ingest = queue.take_into(&mut batch);
+        more = !queue.is_empty();
         if batch.is_empty() && !conn.has_pending_output() {
             if queue.is_killed() {
                 break; // the reader may be idle in a read: the shutdown below ends it
