@@ -160,15 +160,15 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
         if grow && buf.len() < READ_BUF_PUBLISHER_MAX {
             buf.resize(buf.len() * 2, 0);
         }
+        if ctx.conn.has_pending_output() {
+            // TLS answered something while reading (a key update): let the writer send it.
+            ctx.queue.wake();
+        }
         // Merged reads: let a publisher's bytes gather in the socket until the shard's next
         // read tick, so the read finds them there (no poll to arm) and takes several
         // messages at once, and all publishers' reads leave in one submission.
         if merged_reads && matches!(ctx.role, Role::Publisher { .. }) && !grow {
             ctx.state.read_tick.notified().await;
-        }
-        if ctx.conn.has_pending_output() {
-            // TLS answered something while reading (a key update): let the writer send it.
-            ctx.queue.wake();
         }
     }
 }
