@@ -200,11 +200,6 @@ fn ms_after(since: f64, line: &str) -> f64 {
     (if d < -43_200.0 { d + 86_400.0 } else { d }) * 1000.0
 }
 
-fn log_tail(server: &Server, n: usize) -> String {
-    let lines = server.log_lines();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 #[test]
 fn sighup_reload_changes_auth_and_push_without_dropping_a_viewer() {
     let started = Instant::now();
@@ -241,7 +236,7 @@ fn sighup_reload_changes_auth_and_push_without_dropping_a_viewer() {
     a.signal("HUP");
     let reloaded_line = a
         .wait_log(&["config reloaded"], Duration::from_secs(5))
-        .unwrap_or_else(|| panic!("no `config reloaded`; A:\n{}", log_tail(&a, 30)));
+        .unwrap_or_else(|| panic!("no `config reloaded`; A:\n{}", a.log_tail(30)));
     let reloaded_after = hup.elapsed();
 
     // 3. b1 stopped, b2 started, at B.
@@ -258,13 +253,13 @@ fn sighup_reload_changes_auth_and_push_without_dropping_a_viewer() {
     assert!(
         ended.is_some(),
         "B never logged publish ended for live/hup (b1 not stopped); B:\n{}",
-        log_tail(&b, 30)
+        b.log_tail(30)
     );
     assert!(
         b2_started.is_some(),
         "B never logged publish started for live/hup2 (b2 not started); A:\n{}\nB:\n{}",
-        log_tail(&a, 30),
-        log_tail(&b, 30)
+        a.log_tail(30),
+        b.log_tail(30)
     );
     let (ended, b2_started) = (ended.unwrap(), b2_started.unwrap());
     eprintln!(
@@ -322,7 +317,7 @@ fn sighup_reload_changes_auth_and_push_without_dropping_a_viewer() {
         .into_iter()
         .filter(|l| l.contains("config reload failed"))
         .nth(failed_before)
-        .unwrap_or_else(|| panic!("no `config reload failed`; A:\n{}", log_tail(&a, 30)));
+        .unwrap_or_else(|| panic!("no `config reload failed`; A:\n{}", a.log_tail(30)));
     eprintln!(
         "bad file rejected after {:?}: {failed_line}",
         hup2.elapsed()

@@ -66,11 +66,6 @@ fn log_field<'a>(line: &'a str, name: &str) -> Option<&'a str> {
     }
 }
 
-fn log_tail(server: &Server, n: usize) -> String {
-    let lines = server.log_lines();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 /// What became of a fresh connection to the RTMP port.
 // The payloads are only read through Debug, in failure messages.
 #[allow(dead_code)]
@@ -291,8 +286,8 @@ fn sigterm_drains_players_pushes_and_recordings_then_exits_zero() {
 
     check_recording(&mut checks, &dir, "live_x", recorded);
     if !checks.0.is_empty() {
-        eprintln!("A's log, last lines:\n{}", log_tail(&a, 25));
-        eprintln!("B's log, last lines:\n{}", log_tail(&b, 10));
+        eprintln!("A's log, last lines:\n{}", a.log_tail(25));
+        eprintln!("B's log, last lines:\n{}", b.log_tail(10));
     }
     checks.assert_all();
 }
@@ -358,7 +353,7 @@ fn second_sigterm_during_a_stuck_drain_exits_at_once() {
         assert!(
             t_play.elapsed() < Duration::from_secs(20),
             "the stuck player never fell behind; A:\n{}",
-            log_tail(&a, 20)
+            a.log_tail(20)
         );
         thread::sleep(Duration::from_millis(100));
     }
@@ -405,7 +400,7 @@ fn second_sigterm_during_a_stuck_drain_exits_at_once() {
         );
     }
     if !checks.0.is_empty() {
-        eprintln!("A's log, last lines:\n{}", log_tail(&a, 25));
+        eprintln!("A's log, last lines:\n{}", a.log_tail(25));
     }
     drop(stuck);
     checks.assert_all();
@@ -458,7 +453,7 @@ fn sigterm_ends_pushes_that_are_not_live_without_starting_new_ones() {
         assert!(
             Instant::now() < end,
             "pushes never tried; A:\n{}",
-            log_tail(&a, 20)
+            a.log_tail(20)
         );
         thread::sleep(Duration::from_millis(50));
     }
@@ -470,7 +465,7 @@ fn sigterm_ends_pushes_that_are_not_live_without_starting_new_ones() {
         status.is_some_and(|s| s.success()),
         "A exits 0 within 3 s: {status:?} after {:?}; A:\n{}",
         sent.elapsed(),
-        log_tail(&a, 25)
+        a.log_tail(25)
     );
     thread::sleep(Duration::from_millis(200));
     assert_eq!(

@@ -41,31 +41,7 @@ fn stuck_viewers_with(extra: &[&str]) {
         ]
         .concat(),
     );
-    // ~12 Mbit/s of synthetic H.264-shaped frames: enough to fill a stuck player's
-    // kernel buffers within a couple of seconds, so the server-side policy must act.
-    let addr = server.addr;
-    let publisher = std::thread::spawn(move || {
-        let mut p = RtmpClient::connect(addr, "live").unwrap();
-        p.create_stream().unwrap();
-        let (level, code) = p.publish("slow").unwrap();
-        assert_eq!(
-            (level.as_str(), code.as_str()),
-            ("status", "NetStream.Publish.Start")
-        );
-        p.send_media(9, 0, &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1F])
-            .unwrap();
-        let start = Instant::now();
-        for i in 0u32..(16 * 30) {
-            let ts = i * 33;
-            let mut frame = vec![0u8; if i % 30 == 0 { 150_000 } else { 45_000 }];
-            frame[..2].copy_from_slice(if i % 30 == 0 { &[0x17, 1] } else { &[0x27, 1] });
-            if p.send_media(9, ts, &frame).is_err() {
-                return;
-            }
-            let due = start + Duration::from_millis(u64::from(ts) + 33);
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        }
-    });
+    let publisher = flood(&server, "slow", 16);
     wait_published(&server, "live/slow");
 
     let mut good = RtmpClient::connect(server.addr, "live").unwrap();
@@ -165,5 +141,120 @@ fn stuck_viewers_with(extra: &[&str]) {
         dump.wait_timeout(Duration::from_secs(10)).is_some(),
         "rtmpdump did not notice the disconnect"
     );
+    publisher.join().unwrap();
+}
+
+/// ~12 Mbit/s of synthetic H.264-shaped frames for `secs` seconds: enough to fill a stuck
+/// player's kernel buffers within seconds, so the server-side policy must act.
+fn flood(server: &Server, name: &'static str, secs: u32) -> std::thread::JoinHandle<()> {
+    let addr = server.addr;
+    std::thread::spawn(move || {
+        let mut p = RtmpClient::connect(addr, "live").unwrap();
+        p.create_stream().unwrap();
+        let (level, code) = p.publish(name).unwrap();
+        assert_eq!(
+            (level.as_str(), code.as_str()),
+            ("status", "NetStream.Publish.Start")
+        );
+        p.send_media(9, 0, &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1F])
+            .unwrap();
+        let start = Instant::now();
+        for i in 0u32..(secs * 30) {
+            let ts = i * 33;
+            let mut frame = vec![0u8; if i % 30 == 0 { 150_000 } else { 45_000 }];
+            frame[..2].copy_from_slice(if i % 30 == 0 { &[0x17, 1] } else { &[0x27, 1] });
+            if p.send_media(9, ts, &frame).is_err() {
+                return;
+            }
+            let due = start + Duration::from_millis(u64::from(ts) + 33);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+        }
+    })
+}
+
+/// A player whose socket stays full (it never reads) while its queue budget and patience
+/// are far away: the write stalls, and at --write-timeout-secs the connection is closed
+/// with a log line and a counter; another player of the stream keeps receiving.
+#[test]
+fn a_write_stalled_past_the_write_timeout_closes_the_player() {
+    let server = Server::start(&[
+        "--shards",
+        "1",
+        "--viewer-queue-bytes",
+        "67108864",
+        "--viewer-queue-ms",
+        "300000",
+        "--viewer-behind-secs",
+        "300",
+        "--write-timeout-secs",
+        "2",
+        "--stats-interval-secs",
+        "1",
+    ]);
+    let publisher = flood(&server, "stall", 25);
+    wait_published(&server, "live/stall");
+    let mut good = RtmpClient::connect(server.addr, "live").unwrap();
+    good.create_stream().unwrap();
+    good.play("stall").unwrap();
+    let mut stuck = RtmpClient::connect(server.addr, "live").unwrap();
+    stuck.create_stream().unwrap();
+    stuck.play("stall").unwrap();
+    let t_play = Instant::now();
+
+    let end = t_play + Duration::from_secs(22);
+    let (mut last, mut worst, mut frames) = (Instant::now(), Duration::ZERO, 0u32);
+    let mut closed_after = None;
+    let mut last_check = Instant::now();
+    while Instant::now() < end {
+        match good.recv(Instant::now() + Duration::from_millis(200)) {
+            Ok(m) if is_av(&m) => {
+                worst = worst.max(last.elapsed());
+                last = Instant::now();
+                frames += 1;
+            }
+            Ok(_) | Err(RecvEnd::Timeout) => {}
+            Err(RecvEnd::Closed) => panic!(
+                "the healthy viewer was disconnected after {:?}:\n{}",
+                t_play.elapsed(),
+                server.log_tail(30)
+            ),
+        }
+        // Not per message: the healthy viewer must keep reading at the stream's rate.
+        if closed_after.is_none() && last_check.elapsed() > Duration::from_millis(250) {
+            last_check = Instant::now();
+            if server.count_log(&["peer stopped reading"]) > 0 {
+                closed_after = Some(t_play.elapsed());
+            }
+        }
+    }
+    let line = server
+        .log_lines()
+        .into_iter()
+        .find(|l| l.contains("peer stopped reading"));
+    eprintln!("stall close after {closed_after:?}: {line:?}; healthy viewer {frames} frames, worst gap {worst:?}");
+    let line = line.expect("the stalled player was never closed");
+    assert!(line.contains("stall_s=2"), "{line}");
+    // The socket fills within seconds at 12 Mbit/s; the close follows 2-3 s later.
+    assert!(
+        closed_after.unwrap() < Duration::from_secs(18),
+        "{closed_after:?}"
+    );
+    assert!(
+        frames > 400,
+        "healthy viewer got only {frames} A/V messages"
+    );
+    assert!(
+        worst < Duration::from_secs(1),
+        "healthy viewer stalled {worst:?}"
+    );
+    let stats = server
+        .log_lines()
+        .into_iter()
+        .rev()
+        .find(|l| l.contains("shard stats"))
+        .expect("no shard stats line");
+    assert!(stats.contains("write_stalls=1"), "{stats}");
+    assert!(stats.contains("kicked_behind=0"), "{stats}");
+    assert!(stuck.wait_closed(Instant::now() + Duration::from_secs(10)));
     publisher.join().unwrap();
 }

@@ -99,6 +99,15 @@ impl Admission {
         self.waiting_key = waiting;
     }
 
+    /// Whether `admit` would take every frame of a run of `bytes` (wire bytes) in a row,
+    /// changing nothing: no keyframe awaited, and the whole run fits the budget as it
+    /// stands (`admit` checks each frame against the same two limits).
+    pub fn admits_whole(&self, bytes: usize, queued: usize, age: Duration) -> bool {
+        !self.waiting_key
+            && queued + bytes <= self.policy.max_queue_bytes
+            && age <= self.policy.max_queue_age
+    }
+
     /// Decides on `f`, given what the subscriber has queued (`queued` bytes, the oldest
     /// waiting `age`).
     pub fn admit(&mut self, f: &Frame, queued: usize, age: Duration, now: Instant) -> Verdict {

@@ -28,6 +28,9 @@ pub struct OutQueue {
     /// taken for writing (time to first frame).
     play_at: Cell<Option<Instant>>,
     media_queued: Cell<bool>,
+    /// When the write in progress started (the stall sweep closes a peer that stopped
+    /// reading).
+    writing_since: Cell<Option<Instant>>,
 }
 
 /// One vectored write's worth of queued bytes.
@@ -136,11 +139,29 @@ impl OutQueue {
         self.bytes.set(self.bytes.get() - taken);
         // What stays behind has waited since at least now; close enough for the age limit.
         self.oldest_push.set((!items.is_empty()).then(Instant::now));
-        // A join burst (a whole GOP) grows the ring; don't keep that per idle viewer.
-        if items.is_empty() && items.capacity() > 64 {
-            items.shrink_to(32);
+        // A join burst (a whole GOP) grows the ring; don't keep that per idle viewer (a
+        // flush brings one or a few buffers).
+        if items.is_empty() && items.capacity() > 16 {
+            items.shrink_to(4);
         }
         self.oldest_ingest.take()
+    }
+
+    /// The writer handed a batch to the socket at `now`.
+    pub fn begin_write(&self, now: Instant) {
+        self.writing_since.set(Some(now));
+    }
+
+    /// The socket took the whole batch.
+    pub fn end_write(&self) {
+        self.writing_since.set(None);
+    }
+
+    /// A write has waited on the peer for longer than `limit`.
+    pub fn write_stalled(&self, now: Instant, limit: std::time::Duration) -> bool {
+        self.writing_since
+            .get()
+            .is_some_and(|t| now.saturating_duration_since(t) > limit)
     }
 
     /// Starts the time-to-first-frame clock (a play request).

@@ -17,6 +17,7 @@ pub struct Run {
     frames: Vec<SharedFrame>,
     bytes: usize,
     started: Option<Instant>,
+    media: bool,
     merged: OnceCell<Bytes>,
 }
 
@@ -24,6 +25,7 @@ impl Run {
     pub fn push(&mut self, f: &SharedFrame, now: Instant) {
         self.started.get_or_insert(now);
         self.bytes += queue_len(f);
+        self.media |= f.is_media();
         self.frames.push(f.clone());
     }
 
@@ -38,6 +40,11 @@ impl Run {
     /// Wire bytes of the frames in the run.
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Whether it holds audio or video (not only metadata).
+    pub fn has_media(&self) -> bool {
+        self.media
     }
 
     /// When its first frame arrived.
@@ -62,6 +69,7 @@ impl Run {
         self.frames.shrink_to(64);
         self.bytes = 0;
         self.started = None;
+        self.media = false;
         self.merged = OnceCell::new();
     }
 }

@@ -219,6 +219,7 @@ async fn run_shard(
         loop {
             tokio::time::sleep(Duration::from_secs(1)).await;
             stats_state.export();
+            conn::sweep_stalled_writes(&stats_state, Instant::now());
             // Memory freed on this thread goes back to the OS now, not when the allocator
             // next needs the pages: after an attack or a burst, RSS returns to its baseline.
             // Forced for a few seconds after buffers were released (closes trail in).

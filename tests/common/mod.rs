@@ -36,6 +36,12 @@ impl Server {
         self.log.lock().unwrap().clone()
     }
 
+    /// The last `n` log lines, for failure messages.
+    pub fn log_tail(&self, n: usize) -> String {
+        let lines = self.log_lines();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+
     /// Waits until a log line contains every one of `needles`; returns it.
     pub fn wait_log(&self, needles: &[&str], timeout: Duration) -> Option<String> {
         let end = Instant::now() + timeout;

@@ -40,6 +40,7 @@ pub use budget::{take_released, ConnSlot, REFUSE_REASONS};
 
 pub use handler::REJECT_REASONS;
 pub use reader::{BUFFER_BUDGET_SERVER, TIMEOUT_KINDS, TLS_RECORD_ERROR};
+pub use writer::sweep_stalled_writes;
 
 /// Who a connection is, for log lines, the API and the shutdown.
 pub struct Tag {
@@ -250,7 +251,7 @@ pub fn adopt(state: Rc<ShardState>, h: Handoff) {
         name: h.name,
         query: h.query,
     };
-    state.tasks.spawn(run(ctx, Some(first)));
+    state.tasks.spawn(run(ctx, Some(Box::new(first))));
 }
 
 /// The TLS handshake of an RTMPS connection, within the handshake deadline. Nothing else
@@ -322,20 +323,39 @@ impl Drop for Registered {
     }
 }
 
-async fn run(mut ctx: ConnCtx, first: Option<Event>) {
-    // Not a wrapper future around the rest: that would hold a second ConnCtx in every
-    // connection's future (~1.4 KB each at 10,000 viewers).
-    // Declared in the body, so it drops before `ctx` (a parameter): the tag leaves the
-    // client table before the socket closes, which `Tag::end_reads` relies on.
-    let _registered = Registered::new(&ctx.state, &ctx.tag);
+/// A connection's life. A block, not an `async fn`: an `async fn` moves its parameters
+/// into locals that sit beside the captured originals in its future, which held every
+/// connection's `ConnCtx` twice (~0.6 KB per viewer). `first` is boxed for the same
+/// reason: only a handed-over publisher has one.
+#[allow(clippy::manual_async_fn)] // the point: see above
+fn run(mut ctx: ConnCtx, first: Option<Box<Event>>) -> impl std::future::Future<Output = ()> {
+    async move {
+        // A local, so it drops before `ctx` (captured): the tag leaves the client table
+        // before the socket closes, which `Tag::end_reads` relies on.
+        let _registered = Registered::new(&ctx.state, &ctx.tag);
+        if let Exit::Migrate {
+            owner,
+            stream_id,
+            name,
+            query,
+        } = serve(&mut ctx, first).await
+        {
+            handoff::migrate(ctx, owner, stream_id, name, query);
+        }
+    }
+}
+
+/// Serves the connection until it closes, or until its publisher is to move to the
+/// stream's owner shard (the reader stopped and the writer drained).
+async fn serve(ctx: &mut ConnCtx, first: Option<Box<Event>>) -> Exit {
     if ctx.state.tasks.is_stopping() {
         // Adopted or accepted while shutting down: nothing to serve.
         ctx.conn.shutdown();
-        return;
+        return Exit::Closed;
     }
-    if first.is_none() && ctx.conn.is_tls() && !tls_accept(&ctx).await {
+    if first.is_none() && ctx.conn.is_tls() && !tls_accept(ctx).await {
         ctx.conn.shutdown();
-        return;
+        return Exit::Closed;
     }
     let writer = ctx.state.tasks.spawn(writer::write_loop(
         ctx.state.clone(),
@@ -343,7 +363,7 @@ async fn run(mut ctx: ConnCtx, first: Option<Event>) {
         ctx.queue.clone(),
         ctx.tag.clone(),
     ));
-    let exit = reader::read_loop(&mut ctx, first).await;
+    let exit = reader::read_loop(ctx, first).await;
     let why = if ctx.state.tasks.is_stopping() {
         "shutdown"
     } else {
@@ -352,14 +372,8 @@ async fn run(mut ctx: ConnCtx, first: Option<Event>) {
     ctx.leave_role(why);
     ctx.queue.close();
     match exit {
-        Exit::Migrate {
-            owner,
-            stream_id,
-            name,
-            query,
-        } => {
+        Exit::Migrate { .. } => {
             let _ = writer.await;
-            handoff::migrate(ctx, owner, stream_id, name, query);
         }
         Exit::Closed => {
             // Let queued replies (a BadName status, an UnpublishNotify) go out, but not
@@ -379,4 +393,5 @@ async fn run(mut ctx: ConnCtx, first: Option<Event>) {
             clog!(debug, ctx.tag, "closed");
         }
     }
+    exit
 }

@@ -11,7 +11,7 @@ use super::{
 use crate::protocol::session::Event;
 use crate::shard::stats;
 
-pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
+pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Box<Event>>) -> Exit {
     let cfg = &ctx.state.shared.cfg;
     let handshake_timeout = cfg.handshake_timeout;
     // From the accept: an RTMPS connection's TLS handshake spent part of it already. A
@@ -22,7 +22,7 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Event>) -> Exit {
     let publisher_timeout = cfg.publisher_timeout;
     let merged_reads = !cfg.read_coalesce.is_zero();
     if let Some(ev) = first {
-        if let Some(exit) = ctx.on_authorized(ev) {
+        if let Some(exit) = ctx.on_authorized(*ev) {
             return exit;
         }
         if let Some(exit) = ctx.drain_events() {
