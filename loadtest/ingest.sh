@@ -2,12 +2,13 @@
 # Ingest cost, side by side in one run: P publishers of a synthetic stream (rtmp-load, no
 # viewers) into rtmp-edge, optionally an earlier rtmp-edge build, and nginx-rtmp. Prints
 # each server's CPU-seconds per GB ingested, peak and settled RSS, and the GOP bytes the
-# streams hold (what a GOP cache must keep), with the ratios against nginx-rtmp.
+# streams hold (what a GOP cache must keep), with the ratios against nginx-rtmp. rtmp-edge
+# runs with its defaults (merged reads on a shard this busy) and with every read at once.
 #
 #   loadtest/ingest.sh [-p PUBLISHERS] [-d SECONDS] [-b KBPS] [-g GOP_SECS] [-n] [-B DIR] [-m MS]
 #     -n  skip nginx
 #     -B  also run the rtmp-edge binary in DIR (an earlier build: before/after in one run)
-#     -m  also run rtmp-edge with --read-coalesce-ms MS (merged reads)
+#     -m  also run rtmp-edge with --read-coalesce-ms MS (merged reads; a list: one row each)
 #   EDGE_ARGS="..." adds flags to every rtmp-edge run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -72,9 +73,11 @@ if [ -n "$BASELINE" ]; then
   run_edge baseline "$BASELINE/rtmp-edge"
 fi
 run_edge rtmp-edge "$BIN/rtmp-edge"
-if [ -n "$MERGED" ]; then
-  run_edge "merged-$MERGED" "$BIN/rtmp-edge" --read-coalesce-ms "$MERGED"
-fi
+# The same with every read at once (merged reads off), for the trade.
+run_edge at-once "$BIN/rtmp-edge" --read-coalesce-ms 0
+for m in $MERGED; do
+  run_edge "merged-$m" "$BIN/rtmp-edge" --read-coalesce-ms "$m"
+done
 
 if [ "$NGINX" = 1 ] && command -v nginx >/dev/null && [ -e /usr/lib/nginx/modules/ngx_rtmp_module.so ]; then
   PORT=$((PORT + 1))
@@ -86,7 +89,7 @@ if [ "$NGINX" = 1 ] && command -v nginx >/dev/null && [ -e /usr/lib/nginx/module
 import os, sys
 w = sys.argv[1]
 n = [float(x) for x in open(f"{w}/nginx-rtmp.cpu").read().split()]
-for name in ["baseline", "rtmp-edge"] + sorted(f[:-4] for f in os.listdir(w) if f.startswith("merged-") and f.endswith(".cpu")):
+for name in ["baseline", "rtmp-edge", "at-once"] + sorted(f[:-4] for f in os.listdir(w) if f.startswith("merged-") and f.endswith(".cpu")):
     p = f"{w}/{name}.cpu"
     if os.path.exists(p):
         e = [float(x) for x in open(p).read().split()]

@@ -347,7 +347,14 @@ fn a_silent_publisher_times_out_and_a_busy_one_does_not() {
 fn merged_reads_relay_whole_streams_late_by_at_most_a_tick_and_still_time_out_the_silent() {
     const TICK_MS: u64 = 100;
     let tick = TICK_MS.to_string();
-    let server = Server::start(&["--read-coalesce-ms", &tick, "--publisher-timeout-secs", "2"]);
+    let server = Server::start(&[
+        "--read-coalesce-ms",
+        &tick,
+        "--read-coalesce-from",
+        "1",
+        "--publisher-timeout-secs",
+        "2",
+    ]);
     let mut ffmpeg = Publisher::live(&server, "live/merged");
     common::players::assert_decodes(&server.url("live/merged"), 4, 40);
 
@@ -400,4 +407,39 @@ fn merged_reads_relay_whole_streams_late_by_at_most_a_tick_and_still_time_out_th
     );
     assert!(server.logged(&["publisher idle timeout, closing"]));
     ffmpeg.assert_running();
+    assert!(server.logged(&["busy: merging publishers' reads", "every_ms=100"]));
+}
+
+/// Merged reads are for busy shards: below `--read-coalesce-from` streams every read goes
+/// at once; reaching it starts them, falling below ends them.
+#[test]
+fn merged_reads_start_and_stop_with_the_number_of_streams_a_shard_ingests() {
+    let server = Server::start(&["--shards", "1", "--read-coalesce-from", "2"]);
+    let publish = |name: &str| {
+        let mut c = RtmpClient::connect(server.addr, "live").unwrap();
+        c.create_stream().unwrap();
+        c.publish(name).unwrap();
+        c
+    };
+    let first = publish("one");
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        server.count_log(&["merging publishers' reads"]),
+        0,
+        "one stream"
+    );
+    let second = publish("two");
+    let line = server
+        .wait_log(&["busy: merging publishers' reads"], Duration::from_secs(2))
+        .expect("two streams on the shard: reads merge");
+    assert!(
+        line.contains("streams=2") && line.contains("every_ms=50"),
+        "{line}"
+    );
+    drop(second);
+    let line = server
+        .wait_log(&["publishers' reads at once again"], Duration::from_secs(2))
+        .expect("back to one stream: reads at once");
+    assert!(line.contains("streams=1"), "{line}");
+    drop(first);
 }

@@ -67,11 +67,17 @@ pub struct Config {
     #[arg(long, default_value_t = 0)]
     pub write_coalesce_ms: u64,
 
-    /// Publishers' reads: 0 reads each as soon as it arrives; N reads each publisher at
-    /// most every N ms (merged reads: fewer, larger reads, less CPU per byte ingested, at
-    /// up to N ms more latency).
-    #[arg(long, default_value_t = 0)]
+    /// Publishers' reads on a busy shard: N reads each publisher at most every N ms
+    /// (merged reads: fewer, larger reads, less than half the CPU per byte ingested, at up
+    /// to N ms more latency); 0 reads each as soon as it arrives. See --read-coalesce-from.
+    #[arg(long, default_value_t = 50)]
     pub read_coalesce_ms: u64,
+
+    /// Merged reads start once a shard ingests this many streams, and stop when it falls
+    /// below: a handful of encoders gets every read at once, an origin of cameras gets the
+    /// CPU back (0: always merge).
+    #[arg(long, default_value_t = 64)]
+    pub read_coalesce_from: usize,
 
     /// TCP_NODELAY on player sockets (true/false). Default: off at --write-coalesce-ms 0,
     /// where the kernel merging small writes (as with nginx-rtmp) is what keeps the cost

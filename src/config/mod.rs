@@ -158,6 +158,7 @@ fn shard_config(cfg: &Config) -> ShardConfig {
         },
         write_coalesce: coalesce,
         read_coalesce: Duration::from_millis(cfg.read_coalesce_ms.min(1000)),
+        read_coalesce_from: cfg.read_coalesce_from,
         player_nodelay: cfg.player_nodelay(),
         handshake_timeout: Duration::from_secs(cfg.handshake_timeout_secs),
         publisher_timeout: Duration::from_secs(cfg.publisher_timeout_secs),

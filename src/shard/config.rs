@@ -33,8 +33,10 @@ pub struct ShardConfig {
     pub viewer: ViewerPolicy,
     /// Latency budget for batching viewer writes; zero writes at once.
     pub write_coalesce: Duration,
-    /// A publisher reads at most this often (zero: as soon as bytes arrive).
+    /// A publisher reads at most this often (zero: as soon as bytes arrive)...
     pub read_coalesce: Duration,
+    /// ...once its shard ingests at least this many streams.
+    pub read_coalesce_from: usize,
     /// TCP_NODELAY on player sockets.
     pub player_nodelay: bool,
     /// TCP accept to publish/play.

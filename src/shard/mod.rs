@@ -203,9 +203,23 @@ async fn run_shard(
         tasks.spawn_service(async move {
             let mut tick = tokio::time::interval(read_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let from = tick_state.shared.cfg.read_coalesce_from;
             loop {
                 tick.tick().await;
                 tick_state.read_tick.notify_waiters();
+                let streams = tick_state.sources.borrow().len();
+                let merge = streams >= from;
+                if merge != tick_state.merging_reads.replace(merge) {
+                    let every_ms = read_every.as_millis() as u64;
+                    if merge {
+                        info!(
+                            shard = id,
+                            streams, every_ms, "busy: merging publishers' reads"
+                        );
+                    } else {
+                        info!(shard = id, streams, "publishers' reads at once again");
+                    }
+                }
             }
         });
     }

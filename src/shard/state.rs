@@ -57,6 +57,9 @@ pub struct ShardState {
     /// With merged reads (`read_coalesce`): publishers wait for this shard-wide tick
     /// between reads, so their reads go out together and find data waiting.
     pub read_tick: tokio::sync::Notify,
+    /// Whether they do now: the shard ingests `read_coalesce_from` streams or more (set
+    /// by the tick).
+    pub merging_reads: std::cell::Cell<bool>,
 }
 
 impl ShardState {
@@ -75,6 +78,7 @@ impl ShardState {
             tasks: TaskRegistry::new(),
             mirror_epochs: Default::default(),
             read_tick: tokio::sync::Notify::new(),
+            merging_reads: Default::default(),
             shared,
         }
     }

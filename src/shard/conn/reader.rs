@@ -167,7 +167,11 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Box<Event>>) -> E
         // Merged reads: let a publisher's bytes gather in the socket until the shard's next
         // read tick, so the read finds them there (no poll to arm) and takes several
         // messages at once, and all publishers' reads leave in one submission.
-        if merged_reads && matches!(ctx.role, Role::Publisher { .. }) && !grow {
+        if merged_reads
+            && ctx.state.merging_reads.get()
+            && matches!(ctx.role, Role::Publisher { .. })
+            && !grow
+        {
             ctx.state.read_tick.notified().await;
         }
     }
