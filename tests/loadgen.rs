@@ -101,3 +101,40 @@ fn the_synthetic_stream_is_relayed_by_rtmp_edge_with_an_html_report() {
     assert!(page.matches("<polyline").count() >= 4, "{page}");
     assert!(report["latency"]["p50_ms"].as_f64().is_some(), "{report:#}");
 }
+
+/// SRS is not packaged for Debian: with `SRS_BIN` pointing at a built `objs/srs` (README,
+/// "Load testing": the offline build recipe) the same stream goes through it; without, the
+/// test says so and passes.
+#[test]
+fn the_synthetic_stream_is_relayed_by_srs_when_one_is_built() {
+    let Some(bin) = std::env::var_os("SRS_BIN") else {
+        eprintln!("SRS_BIN not set: SRS not tried");
+        return;
+    };
+    let port = common::nginx::free_port();
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let conf = dir.join(format!("srs-{}.conf", std::process::id()));
+    std::fs::write(
+        &conf,
+        format!(
+            "listen 127.0.0.1:{port};\ndaemon off;\nsrs_log_tank console;\n\
+             pid {};\nhttp_api {{ enabled off; }}\nhttp_server {{ enabled off; }}\n\
+             vhost __defaultVhost__ {{\n}}\n",
+            dir.join(format!("srs-{}.pid", std::process::id()))
+                .display()
+        ),
+    )
+    .unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.arg("-c").arg(&conf);
+    let _srs = common::Proc::spawn(&mut cmd);
+    let addr = format!("127.0.0.1:{port}").parse().unwrap();
+    assert!(
+        common::nginx::wait_port(addr, Duration::from_secs(10)),
+        "SRS did not listen"
+    );
+    let url = format!("rtmp://127.0.0.1:{port}/live/synthetic");
+    let (report, _, stderr) = load_and_decode(&url, "srs");
+    assert_delivered(&report, &stderr, "SRS");
+    let _ = std::fs::remove_file(&conf);
+}
