@@ -417,35 +417,6 @@ fn parse_series(line: &str) -> Option<(String, BTreeMap<String, String>)> {
     Some((name, labels))
 }
 
-/// A plain publisher of synthetic H.264-shaped frames at ~12 Mbit/s for `secs`, enough to
-/// fill a stuck player's socket buffers within a couple of seconds.
-fn flood_publisher(
-    addr: std::net::SocketAddr,
-    name: &'static str,
-    secs: u32,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let Ok(mut p) = RtmpClient::connect(addr, "live") else {
-            return;
-        };
-        if p.create_stream().is_err() || p.publish(name).is_err() {
-            return;
-        }
-        let _ = p.send_media(9, 0, &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1F]);
-        let start = Instant::now();
-        for i in 0u32..(secs * 30) {
-            let ts = i * 33;
-            let mut frame = vec![0u8; if i % 30 == 0 { 150_000 } else { 45_000 }];
-            frame[..2].copy_from_slice(if i % 30 == 0 { &[0x17, 1] } else { &[0x27, 1] });
-            if p.send_media(9, ts, &frame).is_err() {
-                return;
-            }
-            let due = start + Duration::from_millis(u64::from(ts) + 33);
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        }
-    })
-}
-
 /// The first onStatus code a client gets within `secs` (or what ended the wait).
 fn first_status(c: &mut RtmpClient, secs: u64) -> String {
     let deadline = Instant::now() + Duration::from_secs(secs);

@@ -41,7 +41,7 @@ fn stuck_viewers_with(extra: &[&str]) {
         ]
         .concat(),
     );
-    let publisher = flood(&server, "slow", 16);
+    let publisher = flood_publisher(server.addr, "slow", 16);
     wait_published(&server, "live/slow");
 
     let mut good = RtmpClient::connect(server.addr, "live").unwrap();
@@ -144,34 +144,6 @@ fn stuck_viewers_with(extra: &[&str]) {
     publisher.join().unwrap();
 }
 
-/// ~12 Mbit/s of synthetic H.264-shaped frames for `secs` seconds: enough to fill a stuck
-/// player's kernel buffers within seconds, so the server-side policy must act.
-fn flood(server: &Server, name: &'static str, secs: u32) -> std::thread::JoinHandle<()> {
-    let addr = server.addr;
-    std::thread::spawn(move || {
-        let mut p = RtmpClient::connect(addr, "live").unwrap();
-        p.create_stream().unwrap();
-        let (level, code) = p.publish(name).unwrap();
-        assert_eq!(
-            (level.as_str(), code.as_str()),
-            ("status", "NetStream.Publish.Start")
-        );
-        p.send_media(9, 0, &[0x17, 0, 0, 0, 0, 1, 0x64, 0, 0x1F])
-            .unwrap();
-        let start = Instant::now();
-        for i in 0u32..(secs * 30) {
-            let ts = i * 33;
-            let mut frame = vec![0u8; if i % 30 == 0 { 150_000 } else { 45_000 }];
-            frame[..2].copy_from_slice(if i % 30 == 0 { &[0x17, 1] } else { &[0x27, 1] });
-            if p.send_media(9, ts, &frame).is_err() {
-                return;
-            }
-            let due = start + Duration::from_millis(u64::from(ts) + 33);
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
-        }
-    })
-}
-
 /// A player whose socket stays full (it never reads) while its queue budget and patience
 /// are far away: the write stalls, and at --write-timeout-secs the connection is closed
 /// with a log line and a counter; another player of the stream keeps receiving.
@@ -191,7 +163,7 @@ fn a_write_stalled_past_the_write_timeout_closes_the_player() {
         "--stats-interval-secs",
         "1",
     ]);
-    let publisher = flood(&server, "stall", 25);
+    let publisher = flood_publisher(server.addr, "stall", 25);
     wait_published(&server, "live/stall");
     let mut good = RtmpClient::connect(server.addr, "live").unwrap();
     good.create_stream().unwrap();
