@@ -32,7 +32,6 @@ const RECORDINGS_DEADLINE: Duration = Duration::from_secs(5);
 
 fn main() -> anyhow::Result<()> {
     no_transparent_huge_pages();
-    slower_purge();
     let (cfg, file) = rtmp_edge::config::load_or_exit();
     let settings = Settings::assemble(&cfg, &file)?;
     init_logging(&settings)?;
@@ -166,28 +165,6 @@ fn no_transparent_huge_pages() {
             std::io::Error::last_os_error()
         );
     }
-}
-
-/// `mi_option_arena_purge_mult` in mimalloc's `mi_option_t` (the same in v2 and v3; the
-/// Rust bindings have no constant for it).
-#[cfg(not(feature = "system-alloc"))]
-const MI_OPTION_ARENA_PURGE_MULT: libmimalloc_sys::mi_option_t = 24;
-
-/// Free memory goes back to the OS after 200 ms unused instead of mimalloc's 100 ms. Every
-/// stream frees a GOP of frames at each keyframe, which other streams reuse soon after;
-/// purged first, ingested bytes landed in freshly faulted, zeroed pages (2,000-8,000
-/// faults a second at 500 publishers, up to a sixth of ingest CPU; none at 200 ms, with
-/// the same RSS; at 1 s RSS grew 4 %). The shards' forced collects after a burst still
-/// purge at once; `MIMALLOC_ARENA_PURGE_MULT` in the environment overrides this.
-fn slower_purge() {
-    if std::env::var_os("MIMALLOC_ARENA_PURGE_MULT").is_some() {
-        return; // the operator's choice
-    }
-    #[cfg(not(feature = "system-alloc"))]
-    // SAFETY: sets one of mimalloc's global options (an atomic), allowed at any time.
-    unsafe {
-        libmimalloc_sys::mi_option_set(MI_OPTION_ARENA_PURGE_MULT, 20)
-    };
 }
 
 /// Gives the calling thread's free memory back to the OS (see `ShardConfig::release_memory`).

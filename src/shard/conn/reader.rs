@@ -38,8 +38,6 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Box<Event>>) -> E
     tokio::pin!(timer);
     let mut armed = far;
     let mut last_read = Instant::now();
-    // Reads in a row that used a quarter of a grown buffer or less.
-    let mut small_reads = 0u32;
     loop {
         // A publish or play waits for its authorization; events behind it wait too.
         while let Some(ev) = ctx.pending.take().map(|b| *b) {
@@ -161,18 +159,6 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Box<Event>>) -> E
         }
         if grow && buf.len() < READ_BUF_PUBLISHER_MAX {
             buf.resize(buf.len() * 2, 0);
-            small_reads = 0;
-        } else if n <= buf.len() / 4 && buf.len() > READ_BUF_PUBLISHER {
-            // A keyframe grew it; a camera's usual reads are far smaller, and an origin
-            // holds thousands of these: give it back after a run of small reads.
-            small_reads += 1;
-            if small_reads == 32 {
-                buf.truncate(buf.len() / 2);
-                buf.shrink_to_fit();
-                small_reads = 0;
-            }
-        } else {
-            small_reads = 0;
         }
         if ctx.conn.has_pending_output() {
             // TLS answered something while reading (a key update): let the writer send it.
