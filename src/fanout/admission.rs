@@ -225,4 +225,39 @@ mod tests {
         );
         assert_eq!(queue_len(&key), key.wire().len());
     }
+
+    /// `admits_whole` is a promise about `admit`: where it holds, each frame of the run is
+    /// admitted in turn; it does not hold while a keyframe is awaited or past either limit.
+    #[test]
+    fn admits_whole_only_where_admit_takes_every_frame() {
+        let policy = AdmissionPolicy {
+            max_queue_bytes: 50_000,
+            max_queue_age: Duration::from_millis(500),
+            ..AdmissionPolicy::default()
+        };
+        let key = frame(MediaKind::Video, &[0x17, 1], 9000);
+        let inter = frame(MediaKind::Video, &[0x27, 1], 9000);
+        let audio = frame(MediaKind::Audio, &[0xAF, 1], 300);
+        let run = [inter.clone(), audio.clone(), inter.clone(), audio, inter];
+        let bytes: usize = run.iter().map(|f| queue_len(f)).sum();
+        let t0 = Instant::now();
+        let young = Duration::from_millis(100);
+
+        let mut a = Admission::new(policy);
+        assert!(!a.admits_whole(bytes, 0, young), "a keyframe is awaited");
+        assert_eq!(a.admit(&key, 0, young, t0), Verdict::Admit);
+        let queued = queue_len(&key);
+        assert!(a.admits_whole(bytes, queued, young));
+        let mut q = queued;
+        for f in &run {
+            assert_eq!(a.admit(f, q, young, t0), Verdict::Admit);
+            q += queue_len(f);
+        }
+        assert!(!a.is_waiting_for_keyframe());
+        assert!(
+            !a.admits_whole(bytes, 50_000 - bytes + 1, young),
+            "one byte past the budget"
+        );
+        assert!(!a.admits_whole(bytes, queued, Duration::from_millis(501)));
+    }
 }
