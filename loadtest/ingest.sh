@@ -5,7 +5,8 @@
 # streams hold (what a GOP cache must keep), with the ratios against nginx-rtmp. rtmp-edge
 # runs with its defaults (merged reads on a shard this busy) and with every read at once.
 #
-#   loadtest/ingest.sh [-p PUBLISHERS] [-d SECONDS] [-b KBPS] [-g GOP_SECS] [-n] [-B DIR] [-m MS]
+#   loadtest/ingest.sh [-p PUBLISHERS] [-d SECONDS] [-b KBPS] [-g GOP_SECS] [-a] [-n] [-B DIR] [-m MS]
+#     -a  publishers' keyframes in step (rtmp-load --aligned-gops): every GOP freed at once
 #     -n  skip nginx
 #     -B  also run the rtmp-edge binary in DIR (an earlier build: before/after in one run)
 #     -m  also run rtmp-edge with --read-coalesce-ms MS (merged reads; a list: one row each)
@@ -13,12 +14,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PUBS=500 DURATION=20 KBPS=1000 GOP=2 NGINX=1 BASELINE="" MERGED=""
-while getopts "p:d:b:g:nB:m:" o; do
+PUBS=500 DURATION=20 KBPS=1000 GOP=2 NGINX=1 BASELINE="" MERGED="" ALIGNED=""
+while getopts "p:d:b:g:anB:m:" o; do
   case $o in
     p) PUBS=$OPTARG ;; d) DURATION=$OPTARG ;; b) KBPS=$OPTARG ;; g) GOP=$OPTARG ;;
-    n) NGINX=0 ;; B) BASELINE=$OPTARG ;; m) MERGED=$OPTARG ;;
-    *) sed -n 2,11p "$0"; exit 2 ;;
+    a) ALIGNED=1 ;; n) NGINX=0 ;; B) BASELINE=$OPTARG ;; m) MERGED=$OPTARG ;;
+    *) sed -n 2,12p "$0"; exit 2 ;;
   esac
 done
 
@@ -30,7 +31,7 @@ run_load() {
   local name=$1 port=$2; shift 2
   local c0; c0=$(cpu_ticks "$@")
   "$BIN/rtmp-load" --url "rtmp://127.0.0.1:$port/live/ingest" --publishers "$PUBS" --viewers 0 \
-    --duration "${DURATION}s" --bitrate-kbps "$KBPS" --gop-secs "$GOP" --threads 2 --quiet \
+    --duration "${DURATION}s" --bitrate-kbps "$KBPS" --gop-secs "$GOP" --threads 2 --quiet ${ALIGNED:+--aligned-gops} \
     --report "$WORK/$name.json" >/dev/null &
   local lg=$!
   # Settled RSS: sampled at the end of the run, every stream holding a whole GOP.
@@ -54,7 +55,8 @@ print(f"{name:<12} {cpu:8.2f} {gb:7.2f} {per_gb:9.3f} {hwm/1024:9.1f} {settled/1
 PY
 }
 
-printf "%s publishers x %s kbit/s, GOP %s s, %s s, no viewers\n" "$PUBS" "$KBPS" "$GOP" "$DURATION"
+printf "%s publishers x %s kbit/s, GOP %s s (%s), %s s, no viewers\n" "$PUBS" "$KBPS" "$GOP" \
+  "$([ -n "$ALIGNED" ] && echo "keyframes in step" || echo "keyframes spread")" "$DURATION"
 printf "%-12s %8s %7s %9s %9s %10s %8s %10s %6s\n" server cpu_s GB cpu_s/GB peak_MiB settled_MiB GOP_MiB "(set-32)/GOP" failed
 
 PORT=19450

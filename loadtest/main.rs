@@ -66,6 +66,11 @@ struct Args {
     gop_secs: f64,
     #[arg(long, default_value_t = 30)]
     fps: u32,
+    /// Synthetic publishers' keyframes all at the same instants. Without it they are
+    /// spread over the GOP, as independent encoders' are; in step, every stream's GOP is
+    /// freed at once (the worst case for a server's memory churn).
+    #[arg(long)]
+    aligned_gops: bool,
     /// Viewers that stop reading once they get media (slow-viewer experiments).
     #[arg(long, default_value_t = 0)]
     paused_viewers: usize,
@@ -177,13 +182,20 @@ fn main() -> anyhow::Result<()> {
         );
         handles.push(std::thread::spawn(move || -> anyhow::Result<WorkerOut> {
             let sources: Vec<Source> = if t == 0 {
+                let phases = if args.aligned_gops {
+                    1
+                } else {
+                    args.publishers
+                };
                 (0..args.publishers)
-                    .map(|_| match &args.input {
+                    .map(|i| match &args.input {
                         Some(p) => Source::from_flv(p),
                         None => Ok(Source::synthetic(
                             args.bitrate_kbps,
                             args.gop_secs,
                             args.fps,
+                            i % phases,
+                            phases,
                         )),
                     })
                     .collect::<anyhow::Result<_>>()?

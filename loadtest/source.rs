@@ -28,6 +28,8 @@ pub enum Source {
         key_bytes: usize,
         fps: u32,
         gop_frames: u32,
+        /// Frames by which the keyframes come early (the first frame is one regardless).
+        shift: u32,
         frame: u64,
         /// Audio frames sent (frame n is at n * 1024 / 48000 s).
         audio_frames: u64,
@@ -74,18 +76,23 @@ impl Source {
         })
     }
 
-    pub fn synthetic(kbps: u32, gop_secs: f64, fps: u32) -> Source {
+    /// `phase` of `phases` shifts the keyframes of this publisher's stream: publisher i of
+    /// n at phase i keyframes at 0, then i/n of a GOP later and every GOP on, so n
+    /// publishers' GOPs are spread like independent encoders', not in step.
+    pub fn synthetic(kbps: u32, gop_secs: f64, fps: u32, phase: usize, phases: usize) -> Source {
         let audio_bps = (AUDIO_FRAME.len() + 2) * 48_000 / 1024;
         let video_bps = (kbps as usize * 125).saturating_sub(audio_bps).max(1_000);
         let gop_frames = ((gop_secs * fps as f64).round() as u32).max(1);
         // A keyframe ~5x an inter frame, averaging to the requested bitrate.
         let per_gop = video_bps as f64 * gop_secs;
         let frame_bytes = (per_gop / (gop_frames as f64 + 4.0)).max(MIN_PICTURE as f64) as usize;
+        let shift = (phase as u64 * u64::from(gop_frames) / phases.max(1) as u64) as u32;
         Source::Synthetic {
             frame_bytes,
             key_bytes: frame_bytes * 5,
             fps,
             gop_frames,
+            shift,
             frame: 0,
             audio_frames: 0,
             headers: 0,
@@ -124,6 +131,7 @@ impl Source {
                 key_bytes,
                 fps,
                 gop_frames,
+                shift,
                 frame,
                 audio_frames,
                 headers,
@@ -156,7 +164,7 @@ impl Source {
                         payload: Bytes::from(p),
                     };
                 }
-                let key = *frame % u64::from(*gop_frames) == 0;
+                let key = *frame == 0 || (*frame + u64::from(*shift)) % u64::from(*gop_frames) == 0;
                 let variant = (*frame % 2) as usize;
                 *frame += 1;
                 Item {
@@ -229,7 +237,7 @@ mod tests {
 
     #[test]
     fn synthetic_rate_and_gop() {
-        let mut s = Source::synthetic(1000, 2.0, 30);
+        let mut s = Source::synthetic(1000, 2.0, 30, 0, 1);
         let mut bytes = 0usize;
         let mut keys = 0;
         let mut last_ts = 0;
@@ -248,5 +256,36 @@ mod tests {
         let kbps = bytes * 8 / 10 / 1000;
         assert!((900..=1100).contains(&kbps), "{kbps} kbps");
         assert_eq!(keys, 5);
+    }
+
+    /// Keyframe timestamps of a synthetic stream, up to `until` ms.
+    fn keyframes(mut s: Source, until: u32) -> Vec<u32> {
+        let mut keys = Vec::new();
+        loop {
+            let it = s.next_item();
+            if it.timestamp >= until {
+                return keys;
+            }
+            if it.type_id == msg::VIDEO && it.payload[0] == 0x17 && it.payload[1] == 1 {
+                keys.push(it.timestamp);
+            }
+        }
+    }
+
+    #[test]
+    fn publishers_keyframes_are_spread_over_the_gop() {
+        // 30 fps, 2 s GOP: 60 frames. Publisher 1 of 4 shifts by 15 frames (500 ms).
+        assert_eq!(
+            keyframes(Source::synthetic(1000, 2.0, 30, 0, 4), 5000),
+            [0, 2000, 4000]
+        );
+        assert_eq!(
+            keyframes(Source::synthetic(1000, 2.0, 30, 1, 4), 5000),
+            [0, 1500, 3500]
+        );
+        assert_eq!(
+            keyframes(Source::synthetic(1000, 2.0, 30, 3, 4), 5000),
+            [0, 500, 2500, 4500]
+        );
     }
 }
