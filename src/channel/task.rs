@@ -88,7 +88,7 @@ pub(super) async fn run(state: Rc<ShardState>, entry: Arc<Entry>, mut inbox: Out
         let now = Instant::now();
         sw.poll(now, &mut out);
         for e in out.drain(..) {
-            state.publish_frame(&key, id, e.kind, e.timestamp, e.payload);
+            state.publish_frame(&key, id, e.kind, e.timestamp, e.payload, Instant::now());
         }
         let events = sw.take_events();
         for ev in &events {

@@ -32,6 +32,11 @@ use playlist::{Timeline, TimelineConfig};
 
 /// An on-demand stream stops being packaged this long after its last request.
 pub const IDLE_AFTER: Duration = Duration::from_secs(30);
+
+/// How often (in stream time) an idle sink looks whether it is wanted, besides at every
+/// keyframe, where packaging can start: a clock read per frame would cost an origin with
+/// thousands of unwatched streams more than all the rest of the sink.
+const DEMAND_CHECK_MS: u32 = 100;
 /// A timeline whose publisher left is forgotten after this long without a republish.
 pub const KEEP_ENDED: Duration = Duration::from_secs(60);
 
@@ -319,6 +324,7 @@ impl SinkFactory for Hls {
             packager: Some(packager),
             out: Vec::new(),
             active: false,
+            demand_checked: None,
             telemetry: ctx.telemetry(),
             shard: ctx.shard_id().unwrap_or(0),
         })]
@@ -332,6 +338,8 @@ struct HlsSink {
     out: Vec<Out>,
     /// Packaging now (on demand: someone asked recently).
     active: bool,
+    /// The stream timestamp `active` was last decided at (None: at the next frame).
+    demand_checked: Option<u32>,
     telemetry: Option<Arc<dyn Telemetry>>,
     shard: usize,
 }
@@ -421,6 +429,7 @@ impl StreamSink for HlsSink {
     }
 
     fn on_publish(&mut self) {
+        self.demand_checked = None;
         if let Some(p) = &mut self.packager {
             p.on_publish();
         }
@@ -431,7 +440,18 @@ impl StreamSink for HlsSink {
     }
 
     fn on_frame(&mut self, frame: &SharedFrame) {
-        let wanted = self.stream.wanted(now_ms());
+        let ts = frame.timestamp;
+        let due = frame.is_video_keyframe()
+            || frame.is_config()
+            || self
+                .demand_checked
+                .is_none_or(|at| ts.wrapping_sub(at) >= DEMAND_CHECK_MS);
+        let wanted = if due {
+            self.demand_checked = Some(ts);
+            self.stream.wanted(now_ms())
+        } else {
+            self.active
+        };
         if wanted != self.active {
             self.active = wanted;
             if let Some(p) = &mut self.packager {

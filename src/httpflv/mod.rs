@@ -1,12 +1,15 @@
 //! HTTP-FLV (`GET /{app}/{name}.flv` on the media listener): each published stream gets a
-//! sink on its owner shard that keeps the late-join cache and hands every frame, framed as
-//! an FLV tag once, to the stream's HTTP viewers. Each viewer is a subscriber with the same
-//! admission policy (keyframe gating, byte/age budget, video dropped first, kicked when
-//! behind too long) and bounded queue as an RTMP player; the media listener's threads
-//! drain the queues into the sockets, so the shard never waits on one.
+//! sink on its owner shard that hands every frame, framed as an FLV tag once, to the
+//! stream's HTTP viewers. A new viewer waits in the stream's pending list until the sink's
+//! next frame, when the sink starts it from the stream's own late-join cache: the sink keeps
+//! no second cache, and a stream nobody watches over HTTP costs it nothing per frame. Each
+//! viewer is a subscriber with the same admission policy (keyframe gating, byte/age budget,
+//! video dropped first, kicked when behind too long) and bounded queue as an RTMP player;
+//! the media listener's threads drain the queues into the sockets, so the shard never
+//! waits on one.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::Waker;
 use std::time::{Duration, Instant};
@@ -140,6 +143,40 @@ impl Viewer {
         !s.closed
     }
 
+    /// Fills a pending viewer's queue with the FLV header, metadata, decoder configs and the
+    /// cached GOP; live tags follow.
+    fn start(&self, cache: &StreamCache) {
+        let Ok(mut s) = self.state.lock() else {
+            return;
+        };
+        let has = |k: MediaKind| cache.config_frames().iter().any(|f| f.kind == k);
+        let (audio, video) = match (has(MediaKind::Audio), has(MediaKind::Video)) {
+            (false, false) => (true, true),
+            known => known,
+        };
+        let mut bufs = vec![Bytes::copy_from_slice(&flv::file_header(audio, video))];
+        let start_ts = cache.gop().first().map_or(0, |f| f.timestamp);
+        let mut tag = |f: &SharedFrame, ts: u32| {
+            let t = Tag::new(f, ts);
+            bufs.extend([t.head.clone(), f.payload.clone(), t.tail.clone()]);
+        };
+        // ffmpeg's FLV demuxer reads onMetaData as metadata only at timestamp 0.
+        if let Some(m) = cache.metadata() {
+            tag(m, 0);
+        }
+        for f in cache.config_frames() {
+            tag(f, start_ts);
+        }
+        for f in cache.gop() {
+            tag(f, f.timestamp);
+        }
+        s.admission.set_waiting_for_keyframe(!cache.has_gop());
+        Self::push_all(&mut s, Instant::now(), bufs);
+        if let Some(w) = s.waker.take() {
+            w.wake();
+        }
+    }
+
     /// Ends the response once the queue is drained (the publisher left, or a kick).
     pub fn close(&self) {
         if let Ok(mut s) = self.state.lock() {
@@ -151,15 +188,19 @@ impl Viewer {
     }
 }
 
+#[derive(Default)]
 struct StreamState {
-    cache: StreamCache,
-    viewers: Vec<Arc<Viewer>>,
+    /// Subscribed, not yet started by the sink.
+    pending: Vec<Arc<Viewer>>,
     live: bool,
 }
 
 /// One stream's HTTP-FLV side, shared by its sink and the media listener.
+#[derive(Default)]
 pub struct FlvStream {
     state: Mutex<StreamState>,
+    /// `state.pending` is not empty: the sink looks at the lock only then.
+    has_pending: AtomicBool,
 }
 
 /// Every stream's HTTP-FLV side: a `SinkFactory` for the shards, viewers for the listener.
@@ -197,51 +238,25 @@ impl HttpFlv {
         self.viewers.load(Ordering::Relaxed)
     }
 
-    /// A new viewer of `key`, its queue already holding the FLV header, metadata, decoder
-    /// configs and the cached GOP; None when the stream is not live.
+    /// A new viewer of `key`; None when the stream is not live. Its queue gets the FLV
+    /// header, metadata, decoder configs and the cached GOP at the sink's next frame.
     pub fn subscribe(self: &Arc<Self>, key: &str) -> Option<ViewerGuard> {
         let stream = self.streams.lock().ok()?.get(key).cloned()?;
         let mut st = stream.state.lock().ok()?;
         if !st.live {
             return None;
         }
-        let now = Instant::now();
-        let cache = &st.cache;
-        let has = |k: MediaKind| cache.config_frames().iter().any(|f| f.kind == k);
-        let (audio, video) = match (has(MediaKind::Audio), has(MediaKind::Video)) {
-            (false, false) => (true, true),
-            known => known,
-        };
-        let mut bufs = vec![Bytes::copy_from_slice(&flv::file_header(audio, video))];
-        let start_ts = cache.gop().first().map_or(0, |f| f.timestamp);
-        let mut tag = |f: &SharedFrame, ts: u32| {
-            let t = Tag::new(f, ts);
-            bufs.extend([t.head.clone(), f.payload.clone(), t.tail.clone()]);
-        };
-        // ffmpeg's FLV demuxer reads onMetaData as metadata only at timestamp 0.
-        if let Some(m) = cache.metadata() {
-            tag(m, 0);
-        }
-        for f in cache.config_frames() {
-            tag(f, start_ts);
-        }
-        for f in cache.gop() {
-            tag(f, f.timestamp);
-        }
-        let mut admission = Admission::new(self.policy);
-        admission.set_waiting_for_keyframe(!cache.has_gop());
-        let mut vs = ViewerState {
-            items: VecDeque::new(),
-            bytes: 0,
-            admission,
-            waker: None,
-            closed: false,
-        };
-        Viewer::push_all(&mut vs, now, bufs);
         let viewer = Arc::new(Viewer {
-            state: Mutex::new(vs),
+            state: Mutex::new(ViewerState {
+                items: VecDeque::new(),
+                bytes: 0,
+                admission: Admission::new(self.policy),
+                waker: None,
+                closed: false,
+            }),
         });
-        st.viewers.push(viewer.clone());
+        st.pending.push(viewer.clone());
+        stream.has_pending.store(true, Ordering::Release);
         self.viewers.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("rtmp_httpflv_viewers").increment(1.0);
         Some(ViewerGuard {
@@ -280,30 +295,32 @@ impl SinkFactory for HttpFlv {
         let Ok(mut map) = self.streams.lock() else {
             return Vec::new();
         };
-        let stream = map
-            .entry(key.clone())
-            .or_insert_with(|| {
-                Arc::new(FlvStream {
-                    state: Mutex::new(StreamState {
-                        cache: StreamCache::default(),
-                        viewers: Vec::new(),
-                        live: false,
-                    }),
-                })
-            })
-            .clone();
-        vec![Box::new(FlvSink { stream })]
+        let stream = map.entry(key.clone()).or_default().clone();
+        vec![Box::new(FlvSink {
+            stream,
+            viewers: Vec::new(),
+        })]
     }
 }
 
 /// One stream's HTTP-FLV feed on its owner shard.
 struct FlvSink {
     stream: Arc<FlvStream>,
+    /// Started viewers (only the sink touches them, so no lock per frame).
+    viewers: Vec<Arc<Viewer>>,
 }
 
 impl FlvSink {
-    fn end_viewers(st: &mut StreamState) {
-        for v in st.viewers.drain(..) {
+    fn end_viewers(&mut self) {
+        let pending = match self.stream.state.lock() {
+            Ok(mut st) => {
+                st.live = false;
+                self.stream.has_pending.store(false, Ordering::Relaxed);
+                std::mem::take(&mut st.pending)
+            }
+            Err(_) => Vec::new(),
+        };
+        for v in self.viewers.drain(..).chain(pending) {
             v.close();
         }
     }
@@ -316,17 +333,12 @@ impl StreamSink for FlvSink {
 
     fn on_publish(&mut self) {
         if let Ok(mut st) = self.stream.state.lock() {
-            st.cache.clear();
             st.live = true;
         }
     }
 
     fn on_frame(&mut self, frame: &SharedFrame) {
-        let Ok(mut st) = self.stream.state.lock() else {
-            return;
-        };
-        st.cache.apply(frame);
-        if st.viewers.is_empty() {
+        if self.viewers.is_empty() {
             return;
         }
         let ts = if frame.kind == MediaKind::Metadata {
@@ -336,15 +348,28 @@ impl StreamSink for FlvSink {
         };
         let tag = Tag::new(frame, ts);
         let now = Instant::now();
-        st.viewers.retain(|v| v.offer(&tag, now));
+        self.viewers.retain(|v| v.offer(&tag, now));
+    }
+
+    fn serve_joiners(&mut self, cache: &StreamCache) {
+        if !self.stream.has_pending.load(Ordering::Acquire) {
+            return;
+        }
+        let pending = match self.stream.state.lock() {
+            Ok(mut st) => {
+                self.stream.has_pending.store(false, Ordering::Relaxed);
+                std::mem::take(&mut st.pending)
+            }
+            Err(_) => return,
+        };
+        for v in pending {
+            v.start(cache);
+            self.viewers.push(v);
+        }
     }
 
     fn on_unpublish(&mut self) -> bool {
-        if let Ok(mut st) = self.stream.state.lock() {
-            st.live = false;
-            st.cache.clear();
-            Self::end_viewers(&mut st);
-        }
+        self.end_viewers();
         false
     }
 
@@ -373,31 +398,52 @@ mod tests {
         Arc::new(Frame::new(kind, ts, Bytes::from_static(payload), 4096))
     }
 
-    fn hub_with_stream() -> (Arc<HttpFlv>, FlvSink) {
+    /// The sink with the stream's cache beside it, fed as the owner shard feeds them.
+    struct Owner {
+        sink: FlvSink,
+        cache: StreamCache,
+    }
+
+    impl Owner {
+        fn on_frame(&mut self, f: &SharedFrame) {
+            self.cache.apply(f);
+            self.sink.on_frame(f);
+            self.sink.serve_joiners(&self.cache);
+        }
+    }
+
+    fn hub_with_stream() -> (Arc<HttpFlv>, Owner) {
         let hub = HttpFlv::new(AdmissionPolicy::default());
         let key: StreamKey = Arc::from("live/x");
-        let stream = Arc::new(FlvStream {
-            state: Mutex::new(StreamState {
-                cache: StreamCache::default(),
-                viewers: Vec::new(),
-                live: false,
-            }),
-        });
+        let stream = Arc::new(FlvStream::default());
         hub.streams.lock().unwrap().insert(key, stream.clone());
-        (hub, FlvSink { stream })
+        let sink = FlvSink {
+            stream,
+            viewers: Vec::new(),
+        };
+        (
+            hub,
+            Owner {
+                sink,
+                cache: StreamCache::default(),
+            },
+        )
     }
 
     #[test]
     fn late_joiner_gets_header_configs_gop_then_live() {
         let (hub, mut sink) = hub_with_stream();
         assert!(hub.subscribe("live/x").is_none(), "not live yet");
-        sink.on_publish();
+        sink.sink.on_publish();
         sink.on_frame(&frame(MediaKind::Video, 1000, &[0x17, 0, 0, 0, 0, 1, 2]));
         sink.on_frame(&frame(MediaKind::Audio, 1000, &[0xAF, 0, 0x12, 0x10]));
         sink.on_frame(&frame(MediaKind::Video, 1000, &[0x17, 1, 0, 0, 0, 9]));
         sink.on_frame(&frame(MediaKind::Video, 1040, &[0x27, 1, 0, 0, 0, 8]));
         let g = hub.subscribe("live/x").unwrap();
         assert_eq!(hub.viewers(), 1);
+        // Started at the sink's next frame, from the cache that frame is already in: it
+        // comes once, as the last tag.
+        assert!(matches!(g.viewer.next(Waker::noop()), Next::Wait));
         sink.on_frame(&frame(MediaKind::Video, 1080, &[0x27, 1, 0, 0, 0, 7]));
         let bytes = Bytes::from(drain(&g.viewer));
         assert_eq!(&bytes[..5], b"FLV\x01\x05");
@@ -405,8 +451,17 @@ mod tests {
         let ts: Vec<(u8, u32)> = tags.iter().map(|t| (t.tag_type, t.timestamp)).collect();
         assert_eq!(ts, [(9, 1000), (8, 1000), (9, 1000), (9, 1040), (9, 1080)]);
         assert_eq!(&tags[4].data[..], &[0x27, 1, 0, 0, 0, 7]);
-        // The publisher leaving ends the response.
-        sink.on_unpublish();
+        sink.on_frame(&frame(MediaKind::Video, 1120, &[0x27, 1, 0, 0, 0, 6]));
+        // Only that frame's tag follows: header (ts 1120), payload, PreviousTagSize.
+        let live = drain(&g.viewer);
+        assert_eq!(live.len(), 11 + 6 + 4);
+        assert_eq!(&live[4..7], &[0, 0x04, 0x60]);
+        assert_eq!(&live[11..17], &[0x27, 1, 0, 0, 0, 6]);
+        // The publisher leaving ends the response, and a viewer still pending.
+        let pending = hub.subscribe("live/x").unwrap();
+        sink.sink.on_unpublish();
+        assert!(matches!(pending.viewer.next(Waker::noop()), Next::End));
+        drop(pending);
         assert!(matches!(g.viewer.next(Waker::noop()), Next::End));
         drop(g);
         assert_eq!(hub.viewers(), 0);
@@ -415,7 +470,7 @@ mod tests {
     #[test]
     fn a_viewer_that_stops_reading_is_dropped_then_kicked() {
         let (hub, mut sink) = hub_with_stream();
-        sink.on_publish();
+        sink.sink.on_publish();
         let g = {
             sink.on_frame(&frame(MediaKind::Video, 0, &[0x17, 0, 0, 0, 0, 1]));
             hub.subscribe("live/x").unwrap()

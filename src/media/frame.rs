@@ -60,6 +60,17 @@ pub type SharedFrame = Arc<Frame>;
 
 impl Frame {
     pub fn new(kind: MediaKind, timestamp: u32, payload: Bytes, chunk_size: u32) -> Self {
+        Self::received(kind, timestamp, payload, chunk_size, Instant::now())
+    }
+
+    /// A frame that arrived at `at`: the messages of one read share its clock reading.
+    pub fn received(
+        kind: MediaKind,
+        timestamp: u32,
+        payload: Bytes,
+        chunk_size: u32,
+        at: Instant,
+    ) -> Self {
         let info = match kind {
             MediaKind::Audio => tag::inspect_audio(&payload),
             MediaKind::Video => tag::inspect_video(&payload),
@@ -72,7 +83,7 @@ impl Frame {
             payload,
             chunk_size,
             wire: OnceLock::new(),
-            ingest: Instant::now(),
+            ingest: at,
         }
     }
 

@@ -305,8 +305,14 @@ impl Pull {
                 }
                 last_media.set(Some(Instant::now()));
                 self.streamed = true;
-                self.state
-                    .publish_frame(&self.key, self.id, kind, timestamp, payload);
+                self.state.publish_frame(
+                    &self.key,
+                    self.id,
+                    kind,
+                    timestamp,
+                    payload,
+                    Instant::now(),
+                );
             }
         }
     }

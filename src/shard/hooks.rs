@@ -16,6 +16,7 @@ use hdrhistogram::Histogram;
 use super::query::SinkInfo;
 use super::state::{ShardState, StreamKey};
 use super::tasks::TaskRegistry;
+use crate::media::cache::StreamCache;
 use crate::media::frame::SharedFrame;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,6 +79,10 @@ pub trait StreamSink {
     /// A publisher (re)started the stream.
     fn on_publish(&mut self);
     fn on_frame(&mut self, frame: &SharedFrame);
+    /// After `on_frame` of a live frame: the stream's late-join cache, that frame in it. A
+    /// sink that starts late joiners of its own (HTTP-FLV) starts them from it here rather
+    /// than keeping a second cache.
+    fn serve_joiners(&mut self, _cache: &StreamCache) {}
     /// The publisher left. Return true to stay attached (e.g. a push waiting out its grace
     /// period for a republish), false to be dropped.
     fn on_unpublish(&mut self) -> bool;

@@ -260,7 +260,7 @@ impl ShardState {
 
     /// Ingests one message from the stream's publisher: encode once, cache, forward once per shard.
     /// Frames from a connection that no longer holds the publisher slot (just replaced, with
-    /// bytes still buffered) are dropped.
+    /// bytes still buffered) are dropped. `at`: when it was read.
     pub fn publish_frame(
         &self,
         key: &StreamKey,
@@ -268,6 +268,7 @@ impl ShardState {
         kind: MediaKind,
         timestamp: u32,
         payload: Bytes,
+        at: Instant,
     ) {
         let mut sources = self.sources.borrow_mut();
         let Some(src) = sources
@@ -291,10 +292,12 @@ impl ShardState {
             MediaKind::Metadata => src.picture = Picture::from_metadata(&payload),
             _ => {}
         }
-        let frame: SharedFrame = Arc::new(Frame::new(kind, ts, payload, self.chunk_size()));
+        let frame: SharedFrame =
+            Arc::new(Frame::received(kind, ts, payload, self.chunk_size(), at));
         src.cache.apply(&frame);
         for sink in &mut src.sinks {
             sink.on_frame(&frame);
+            sink.serve_joiners(&src.cache);
         }
         let subs = src.subscribers.clone();
         drop(sources);

@@ -390,7 +390,7 @@ impl ConnCtx {
     fn ingest(&mut self, kind: MediaKind, timestamp: u32, payload: Bytes) {
         if let Role::Publisher { key, .. } = &self.role {
             self.state
-                .publish_frame(key, self.tag.id, kind, timestamp, payload);
+                .publish_frame(key, self.tag.id, kind, timestamp, payload, self.last_read);
         }
     }
 

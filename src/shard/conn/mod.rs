@@ -148,6 +148,9 @@ struct ConnCtx {
     share: BufferShare,
     /// Its place under the connection limits.
     slot: ConnSlot,
+    /// When the reader last got bytes: the publisher idle timeout counts from it, and the
+    /// frames of that read carry it as their ingest time.
+    last_read: Instant,
 }
 
 impl ConnCtx {
@@ -176,6 +179,7 @@ impl ConnCtx {
             tc_url: None,
             share,
             slot,
+            last_read: Instant::now(),
         }
     }
 }

@@ -37,7 +37,7 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Box<Event>>) -> E
     let timer = tokio::time::sleep_until(far.into());
     tokio::pin!(timer);
     let mut armed = far;
-    let mut last_read = Instant::now();
+    ctx.last_read = Instant::now();
     loop {
         // A publish or play waits for its authorization; events behind it wait too.
         while let Some(ev) = ctx.pending.take().map(|b| *b) {
@@ -79,7 +79,7 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Box<Event>>) -> E
             Role::Publisher { .. } => Some(last_read + publisher_timeout),
             Role::Player { .. } => None,
         };
-        if let Some(d) = deadline(&ctx.role, last_read) {
+        if let Some(d) = deadline(&ctx.role, ctx.last_read) {
             if armed > d {
                 timer.as_mut().reset(d.into());
                 armed = d;
@@ -94,7 +94,7 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Box<Event>>) -> E
                     _ = &mut timer => {
                         // Fired at the deadline it was armed for; the real one may have moved
                         // on since (reads came in): re-arm, the read in flight stays.
-                        match deadline(&ctx.role, last_read) {
+                        match deadline(&ctx.role, ctx.last_read) {
                             Some(d) if d <= Instant::now() => {
                                 let (what, secs) =
                                     timeout_kind(&ctx.role, handshake_timeout, publisher_timeout);
@@ -111,7 +111,7 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Box<Event>>) -> E
                 }
             }
         };
-        last_read = Instant::now();
+        ctx.last_read = Instant::now();
         buf = b;
         let n = match res {
             Ok(0) => return Exit::Closed,
