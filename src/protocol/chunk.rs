@@ -6,9 +6,9 @@
 //! the absolute timestamp counts as the delta (ffmpeg `ts_field`); extended timestamps on fmt3
 //! chunks are read with the peek heuristic (GStreamer/SRS) and always written (spec/ffmpeg).
 
-use std::collections::HashMap;
-
 use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use super::csid_map::CsidMap;
 
 /// Chunk size both directions start with.
 pub const DEFAULT_CHUNK_SIZE: u32 = 128;
@@ -108,7 +108,7 @@ struct Header {
 pub struct ChunkDecoder {
     max_message_size: u32,
     chunk_size: u32,
-    streams: HashMap<u32, DecStream>,
+    streams: CsidMap<DecStream>,
     partial_count: usize,
     /// (csid, payload bytes of the current chunk not yet received).
     in_chunk: Option<(u32, u32)>,
@@ -139,7 +139,7 @@ impl ChunkDecoder {
         Self {
             max_message_size,
             chunk_size: DEFAULT_CHUNK_SIZE,
-            streams: HashMap::new(),
+            streams: CsidMap::default(),
             partial_count: 0,
             in_chunk: None,
             consumed: 0,
@@ -192,7 +192,7 @@ impl ChunkDecoder {
     /// kept, so a following fmt3 still works. If called in the middle of a chunk of `csid`, the
     /// rest of that chunk is skipped.
     pub fn abort(&mut self, csid: u32) {
-        if let Some(st) = self.streams.get_mut(&csid) {
+        if let Some(st) = self.streams.get_mut(csid) {
             if let Some(p) = st.partial.take() {
                 self.partial_count -= 1;
                 self.held -= p.capacity();
@@ -230,7 +230,7 @@ impl ChunkDecoder {
                     return Ok(None);
                 }
                 let mut done = None;
-                if let Some(st) = self.streams.get_mut(&csid) {
+                if let Some(st) = self.streams.get_mut(csid) {
                     if let Some(p) = st.partial.as_mut() {
                         let limit = if matches!(st.type_id, 8 | 9) {
                             self.payload_limit
@@ -297,7 +297,7 @@ impl ChunkDecoder {
             },
             c => (u32::from(c), 1),
         };
-        let prev = self.streams.get(&csid);
+        let prev = self.streams.get(csid);
         if prev.is_none() && fmt >= 2 {
             return Err(ChunkError::NoPreviousHeader { csid });
         }
@@ -401,7 +401,7 @@ impl ChunkDecoder {
     /// Apply a parsed header; returns a message if it completes one (zero length).
     fn commit(&mut self, h: &Header) -> Option<RawMessage> {
         let cap = self.assembly_capacity(h.length, h.type_id, h.avail);
-        let st = self.streams.entry(h.csid).or_default();
+        let st = self.streams.get_or_insert_with(h.csid, DecStream::default);
         if h.fmt < 3 {
             st.extended = h.extended;
             st.ext_value = h.ts_value;
@@ -593,7 +593,7 @@ struct EncStream {
 #[derive(Debug)]
 pub struct ChunkEncoder {
     chunk_size: u32,
-    streams: HashMap<u32, EncStream>,
+    streams: CsidMap<EncStream>,
 }
 
 impl Default for ChunkEncoder {
@@ -606,7 +606,7 @@ impl ChunkEncoder {
     pub fn new() -> Self {
         Self {
             chunk_size: DEFAULT_CHUNK_SIZE,
-            streams: HashMap::new(),
+            streams: CsidMap::default(),
         }
     }
 
@@ -650,7 +650,7 @@ impl ChunkEncoder {
     ) {
         let csid = csid.clamp(MIN_CSID, MAX_CSID);
         let len = payload.len() as u32;
-        let (fmt, value) = match self.streams.get(&csid) {
+        let (fmt, value) = match self.streams.get(csid) {
             Some(p) if p.stream_id == stream_id => {
                 let delta = timestamp.wrapping_sub(p.timestamp);
                 if (delta as i32) < 0 {

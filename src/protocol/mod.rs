@@ -5,6 +5,7 @@
 pub mod amf;
 pub mod chunk;
 pub mod client;
+mod csid_map;
 pub mod handshake;
 pub mod message;
 pub mod session;
