@@ -74,9 +74,7 @@ fn publish(addr: SocketAddr, app: &str, name: &str) -> (RtmpClient, String) {
 /// Connects, creates a stream and plays `name`: the client and the first onStatus code
 /// other than Play.Reset.
 fn play(addr: SocketAddr, app: &str, name: &str) -> (RtmpClient, String) {
-    let mut c = RtmpClient::connect(addr, app).expect("connect");
-    c.create_stream().expect("createStream");
-    c.play(name).expect("play");
+    let (mut c, _) = RtmpClient::player(addr, app, name).expect("play");
     let m = c
         .recv_until(secs(5), |m| {
             status(m).is_some_and(|(_, code)| code != "NetStream.Play.Reset")

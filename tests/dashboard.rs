@@ -525,9 +525,7 @@ fn every_dashboard_metric_is_exported_under_load() {
     // A stuck viewer of a fast stream: drops, then a disconnect for staying behind.
     let flood = flood_publisher(a.addr, "flood", 8);
     wait_published(&a, "live/flood");
-    let mut stuck = RtmpClient::connect(a.addr, "live").unwrap();
-    stuck.create_stream().unwrap();
-    stuck.play("flood").unwrap();
+    let (stuck, _) = RtmpClient::player(a.addr, "live", "flood").unwrap();
 
     // A second publisher on a live key: refused (bad_name). Only the counter matters here;
     // the BadName reply itself is the publish tests' business.
@@ -547,9 +545,7 @@ fn every_dashboard_metric_is_exported_under_load() {
         .map(|(_, c)| c)
         .unwrap_or_else(|e| e.to_string());
     eprintln!("publish live/secret1 without token: {denied}");
-    let mut peeker = RtmpClient::connect(a.addr, "live").unwrap();
-    peeker.create_stream().unwrap();
-    peeker.play("secret1").unwrap();
+    let (mut peeker, _) = RtmpClient::player(a.addr, "live", "secret1").unwrap();
     eprintln!(
         "play live/secret1 without token: {}",
         first_status(&mut peeker, 3)

@@ -99,10 +99,8 @@ struct Joined {
 /// the timestamps after it. Returns the play-to-keyframe latency. Also returns the local
 /// port, to find the connection's log lines.
 fn late_join(addr: SocketAddr, name: &str) -> (Joined, u16) {
-    let mut c = RtmpClient::connect(addr, "live").expect("connect");
+    let (mut c, t0) = RtmpClient::player(addr, "live", name).expect("play");
     let port = c.stream.local_addr().expect("local addr").port();
-    c.create_stream().expect("createStream");
-    let t0 = c.play(name).expect("play");
     let mut msgs = Vec::new();
     let mut keyframe_at = None;
     let end = t0 + Duration::from_secs(5);
@@ -322,9 +320,7 @@ fn survives_unpublish_with(extra: &[&str]) {
     let mut publisher = Publisher::live(&server, "live/again");
     std::thread::sleep(Duration::from_millis(1500));
 
-    let mut c = RtmpClient::connect(server.addr, "live").expect("connect");
-    c.create_stream().expect("createStream");
-    c.play("again").expect("play");
+    let (mut c, _) = RtmpClient::player(server.addr, "live", "again").expect("play");
     c.wait_status(
         "NetStream.Play.Start",
         Instant::now() + Duration::from_secs(5),

@@ -54,9 +54,7 @@ struct Player {
 
 impl Player {
     fn start(addr: SocketAddr, name: &str) -> Player {
-        let mut c = RtmpClient::connect(addr, "live").expect("player connect");
-        c.create_stream().expect("player createStream");
-        c.play(name).expect("play");
+        let (mut c, _) = RtmpClient::player(addr, "live", name).expect("player play");
         let video = Arc::new(Mutex::new(Vec::new()));
         let codes = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));

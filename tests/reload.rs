@@ -54,9 +54,7 @@ impl Drop for ConfigFile {
 /// A player on `addr` playing `name` that must be refused: `NetStream.Play.Failed`, then
 /// the connection closed, and no media.
 fn assert_play_refused(addr: SocketAddr, name: &str) {
-    let mut c = RtmpClient::connect(addr, "live").expect("connect");
-    c.create_stream().expect("createStream");
-    c.play(name).expect("play");
+    let (mut c, _) = RtmpClient::player(addr, "live", name).expect("play");
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut got_media = false;
     let failed = loop {
@@ -80,9 +78,7 @@ fn assert_play_refused(addr: SocketAddr, name: &str) {
 /// A player on `addr` playing `name` that must be admitted: `NetStream.Play.Start` and then
 /// audio and video. Returns how long the first media took.
 fn assert_play_admitted(addr: SocketAddr, name: &str) -> Duration {
-    let mut c = RtmpClient::connect(addr, "live").expect("connect");
-    c.create_stream().expect("createStream");
-    let sent = c.play(name).expect("play");
+    let (mut c, sent) = RtmpClient::player(addr, "live", name).expect("play");
     let deadline = Instant::now() + Duration::from_secs(5);
     let level = c
         .wait_status("NetStream.Play.Start", deadline)

@@ -360,9 +360,7 @@ fn merged_reads_relay_whole_streams_late_by_at_most_a_tick_and_still_time_out_th
 
     // Our player keeps each video frame's arrival: against the publisher's real-time pace
     // (ffmpeg -re), a frame is never later than the tick plus scheduling slack.
-    let mut player = RtmpClient::connect(server.addr, "live").unwrap();
-    player.create_stream().unwrap();
-    player.play("merged").unwrap();
+    let (mut player, _) = RtmpClient::player(server.addr, "live", "merged").unwrap();
     let end = Instant::now() + Duration::from_secs(5);
     let mut lags = Vec::new();
     while Instant::now() < end {

@@ -345,9 +345,7 @@ fn second_sigterm_during_a_stuck_drain_exits_at_once() {
     ]);
     let _publisher = ffmpeg_flood(&test_media_locked(), &a.url("live/flood"));
     wait_published(&a, "live/flood");
-    let mut stuck = RtmpClient::connect(a.addr, "live").expect("stuck player connect");
-    stuck.create_stream().expect("stuck player createStream");
-    stuck.play("flood").expect("stuck player play");
+    let (stuck, _) = RtmpClient::player(a.addr, "live", "flood").expect("stuck player play");
     let t_play = Instant::now();
     while viewer_drops(&a) == 0 {
         assert!(

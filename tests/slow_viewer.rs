@@ -44,15 +44,11 @@ fn stuck_viewers_with(extra: &[&str]) {
     let publisher = flood_publisher(server.addr, "slow", 16);
     wait_published(&server, "live/slow");
 
-    let mut good = RtmpClient::connect(server.addr, "live").unwrap();
-    good.create_stream().unwrap();
-    good.play("slow").unwrap();
+    let (mut good, _) = RtmpClient::player(server.addr, "live", "slow").unwrap();
 
     // Stuck viewer 1: our client plays and never reads again (a tiny SO_RCVBUF would be
     // more realistic but makes loopback TCP crawl on persist timers when draining later).
-    let mut stuck = RtmpClient::connect(server.addr, "live").unwrap();
-    stuck.create_stream().unwrap();
-    stuck.play("slow").unwrap();
+    let (mut stuck, _) = RtmpClient::player(server.addr, "live", "slow").unwrap();
     // Stuck viewer 2: rtmpdump, frozen with SIGSTOP once it plays.
     let mut dump = Proc::spawn(Command::new("rtmpdump").args([
         "-q",
@@ -165,12 +161,8 @@ fn a_write_stalled_past_the_write_timeout_closes_the_player() {
     ]);
     let publisher = flood_publisher(server.addr, "stall", 25);
     wait_published(&server, "live/stall");
-    let mut good = RtmpClient::connect(server.addr, "live").unwrap();
-    good.create_stream().unwrap();
-    good.play("stall").unwrap();
-    let mut stuck = RtmpClient::connect(server.addr, "live").unwrap();
-    stuck.create_stream().unwrap();
-    stuck.play("stall").unwrap();
+    let (mut good, _) = RtmpClient::player(server.addr, "live", "stall").unwrap();
+    let (mut stuck, _) = RtmpClient::player(server.addr, "live", "stall").unwrap();
     let t_play = Instant::now();
 
     let end = t_play + Duration::from_secs(22);

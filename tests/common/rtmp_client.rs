@@ -116,6 +116,14 @@ impl RtmpClient {
         Ok(self.stream_id)
     }
 
+    /// connect(app), createStream and play(name): a player, and the instant play was sent.
+    pub fn player(addr: SocketAddr, app: &str, name: &str) -> io::Result<(Self, Instant)> {
+        let mut c = Self::connect(addr, app)?;
+        c.create_stream()?;
+        let sent = c.play(name)?;
+        Ok((c, sent))
+    }
+
     /// Sends `play(name, -2000)` like ffmpeg; returns the instant just before the write.
     pub fn play(&mut self, name: &str) -> io::Result<Instant> {
         let body = msg::command_body(
