@@ -256,6 +256,7 @@ impl Pull {
         let mut buf = vec![0u8; 64 * 1024];
         // No media yet on this upstream connection: the first media (re)starts our ingest.
         let mut fresh = true;
+        let merged_reads = !self.state.shared.cfg.read_coalesce.is_zero();
         loop {
             if let Some(out) = s.take_output() {
                 conn.writev_all(vec![out])
@@ -269,6 +270,7 @@ impl Pull {
             if n == 0 {
                 return Err(RelayError::OriginClosed);
             }
+            let now = Instant::now();
             s.feed(&buf[..n])?;
             while let Some(ev) = s.poll_event() {
                 let (kind, timestamp, payload) = match ev {
@@ -303,16 +305,16 @@ impl Pull {
                     }
                     fresh = false;
                 }
-                last_media.set(Some(Instant::now()));
+                last_media.set(Some(now));
                 self.streamed = true;
-                self.state.publish_frame(
-                    &self.key,
-                    self.id,
-                    kind,
-                    timestamp,
-                    payload,
-                    Instant::now(),
-                );
+                self.state
+                    .publish_frame(&self.key, self.id, kind, timestamp, payload, now);
+            }
+            // Merged reads, as for publishers (`conn::reader`): on a busy shard an edge
+            // pulling hundreds of streams reads each once per tick. A full buffer means
+            // more is waiting: read again at once.
+            if merged_reads && self.state.merging_reads.get() && n < buf.len() {
+                self.state.read_tick.notified().await;
             }
         }
     }
