@@ -106,10 +106,7 @@ fn stuck_viewers_with(extra: &[&str]) {
     // the newest summary line has them all).
     std::thread::sleep(Duration::from_millis(1200));
     let stats = server
-        .log_lines()
-        .into_iter()
-        .rev()
-        .find(|l| l.contains("shard stats"))
+        .last_log(&["shard stats"])
         .expect("no shard stats line");
     eprintln!("{stats}");
     let field = |name: &str| -> u64 {
@@ -212,10 +209,7 @@ fn a_write_stalled_past_the_write_timeout_closes_the_player() {
         "healthy viewer stalled {worst:?}"
     );
     let stats = server
-        .log_lines()
-        .into_iter()
-        .rev()
-        .find(|l| l.contains("shard stats"))
+        .last_log(&["shard stats"])
         .expect("no shard stats line");
     assert!(stats.contains("write_stalls=1"), "{stats}");
     assert!(stats.contains("kicked_behind=0"), "{stats}");

@@ -64,6 +64,14 @@ impl Server {
         self.wait_log(needles, Duration::from_secs(5)).is_some()
     }
 
+    /// The newest log line with all `needles` (e.g. the latest `shard stats` summary).
+    pub fn last_log(&self, needles: &[&str]) -> Option<String> {
+        self.log_lines()
+            .into_iter()
+            .rev()
+            .find(|l| needles.iter().all(|n| l.contains(n)))
+    }
+
     pub fn count_log(&self, needles: &[&str]) -> usize {
         self.log_lines()
             .iter()
