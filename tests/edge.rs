@@ -436,6 +436,7 @@ fn edge_pulls_from_an_origin_that_requires_a_token() {
 #[test]
 fn an_edge_merges_its_upstream_reads_on_a_busy_shard() {
     const TICK_MS: u128 = 400;
+    let tick = TICK_MS.to_string();
     let (origin, _publisher) = origin_with_stream("merged");
     let edge = Server::start(&[
         "--origin",
@@ -443,7 +444,7 @@ fn an_edge_merges_its_upstream_reads_on_a_busy_shard() {
         "--shards",
         "1",
         "--read-coalesce-ms",
-        "400",
+        &tick,
         "--read-coalesce-from",
         "1",
     ]);

@@ -256,7 +256,6 @@ impl Pull {
         let mut buf = vec![0u8; 64 * 1024];
         // No media yet on this upstream connection: the first media (re)starts our ingest.
         let mut fresh = true;
-        let merged_reads = !self.state.shared.cfg.read_coalesce.is_zero();
         loop {
             if let Some(out) = s.take_output() {
                 conn.writev_all(vec![out])
@@ -313,8 +312,8 @@ impl Pull {
             // Merged reads, as for publishers (`conn::reader`): on a busy shard an edge
             // pulling hundreds of streams reads each once per tick. A full buffer means
             // more is waiting: read again at once.
-            if merged_reads && self.state.merging_reads.get() && n < buf.len() {
-                self.state.read_tick.notified().await;
+            if n < buf.len() {
+                self.state.await_read_tick_if_busy().await;
             }
         }
     }

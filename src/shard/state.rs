@@ -56,13 +56,22 @@ pub struct ShardState {
     mirror_epochs: std::cell::Cell<u64>,
     /// With merged reads (`read_coalesce`): publishers wait for this shard-wide tick
     /// between reads, so their reads go out together and find data waiting.
-    pub read_tick: tokio::sync::Notify,
+    pub(super) read_tick: tokio::sync::Notify,
     /// Whether they do now: the shard ingests `read_coalesce_from` streams or more (set
     /// by the tick).
-    pub merging_reads: std::cell::Cell<bool>,
+    pub(super) merging_reads: std::cell::Cell<bool>,
 }
 
 impl ShardState {
+    /// On a busy shard (merged reads, `merging_reads`), waits for the next read tick, so
+    /// the caller's next read finds several messages waiting and leaves with the others'.
+    /// Otherwise returns at once. Publishers (`conn::reader`) and origin pulls share it.
+    pub async fn await_read_tick_if_busy(&self) {
+        if self.merging_reads.get() {
+            self.read_tick.notified().await;
+        }
+    }
+
     /// `me` is this state's own `Rc` (built with `Rc::new_cyclic`), so it can hand tasks
     /// (sinks, origin pulls) a way back to it that outlives the call that started them.
     pub fn new(id: usize, shared: Arc<Shared>, me: Weak<ShardState>) -> Self {

@@ -20,7 +20,6 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Box<Event>>) -> E
     let mut handshake_deadline = ctx.tag.since + handshake_timeout;
     let mut had_role = false;
     let publisher_timeout = cfg.publisher_timeout;
-    let merged_reads = !cfg.read_coalesce.is_zero();
     if let Some(ev) = first {
         if let Some(exit) = ctx.on_authorized(*ev) {
             return exit;
@@ -167,12 +166,8 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Box<Event>>) -> E
         // Merged reads: let a publisher's bytes gather in the socket until the shard's next
         // read tick, so the read finds them there (no poll to arm) and takes several
         // messages at once, and all publishers' reads leave in one submission.
-        if merged_reads
-            && ctx.state.merging_reads.get()
-            && matches!(ctx.role, Role::Publisher { .. })
-            && !grow
-        {
-            ctx.state.read_tick.notified().await;
+        if matches!(ctx.role, Role::Publisher { .. }) && !grow {
+            ctx.state.await_read_tick_if_busy().await;
         }
     }
 }
