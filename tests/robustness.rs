@@ -290,7 +290,14 @@ fn second_publisher_gets_bad_name_and_viewers_continue() {
             c.wait_closed(Instant::now() + Duration::from_secs(3)),
             "attempt {attempts}: the refused publisher was not disconnected"
         );
+        // The client can see the refusal before the harness has read the server's line.
         let peer = format!("peer=127.0.0.1:{port} ");
+        assert!(
+            server
+                .wait_log(&[&peer, "publish refused"], Duration::from_secs(3))
+                .is_some(),
+            "attempt {attempts}: no refusal logged for {peer}"
+        );
         if server.count_log(&[&peer, "handing publisher to owner shard"]) > 0 {
             handed += 1;
         } else {
