@@ -397,3 +397,58 @@ fn survives_unpublish_with(extra: &[&str]) {
     let video = msgs.iter().filter(|m| m.type_id == msg::VIDEO).count();
     assert!(video >= 30, "only {video} video messages after republish");
 }
+
+/// A stalled encoder (or a 1 fps camera) sends nothing for a while: a joiner still starts at
+/// once from the cached GOP, over RTMP and over HTTP-FLV alike (an HTTP-FLV joiner rings the
+/// owner shard instead of waiting for the stream's next frame), on either shard.
+#[test]
+fn joiners_of_a_paused_stream_start_at_once_over_rtmp_and_http_flv() {
+    let server = Server::start(&["--shards", "2", "--http-media", "127.0.0.1:0"]);
+    let mut publisher = Publisher::live(&server, "live/paused");
+    std::thread::sleep(Duration::from_millis(1500));
+    publisher.freeze();
+    std::thread::sleep(Duration::from_millis(300));
+    let http = format!("http://{}/live/paused.flv", server.media_addr());
+    let rtmp = server.url("live/paused");
+    // Several joiners, so both the owner shard and a mirror serve them.
+    for url in [&http, &http, &rtmp, &rtmp, &http] {
+        let started = Instant::now();
+        let out = run_with_timeout(
+            std::process::Command::new("ffmpeg").args([
+                "-v",
+                "error",
+                "-probesize",
+                "32",
+                "-analyzeduration",
+                "0",
+                "-i",
+                url,
+                "-map",
+                "0:v:0",
+                "-frames:v",
+                "1",
+                "-f",
+                "framecrc",
+                "-",
+            ]),
+            Duration::from_secs(8),
+        );
+        let took = started.elapsed();
+        let frames = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.starts_with("0,"))
+            .count();
+        eprintln!("{url}: a frame decoded after {took:?} with the publisher paused");
+        assert!(
+            out.status.success() && frames == 1,
+            "{url}: {frames} frames, {:?}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            took < Duration::from_secs(3),
+            "{url}: first frame after {took:?}"
+        );
+    }
+    publisher.kill();
+}

@@ -1,8 +1,9 @@
 //! HTTP-FLV (`GET /{app}/{name}.flv` on the media listener): each published stream gets a
 //! sink on its owner shard that hands every frame, framed as an FLV tag once, to the
-//! stream's HTTP viewers. A new viewer waits in the stream's pending list until the sink's
-//! next frame, when the sink starts it from the stream's own late-join cache: the sink keeps
-//! no second cache, and a stream nobody watches over HTTP costs it nothing per frame. Each
+//! stream's HTTP viewers. A new viewer waits in the stream's pending list and rings the
+//! sink's bell; the owner shard then starts it from the stream's own late-join cache (at
+//! once, or at the first frame if the stream has no media yet): the sink keeps no second
+//! cache, and a stream nobody watches over HTTP costs it nothing per frame. Each
 //! viewer is a subscriber with the same admission policy (keyframe gating, byte/age budget,
 //! video dropped first, kicked when behind too long) and bounded queue as an RTMP player;
 //! the media listener's threads drain the queues into the sockets, so the shard never
@@ -20,7 +21,7 @@ use crate::fanout::admission::{Admission, AdmissionPolicy, Verdict};
 use crate::media::cache::StreamCache;
 use crate::media::flv::{self, TAG_AUDIO, TAG_SCRIPT, TAG_VIDEO};
 use crate::media::frame::{MediaKind, SharedFrame};
-use crate::shard::hooks::{SinkContext, SinkFactory, StreamSink};
+use crate::shard::hooks::{JoinBell, SinkContext, SinkFactory, StreamSink};
 use crate::shard::state::StreamKey;
 
 const SINK_ID: &str = "httpflv";
@@ -193,6 +194,8 @@ struct StreamState {
     /// Subscribed, not yet started by the sink.
     pending: Vec<Arc<Viewer>>,
     live: bool,
+    /// The current sink's: asks the owner shard to start the pending viewers.
+    bell: Option<Arc<JoinBell>>,
 }
 
 /// One stream's HTTP-FLV side, shared by its sink and the media listener.
@@ -239,7 +242,8 @@ impl HttpFlv {
     }
 
     /// A new viewer of `key`; None when the stream is not live. Its queue gets the FLV
-    /// header, metadata, decoder configs and the cached GOP at the sink's next frame.
+    /// header, metadata, decoder configs and the cached GOP when the owner shard answers
+    /// the bell.
     pub fn subscribe(self: &Arc<Self>, key: &str) -> Option<ViewerGuard> {
         let stream = self.streams.lock().ok()?.get(key).cloned()?;
         let mut st = stream.state.lock().ok()?;
@@ -257,6 +261,9 @@ impl HttpFlv {
         });
         st.pending.push(viewer.clone());
         stream.has_pending.store(true, Ordering::Release);
+        if let Some(bell) = &st.bell {
+            bell.ring();
+        }
         self.viewers.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("rtmp_httpflv_viewers").increment(1.0);
         Some(ViewerGuard {
@@ -285,7 +292,7 @@ impl Drop for ViewerGuard {
 impl SinkFactory for HttpFlv {
     fn sinks_for(
         &self,
-        _ctx: &SinkContext,
+        ctx: &SinkContext,
         key: &StreamKey,
         existing: &[&str],
     ) -> Vec<Box<dyn StreamSink>> {
@@ -296,9 +303,14 @@ impl SinkFactory for HttpFlv {
             return Vec::new();
         };
         let stream = map.entry(key.clone()).or_default().clone();
+        let bell = ctx.join_bell(key);
+        if let Ok(mut st) = stream.state.lock() {
+            st.bell = Some(bell.clone());
+        }
         vec![Box::new(FlvSink {
             stream,
             viewers: Vec::new(),
+            bell,
         })]
     }
 }
@@ -308,6 +320,13 @@ struct FlvSink {
     stream: Arc<FlvStream>,
     /// Started viewers (only the sink touches them, so no lock per frame).
     viewers: Vec<Arc<Viewer>>,
+    bell: Arc<JoinBell>,
+}
+
+impl Drop for FlvSink {
+    fn drop(&mut self) {
+        self.bell.close();
+    }
 }
 
 impl FlvSink {
@@ -420,6 +439,7 @@ mod tests {
         let sink = FlvSink {
             stream,
             viewers: Vec::new(),
+            bell: Arc::default(),
         };
         (
             hub,

@@ -9,6 +9,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use hdrhistogram::Histogram;
@@ -79,9 +80,10 @@ pub trait StreamSink {
     /// A publisher (re)started the stream.
     fn on_publish(&mut self);
     fn on_frame(&mut self, frame: &SharedFrame);
-    /// After `on_frame` of a live frame: the stream's late-join cache, that frame in it. A
-    /// sink that starts late joiners of its own (HTTP-FLV) starts them from it here rather
-    /// than keeping a second cache.
+    /// After `on_frame` of a live frame (that frame in the cache), and when the sink's
+    /// [`JoinBell`] rang and the stream has media: the stream's late-join cache. A sink that
+    /// starts late joiners of its own (HTTP-FLV) starts them from it here rather than
+    /// keeping a second cache.
     fn serve_joiners(&mut self, _cache: &StreamCache) {}
     /// The publisher left. Return true to stay attached (e.g. a push waiting out its grace
     /// period for a republish), false to be dropped.
@@ -137,6 +139,35 @@ impl SinkContext {
             .map(|s| s.shared.hooks.telemetry.clone())
     }
 
+    /// A bell another thread rings to have this shard start `key`'s late joiners now (see
+    /// [`JoinBell`]). Its waiting task ends when the bell is closed or the shard stops.
+    pub fn join_bell(&self, key: &StreamKey) -> Arc<JoinBell> {
+        let bell = Arc::new(JoinBell::default());
+        let Some(state) = self.state.upgrade() else {
+            return bell;
+        };
+        let (tasks, me, key, rung) = (
+            state.tasks.clone(),
+            self.state.clone(),
+            key.clone(),
+            bell.clone(),
+        );
+        state.tasks.spawn_service(async move {
+            loop {
+                tokio::select! {
+                    _ = tasks.stopped() => break,
+                    _ = rung.notify.notified() => {}
+                }
+                if rung.closed.load(Ordering::Acquire) {
+                    break;
+                }
+                let Some(state) = me.upgrade() else { break };
+                state.serve_joiners(&key);
+            }
+        });
+        bell
+    }
+
     /// A handle the sink's task calls when it is done, so the shard reaps it.
     pub fn on_finished(&self, key: &StreamKey) -> SinkFinished {
         SinkFinished {
@@ -156,6 +187,26 @@ impl SinkFinished {
         if let Some(s) = self.state.upgrade() {
             s.reap_sinks(&self.key);
         }
+    }
+}
+
+/// Rung from any thread when a sink has a new late joiner: the owner shard then runs the
+/// stream's `serve_joiners` without waiting for its next frame, which on a paused stream
+/// or a 1 fps camera may be seconds away. Closed by the sink when it goes.
+#[derive(Default)]
+pub struct JoinBell {
+    notify: tokio::sync::Notify,
+    closed: AtomicBool,
+}
+
+impl JoinBell {
+    pub fn ring(&self) {
+        self.notify.notify_one();
+    }
+
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.notify.notify_one();
     }
 }
 

@@ -312,6 +312,21 @@ impl ShardState {
         }
     }
 
+    /// Starts `key`'s sinks' late joiners now (their bell rang), once the stream has media
+    /// to start them with; until then its next frame does.
+    pub(super) fn serve_joiners(&self, key: &StreamKey) {
+        let mut sources = self.sources.borrow_mut();
+        let Some(src) = sources.get_mut(key).filter(|s| s.publisher.is_some()) else {
+            return;
+        };
+        if !src.cache.has_gop() && src.cache.config_frames().is_empty() {
+            return;
+        }
+        for sink in &mut src.sinks {
+            sink.serve_joiners(&src.cache);
+        }
+    }
+
     /// Starts the sinks a stream does not have yet (on publish, or when destinations
     /// were added at runtime).
     fn attach_new_sinks(&self, key: &StreamKey, src: &mut Source) {
