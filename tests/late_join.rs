@@ -410,7 +410,8 @@ fn joiners_of_a_paused_stream_start_at_once_over_rtmp_and_http_flv() {
     std::thread::sleep(Duration::from_millis(300));
     let http = format!("http://{}/live/paused.flv", server.media_addr());
     let rtmp = server.url("live/paused");
-    // Several joiners, so both the owner shard and a mirror serve them.
+    // Several of each: RTMP joiners land on either shard (owner or mirror), and each
+    // HTTP-FLV joiner rings the owner shard anew.
     for url in [&http, &http, &rtmp, &rtmp, &http] {
         let started = Instant::now();
         let out = run_with_timeout(
