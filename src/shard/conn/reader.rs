@@ -89,6 +89,8 @@ pub(super) async fn read_loop(ctx: &mut ConnCtx, first: Option<Box<Event>>) -> E
             tokio::pin!(read);
             loop {
                 tokio::select! {
+                    // A completed read makes the timer moot: skip polling it.
+                    biased;
                     r = &mut read => break r,
                     _ = &mut timer => {
                         // Fired at the deadline it was armed for; the real one may have moved
