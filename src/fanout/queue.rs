@@ -1,6 +1,6 @@
 //! A connection's outgoing byte queue: refcounted chunks waiting for its writer task.
-//! Single-threaded (lives on one shard). Control replies wake the writer at once; media
-//! may wait for the shard's coalescing tick so many small writes become one.
+//! Single-threaded (lives on one shard). Every push wakes the writer: coalescing happens
+//! before the queue, where a shard gathers a stream's frames into one run per tick.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -63,17 +63,15 @@ impl OutQueue {
         }
     }
 
-    /// Queues a live frame. With `wake` false it waits for `flush` (the coalescing tick).
-    pub fn push_media(&self, b: Bytes, ingest: Instant, now: Instant, wake: bool) {
+    /// Queues a live frame (or a run of them), remembering its ingest time for latency.
+    pub fn push_media(&self, b: Bytes, ingest: Instant, now: Instant) {
         if !self.append(b, now) {
             return;
         }
         if self.oldest_ingest.get().is_none() {
             self.oldest_ingest.set(Some(ingest));
         }
-        if wake {
-            self.notify.notify_one();
-        }
+        self.notify.notify_one();
     }
 
     fn append(&self, b: Bytes, now: Instant) -> bool {
@@ -86,13 +84,6 @@ impl OutQueue {
         self.bytes.set(self.bytes.get() + b.len());
         self.items.borrow_mut().push_back(b);
         true
-    }
-
-    /// Wakes the writer if anything is waiting (the coalescing tick).
-    pub fn flush(&self) {
-        if !self.is_empty() {
-            self.notify.notify_one();
-        }
     }
 
     /// Wakes the writer with nothing new queued (the connection has bytes of its own to
@@ -255,8 +246,8 @@ mod tests {
         let q = OutQueue::new();
         let t0 = Instant::now();
         let later = t0 + std::time::Duration::from_millis(30);
-        q.push_media(Bytes::from_static(b"a"), t0, t0, false);
-        q.push_media(Bytes::from_static(b"b"), later, later, false);
+        q.push_media(Bytes::from_static(b"a"), t0, t0);
+        q.push_media(Bytes::from_static(b"b"), later, later);
         assert_eq!(q.age(later), std::time::Duration::from_millis(30));
         let b = q.take_batch();
         assert_eq!(b.oldest_ingest, Some(t0));

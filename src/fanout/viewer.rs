@@ -19,9 +19,10 @@ use crate::protocol::session;
 pub struct ViewerPolicy {
     /// Queue budget and how long a viewer may stay behind.
     pub admission: AdmissionPolicy,
-    /// Hold live frames for the shard's coalescing tick instead of waking the writer.
+    /// Gather a stream's live frames into a run the shard's coalescing tick offers to
+    /// every viewer at once (`deliver_run`) instead of offering each as it comes (`deliver`).
     pub coalesce: bool,
-    /// Wake the writer anyway once this many bytes wait (bounds a tick's burst).
+    /// Offer the run early once it holds this many bytes (bounds a tick's burst).
     pub flush_bytes: usize,
 }
 
@@ -40,7 +41,6 @@ pub struct Viewer {
     pub stream_id: u32,
     pub name: String,
     chunk_size: u32,
-    policy: ViewerPolicy,
     admission: Admission,
     pub receive_audio: bool,
     pub receive_video: bool,
@@ -63,7 +63,6 @@ impl Viewer {
             name,
             chunk_size,
             admission: Admission::new(policy.admission),
-            policy,
             receive_audio: true,
             receive_video: true,
             run_skip: 0,
@@ -100,8 +99,7 @@ impl Viewer {
         if verdict != Verdict::Admit {
             return verdict;
         }
-        let wake = !self.policy.coalesce || queued + queue_len(f) >= self.policy.flush_bytes;
-        self.queue.push_media(self.wire_for(f), f.ingest, now, wake);
+        self.queue.push_media(self.wire_for(f), f.ingest, now);
         if f.is_media() {
             self.queue.mark_media();
         }
@@ -131,7 +129,7 @@ impl Viewer {
                 verdict(Verdict::Admit);
             }
             self.queue
-                .push_media(run.merged().clone(), frames[0].ingest, now, true);
+                .push_media(run.merged().clone(), frames[0].ingest, now);
             if run.has_media() {
                 self.queue.mark_media();
             }
@@ -157,11 +155,11 @@ impl Viewer {
         let whole = skip == 0 && n <= 128 && admitted == u128::MAX >> (128 - n);
         if whole && self.stream_id == SHARED_STREAM_ID {
             self.queue
-                .push_media(run.merged().clone(), frames[0].ingest, now, true);
+                .push_media(run.merged().clone(), frames[0].ingest, now);
         } else {
             for (i, f) in frames.iter().enumerate() {
                 if admitted & 1u128.checked_shl(i as u32).unwrap_or(0) != 0 {
-                    self.queue.push_media(self.wire_for(f), f.ingest, now, true);
+                    self.queue.push_media(self.wire_for(f), f.ingest, now);
                 }
             }
         }
@@ -388,30 +386,5 @@ mod tests {
             [Verdict::Admit, Verdict::Drop(DropReason::QueueBytes)]
         );
         assert_eq!(e.queue.take_batch().bufs[0], key.wire().clone());
-    }
-
-    #[test]
-    fn coalescing_defers_the_wake_until_enough_bytes() {
-        let mut v = viewer(ViewerPolicy {
-            coalesce: true,
-            flush_bytes: 5000,
-            ..ViewerPolicy::default()
-        });
-        let t0 = Instant::now();
-        let key = frame(MediaKind::Video, 0, &[0x17, 1], 3000);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .unwrap();
-        let woke = |q: &OutQueue| {
-            rt.block_on(async { tokio::time::timeout(Duration::from_millis(5), q.wait()).await })
-                .is_ok()
-        };
-        assert_eq!(v.deliver(&key, t0), Verdict::Admit);
-        assert!(!woke(&v.queue), "one small frame waits for the tick");
-        assert_eq!(v.deliver(&key, t0), Verdict::Admit);
-        assert!(woke(&v.queue), "past flush_bytes the writer is woken");
-        v.queue.flush();
-        assert!(woke(&v.queue), "the tick wakes a non-empty queue");
     }
 }

@@ -178,8 +178,7 @@ impl ShardState {
 
     /// The coalescing tick: offer each stream's run once its first frame has used up
     /// `due` of the budget (the tick runs a fraction of the budget apart, so no frame
-    /// waits past the budget and a stream's viewers flush together), and wake any viewer
-    /// whose oldest waiting bytes have.
+    /// waits past the budget and a stream's viewers flush together).
     pub fn flush_viewers(&self, now: Instant, due: Duration) {
         for (key, m) in self.mirrors.borrow_mut().iter_mut() {
             if m.run
@@ -187,11 +186,6 @@ impl ShardState {
                 .is_some_and(|t| now.saturating_duration_since(t) >= due)
             {
                 self.flush_run(key, m, now);
-            }
-            for (_, v) in m.viewers.iter() {
-                if v.queue.age(now) >= due {
-                    v.queue.flush();
-                }
             }
         }
     }
