@@ -93,7 +93,12 @@ fn main() -> anyhow::Result<()> {
     }
     // The media listener, once the metrics recorder is installed.
     if let Some(addr) = settings.http_media {
-        rtmp_edge::web::serve(hls.clone(), flv, auth.clone(), &settings.web, addr)?;
+        // An edge pulls a stream an HTTP viewer asks for, as it does for an RTMP player.
+        let fetch = settings.origin.is_some().then(|| {
+            let c = control.clone();
+            Arc::new(move |key: &str| c.fetch(key)) as rtmp_edge::web::Fetch
+        });
+        rtmp_edge::web::serve(hls.clone(), flv, auth.clone(), fetch, &settings.web, addr)?;
     }
     let origin_pull = settings
         .origin

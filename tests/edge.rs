@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
@@ -487,4 +488,61 @@ fn an_edge_merges_its_upstream_reads_on_a_busy_shard() {
         live.iter().map(|a| a.1).collect::<Vec<_>>()
     );
     assert!(edge.logged(&["busy: merging publishers' reads"]));
+}
+
+/// 11: HTTP viewers on an edge: an HTTP-FLV or HLS request for a stream only the origin has
+/// starts the pull as an RTMP player does, the pull stays open while they watch (longer
+/// than the idle period, no player on the edge), and closes once they are gone.
+#[test]
+fn http_viewers_on_an_edge_pull_from_the_origin() {
+    let (origin, _flv_publisher) = origin_with_stream("web");
+    let _hls_publisher = Publisher::live(&origin, "live/webhls");
+    let edge = Server::start(&[
+        "--origin",
+        &origin.url("live"),
+        "--origin-idle-secs",
+        "1",
+        "--shards",
+        "2",
+        "--http-media",
+        "127.0.0.1:0",
+        "--hls",
+        "on-demand",
+    ]);
+    let media = edge.media_addr();
+
+    // HTTP-FLV: 4 s decoded (four idle periods) over one upstream.
+    let probe = assert_decodes(&format!("http://{media}/live/web.flv"), 4, 90);
+    eprintln!("edge HTTP-FLV: {} video frames", probe.count("video"));
+    assert_eq!(origin.count_log(&["play started", &key_field("web")]), 1);
+    assert_eq!(edge.count_log(&["origin pull closed", "live/web"]), 0);
+    // Gone with its viewer, after the idle period.
+    let left = Instant::now();
+    assert!(
+        edge.wait_log(&["origin pull closed", "live/web"], Duration::from_secs(6))
+            .is_some(),
+        "the HTTP-FLV pull never closed"
+    );
+    eprintln!(
+        "HTTP-FLV pull closed {:?} after its viewer left",
+        left.elapsed()
+    );
+
+    // HLS: the first playlist request starts the pull; the stream plays.
+    let probe = assert_decodes(&format!("http://{media}/live/webhls/index.m3u8"), 4, 60);
+    eprintln!("edge HLS: {} video frames", probe.count("video"));
+    // One upstream: HLS requests kept it open (an HLS viewer counts until 30 s after its
+    // last request, as for on-demand packaging, so the close is not waited for here).
+    assert_eq!(origin.count_log(&["play started", &key_field("webhls")]), 1);
+
+    // A stream the origin does not have: a 404 once the pull gives up, not a hang.
+    let t = Instant::now();
+    let mut s = std::net::TcpStream::connect(media).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /live/nothing.flv HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).expect("an answer");
+    assert_eq!(&head, b"HTTP/1.1 404", "{:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
 }

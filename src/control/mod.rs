@@ -26,6 +26,7 @@ use crate::channel::Channels;
 use crate::relay::push::PushRegistry;
 use crate::shard::hooks::Telemetry;
 use crate::shard::query::{Query, ShardStreams, StreamInfo};
+use crate::shard::state::owner_of;
 use crate::shard::transmission::{ControlMsg, ShardLink};
 use histograms::{escape, LatencyExport};
 
@@ -147,6 +148,17 @@ impl Control {
     pub fn reconcile_sinks(&self) {
         for l in self.links.get().into_iter().flatten() {
             l.send_control(ControlMsg::Query(Query::ReconcileSinks));
+        }
+    }
+
+    /// An HTTP viewer asked for `key` and it is not live: its owner shard pulls it when
+    /// this is an edge (nothing happens otherwise). Never blocks.
+    pub fn fetch(&self, key: &str) {
+        let Some(links) = self.links.get() else {
+            return;
+        };
+        if let Some(l) = links.get(owner_of(key, links.len())) {
+            l.send_control(ControlMsg::Query(Query::Fetch(key.to_string())));
         }
     }
 

@@ -212,9 +212,13 @@ impl StreamHls {
     }
 
     fn wanted(&self, now_ms: u64) -> bool {
-        self.always
-            || now_ms.saturating_sub(self.last_request_ms.load(Ordering::Relaxed))
-                < IDLE_AFTER.as_millis() as u64
+        self.always || self.requested(now_ms)
+    }
+
+    /// A viewer asked within `IDLE_AFTER` (with `always`, packaging goes on without one).
+    fn requested(&self, now_ms: u64) -> bool {
+        now_ms.saturating_sub(self.last_request_ms.load(Ordering::Relaxed))
+            < IDLE_AFTER.as_millis() as u64
     }
 
     pub fn is_attached(&self) -> bool {
@@ -477,6 +481,10 @@ impl StreamSink for HlsSink {
             p.push(frame, &mut self.out);
         }
         self.publish_out();
+    }
+
+    fn has_viewers(&self) -> bool {
+        self.stream.requested(now_ms())
     }
 
     fn on_unpublish(&mut self) -> bool {

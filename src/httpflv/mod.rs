@@ -370,6 +370,10 @@ impl StreamSink for FlvSink {
         self.viewers.retain(|v| v.offer(&tag, now));
     }
 
+    fn has_viewers(&self) -> bool {
+        !self.viewers.is_empty() || self.stream.has_pending.load(Ordering::Relaxed)
+    }
+
     fn serve_joiners(&mut self, cache: &StreamCache) {
         if !self.stream.has_pending.load(Ordering::Acquire) {
             return;

@@ -209,7 +209,7 @@ impl Pull {
         if self.state.tasks.is_stopping() {
             return true;
         }
-        if self.state.subscriber_count(&self.key) > 0 {
+        if self.state.is_watched(&self.key) {
             self.idle_since = None;
             return false;
         }
@@ -373,12 +373,12 @@ async fn watch(
             _ = state.tasks.stopped() => {}
         }
         // The server shutting down ends an upstream like nobody watching does.
-        let unwatched = state.subscriber_count(&key) == 0
+        let unwatched = !state.is_watched(&key)
             && idle_since.get_or_insert_with(Instant::now).elapsed() >= idle;
         let v = if state.tasks.is_stopping() || unwatched {
             Some(Verdict::Idle)
         } else {
-            if state.subscriber_count(&key) > 0 {
+            if state.is_watched(&key) {
                 idle_since = None;
             }
             match last_media.get() {

@@ -39,6 +39,7 @@ impl ShardState {
                 let _ = tx.send(t.is_some());
             }
             Query::ReconcileSinks => self.reconcile_sinks(),
+            Query::Fetch(key) => self.fetch(&key),
         }
     }
 

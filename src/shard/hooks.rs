@@ -88,6 +88,10 @@ pub trait StreamSink {
     /// The publisher left. Return true to stay attached (e.g. a push waiting out its grace
     /// period for a republish), false to be dropped.
     fn on_unpublish(&mut self) -> bool;
+    /// It serves viewers of its own (HTTP-FLV, HLS) now: an edge keeps pulling the stream.
+    fn has_viewers(&self) -> bool {
+        false
+    }
     /// A sink that finished on its own (grace period over) is dropped at the next event.
     fn is_done(&self) -> bool {
         false

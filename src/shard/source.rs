@@ -118,6 +118,24 @@ impl ShardState {
         }
     }
 
+    /// `key` wanted by a viewer that is not a player (HTTP): on its owner shard, an edge
+    /// starts pulling it when nobody publishes it here.
+    pub(super) fn fetch(&self, key: &str) {
+        if self.owner_of(key) != self.id {
+            return;
+        }
+        let live = self
+            .sources
+            .borrow()
+            .get(key)
+            .is_some_and(|s| s.publisher.is_some());
+        if !live {
+            if let (Some(up), Some(me)) = (&self.shared.hooks.upstream, self.rc()) {
+                up.open(&me, &Arc::from(key));
+            }
+        }
+    }
+
     pub(super) fn unsubscribe(&self, key: &str, shard: usize) {
         let mut sources = self.sources.borrow_mut();
         if let Some(src) = sources.get_mut(key) {
@@ -147,12 +165,13 @@ impl ShardState {
         }
     }
 
-    /// Shards with players of the stream (0 when nobody watches).
-    pub fn subscriber_count(&self, key: &str) -> usize {
+    /// Whether anyone watches `key`: players on any shard, or a sink's own viewers
+    /// (HTTP-FLV, HLS). An edge keeps its pull open while it is.
+    pub fn is_watched(&self, key: &str) -> bool {
         self.sources
             .borrow()
             .get(key)
-            .map_or(0, |s| s.subscribers.len())
+            .is_some_and(|s| !s.subscribers.is_empty() || s.sinks.iter().any(|k| k.has_viewers()))
     }
 
     /// The ingest was replaced (an origin reconnect) without the stream ending: players

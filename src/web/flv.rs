@@ -37,7 +37,7 @@ pub(super) async fn stream(
     {
         return finish(kind, r);
     }
-    let Some(guard) = ctx.flv.subscribe(&key) else {
+    let Some(guard) = ctx.live_or_fetched(&key, || ctx.flv.subscribe(&key)).await else {
         return finish(kind, status(StatusCode::NOT_FOUND));
     };
     if websocket {

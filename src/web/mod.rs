@@ -31,6 +31,12 @@ const THREADS: usize = 2;
 /// How long a first playlist request waits for packaging to produce something (on demand,
 /// packaging starts at the next keyframe).
 const FIRST_WAIT: Duration = Duration::from_secs(10);
+/// How long a request for a stream an edge does not have waits for its pull to go live:
+/// the pull's connect plus the origin's first media (it gives up on an origin after 5 s).
+const FETCH_WAIT: Duration = Duration::from_secs(6);
+
+/// Asks the stream's owner shard to pull it from the origin (edge mode).
+pub type Fetch = Arc<dyn Fn(&str) + Send + Sync>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WebError {
@@ -65,10 +71,29 @@ struct Ctx {
     hls: Arc<Hls>,
     flv: Arc<HttpFlv>,
     auth: Arc<SharedAuth>,
+    fetch: Option<Fetch>,
     page: Arc<str>,
 }
 
 impl Ctx {
+    /// What `get` finds of a live stream; on an edge, a stream not live here is pulled
+    /// first: the owner shard is asked, and `get` tried again until the pull is live.
+    async fn live_or_fetched<T>(&self, key: &str, get: impl Fn() -> Option<T>) -> Option<T> {
+        if let Some(t) = get() {
+            return Some(t);
+        }
+        let fetch = self.fetch.as_ref()?;
+        fetch(key);
+        let end = Instant::now() + FETCH_WAIT;
+        while Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if let Some(t) = get() {
+                return Some(t);
+            }
+        }
+        None
+    }
+
     /// The same play authorization as RTMP (tokens, signed URLs, callback), on the query
     /// string of each request; the denial is counted like an RTMP one.
     async fn authorize(&self, key: &str, query: &str, peer: SocketAddr) -> Result<(), Response> {
@@ -100,6 +125,7 @@ pub fn serve(
     hls: Arc<Hls>,
     flv: Arc<HttpFlv>,
     auth: Arc<SharedAuth>,
+    fetch: Option<Fetch>,
     cfg: &WebConfig,
     addr: SocketAddr,
 ) -> Result<SocketAddr, WebError> {
@@ -139,6 +165,7 @@ pub fn serve(
                         hls,
                         flv,
                         auth,
+                        fetch,
                         page,
                     })
                     .into_make_service_with_connect_info::<SocketAddr>(),
@@ -318,7 +345,17 @@ async fn hls_file(
     if let Err(r) = ctx.authorize(&key, &q.carry, peer).await {
         return finish(kind, r);
     }
-    let Some(stream) = ctx.hls.get(&key) else {
+    // A playlist asks for the live stream (an edge pulls one it lacks); segments and parts
+    // come from the timeline as it is, also just after the stream ended.
+    let stream = if matches!(f, File::Multivariant | File::Media) {
+        let live = || ctx.hls.get(&key).filter(|s| s.is_attached());
+        ctx.live_or_fetched(&key, live)
+            .await
+            .or_else(|| ctx.hls.get(&key))
+    } else {
+        ctx.hls.get(&key)
+    };
+    let Some(stream) = stream else {
         return finish(kind, status(StatusCode::NOT_FOUND));
     };
     let r = match f {
