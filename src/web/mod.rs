@@ -347,7 +347,8 @@ async fn hls_file(
     }
     // A playlist asks for the live stream (an edge pulls one it lacks); segments and parts
     // come from the timeline as it is, also just after the stream ended.
-    let stream = if matches!(f, File::Multivariant | File::Media) {
+    let playlist = matches!(f, File::Multivariant | File::Media);
+    let stream = if playlist && ctx.hls.policy().packages(&key) {
         let live = || ctx.hls.get(&key).filter(|s| s.is_attached());
         ctx.live_or_fetched(&key, live)
             .await
