@@ -16,8 +16,8 @@ pub enum Query {
     KickPublisher(String, oneshot::Sender<bool>),
     /// Push destinations changed: start and stop sinks of live streams to match.
     ReconcileSinks,
-    /// An HTTP viewer asked for a stream that is not live here (sent to every shard; its
-    /// owner acts): an edge pulls it from its origin, as for an RTMP player.
+    /// An HTTP viewer asked for a stream that is not live here (sent to its owner shard;
+    /// another ignores it): an edge pulls it from its origin, as for an RTMP player.
     Fetch(String),
 }
 
