@@ -373,14 +373,14 @@ async fn watch(
             _ = state.tasks.stopped() => {}
         }
         // The server shutting down ends an upstream like nobody watching does.
-        let unwatched = !state.is_watched(&key)
-            && idle_since.get_or_insert_with(Instant::now).elapsed() >= idle;
+        let watched = state.is_watched(&key);
+        if watched {
+            idle_since = None;
+        }
+        let unwatched = !watched && idle_since.get_or_insert_with(Instant::now).elapsed() >= idle;
         let v = if state.tasks.is_stopping() || unwatched {
             Some(Verdict::Idle)
         } else {
-            if state.is_watched(&key) {
-                idle_since = None;
-            }
             match last_media.get() {
                 None if started.elapsed() > FIRST_MEDIA_TIMEOUT => Some(Verdict::NoMedia),
                 Some(t) if t.elapsed() > STALL_TIMEOUT => Some(Verdict::Stalled),

@@ -110,11 +110,16 @@ impl ShardState {
         };
         drop(sources);
         self.route_media(shard, snapshot);
-        // A player asked for a stream nobody publishes here: an edge fetches it.
         if !live {
-            if let (Some(up), Some(me)) = (&self.shared.hooks.upstream, self.rc()) {
-                up.open(&me, &key);
-            }
+            self.open_upstream(&key);
+        }
+    }
+
+    /// Someone wants a stream nobody publishes here: an edge fetches it from its origin
+    /// (a no-op on a server without one, or with that pull already under way).
+    fn open_upstream(&self, key: &StreamKey) {
+        if let (Some(up), Some(me)) = (&self.shared.hooks.upstream, self.rc()) {
+            up.open(&me, key);
         }
     }
 
@@ -130,9 +135,7 @@ impl ShardState {
             .get(key)
             .is_some_and(|s| s.publisher.is_some());
         if !live {
-            if let (Some(up), Some(me)) = (&self.shared.hooks.upstream, self.rc()) {
-                up.open(&me, &Arc::from(key));
-            }
+            self.open_upstream(&Arc::from(key));
         }
     }
 
